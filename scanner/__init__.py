@@ -1,0 +1,3 @@
+"""reachscan: bulk TCP/UDP reachability scanning that explains refusals."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,243 @@
+"""The records every part of reachscan speaks: what to probe, what happened, what it means.
+
+Everything here is a frozen, slotted value. The pure core (classification, diagnosis,
+inventory parsing) works on these alone, so it can be tested without a network, and the
+outputs see only `Result`, never a socket.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import Enum, StrEnum
+
+
+class Proto(StrEnum):
+    TCP = "tcp"
+    UDP = "udp"
+
+
+class State(StrEnum):
+    """What an endpoint is, in nmap's words where nmap has them."""
+
+    OPEN = "open"
+    REFUSED = "refused"
+    FILTERED = "filtered"
+    OPEN_FILTERED = "open|filtered"
+    UNRESOLVED = "unresolved"
+    ERROR = "error"
+
+
+class Reason(StrEnum):
+    """Why an endpoint is in its state: the packet (or lack of one) that decided it."""
+
+    SYN_ACK = "syn-ack"
+    UDP_RESPONSE = "udp-response"
+    CONN_REFUSED = "conn-refused"
+    PORT_UNREACH = "port-unreach"
+    NO_RESPONSE = "no-response"
+    NET_UNREACH = "net-unreach"
+    HOST_UNREACH = "host-unreach"
+    PROTO_UNREACH = "proto-unreach"
+    FRAG_NEEDED = "frag-needed"
+    SOURCE_ROUTE_FAILED = "source-route-failed"
+    NET_UNKNOWN = "net-unknown"
+    HOST_UNKNOWN = "host-unknown"
+    HOST_ISOLATED = "host-isolated"
+    NET_PROHIBITED = "net-prohibited"
+    HOST_PROHIBITED = "host-prohibited"
+    TOS_NET_UNREACH = "tos-net-unreach"
+    TOS_HOST_UNREACH = "tos-host-unreach"
+    ADMIN_PROHIBITED = "admin-prohibited"
+    PRECEDENCE_VIOLATION = "precedence-violation"
+    PRECEDENCE_CUTOFF = "precedence-cutoff"
+    BEYOND_SCOPE = "beyond-scope"
+    SOURCE_POLICY_FAILED = "source-policy-failed"
+    REJECT_ROUTE = "reject-route"
+    TIME_EXCEEDED = "time-exceeded"
+    ICMP_OTHER = "icmp-other"
+    NXDOMAIN = "nxdomain"
+    NO_ADDRESS = "no-address"
+    RESOLVER_ERROR = "resolver-error"
+    LOCAL_FIREWALL = "local-firewall"
+    NO_ROUTE = "no-route"
+    LOCAL_ERROR = "local-error"
+
+
+class Expect(StrEnum):
+    """What the inventory says should be true of an endpoint."""
+
+    OPEN = "open"
+    REFUSED = "refused"
+    FILTERED = "filtered"
+    CLOSED = "closed"  # anything but open: refused, filtered or open|filtered
+
+
+class ResolvedVia(StrEnum):
+    """Where the probed address came from; the cause analysis reasons about it."""
+
+    LITERAL = "literal"
+    HOSTS_FILE = "hosts-file"
+    DNS = "dns"
+    PINNED = "pinned"
+    NONE = "none"  # the name did not resolve
+
+
+Labels = tuple[tuple[str, str], ...]
+"""Inventory labels as sorted (key, value) pairs: hashable, shared between endpoints."""
+
+
+@dataclass(frozen=True, slots=True)
+class Origin:
+    """Where an inventory entry was written, so every message can say FILE:LINE."""
+
+    file: str
+    line: int
+
+    def __str__(self) -> str:
+        return f"{self.file}:{self.line}"
+
+
+@dataclass(frozen=True, slots=True)
+class Endpoint:
+    """One thing the inventory wants checked: a host (as written), a port, a protocol.
+
+    `host` is kept exactly as the inventory wrote it (a name or an address literal);
+    `pinned_address` is the address the fleet's records pin for it, probed instead of
+    resolving the name. `expect` is None for ad hoc sweeps, which have no expectation.
+    """
+
+    host: str
+    port: int
+    proto: Proto
+    expect: Expect | None = Expect.OPEN
+    labels: Labels = ()
+    pinned_address: str | None = None
+    service: str | None = None  # the service name the inventory used ("https"), if any
+    origin: Origin | None = None
+
+    @property
+    def key(self) -> tuple[str, int, Proto, str | None]:
+        """Identity for de-duplication: the same host, port, protocol and pin."""
+        return (self.host, self.port, self.proto, self.pinned_address)
+
+
+@dataclass(frozen=True, slots=True)
+class Target:
+    """An endpoint at one concrete address: the unit the engine probes."""
+
+    endpoint: Endpoint
+    address: str
+    family: int  # 4 or 6
+    resolved_via: ResolvedVia
+
+
+class Event(Enum):
+    """What the socket layer saw, before any interpretation."""
+
+    CONNECTED = "connected"  # TCP handshake completed with a peer that is not ourselves
+    DATAGRAM = "datagram"  # UDP: an answer arrived
+    ERROR = "error"  # the socket reported an errno (with or without an ICMP record)
+    SILENCE = "silence"  # nothing before the deadline
+    SELF_CONNECT = "self-connect"  # TCP simultaneous open with our own source port
+    SEND_FAILED = "send-failed"  # the probe never left this machine
+
+
+class IcmpOrigin(Enum):
+    ICMP4 = 2
+    ICMP6 = 3
+    LOCAL = 1
+    OTHER = 0
+
+
+class Offender(Enum):
+    """Who sent an ICMP error, relative to the probe."""
+
+    TARGET = "target"  # the probed address itself
+    SELF = "self"  # this machine (a local REJECT, or failed ARP/ND)
+    OTHER = "other"  # a router or middlebox on the path
+    UNKNOWN = "unknown"
+
+
+@dataclass(frozen=True, slots=True)
+class IcmpReport:
+    """One record from the socket's error queue (`struct sock_extended_err`)."""
+
+    origin: IcmpOrigin
+    icmp_type: int
+    icmp_code: int
+    errno: int
+    offender_address: str | None
+    offender: Offender
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """What one probe attempt produced, translated from the OS exactly once (net/)."""
+
+    event: Event
+    errno: int | None = None
+    icmp: IcmpReport | None = None
+    immediate: bool = False  # the error came from connect()/send() itself: nothing left
+    rtt: float | None = None  # seconds from issuing the probe to its answer
+    message: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    """A state with the reason that decided it."""
+
+    state: State
+    reason: Reason
+
+
+@dataclass(frozen=True, slots=True)
+class Cause:
+    """Why an endpoint that should be reachable is not (filled by the diagnosis)."""
+
+    kind: str
+    confidence: float
+    evidence: tuple[tuple[str, object], ...]
+    advice: str
+
+
+@dataclass(frozen=True, slots=True)
+class Result:
+    """The final word on one endpoint at one address."""
+
+    endpoint: Endpoint
+    address: str | None
+    resolved_via: ResolvedVia
+    state: State
+    reason: Reason
+    rtt_ms: float | None
+    ts: float  # seconds since the epoch, when the verdict was reached
+    offender: str | None = None  # who sent the deciding ICMP error, if any
+    message: str | None = None
+    attempts: int = 1
+    cause: Cause | None = None
+
+    @property
+    def ok(self) -> bool:
+        return state_meets_expectation(self.state, self.endpoint.expect)
+
+
+_SCAN_FAILURES = frozenset({State.UNRESOLVED, State.ERROR})
+
+
+def state_meets_expectation(state: State, expect: Expect | None) -> bool:
+    """Does `state` satisfy `expect`? With no expectation, anything measured is fine.
+
+    Unresolved names and scanner-side errors never satisfy anything: nothing was learned
+    about the endpoint, and an unattended run must not call that success.
+    """
+    if state in _SCAN_FAILURES:
+        return False
+    if expect is None:
+        return True
+    if expect is Expect.OPEN:
+        return state is State.OPEN
+    if expect is Expect.REFUSED:
+        return state is State.REFUSED
+    if expect is Expect.FILTERED:
+        return state in (State.FILTERED, State.OPEN_FILTERED)
+    return state is not State.OPEN  # Expect.CLOSED
