@@ -1,0 +1,7 @@
+"""`python -m scanner`: the same as the `reachscan` command."""
+
+import sys
+
+from scanner.cli import main
+
+sys.exit(main())

@@ -1,0 +1,259 @@
+"""The `reachscan` command: argument parsing and wiring, nothing else.
+
+argparse (standard library) rather than click: `--format`/`-o` come in ordered pairs
+("--format jsonl -o a.jsonl --format table"), which argparse's custom actions express
+directly, and it costs no dependency.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import shlex
+import sys
+from collections.abc import Iterator, Sequence
+
+from scanner import __version__
+from scanner.engine import EngineConfig
+from scanner.inventory import (
+    InventoryItem,
+    command_line_targets,
+    read_inventory,
+    unique_endpoints,
+)
+from scanner.inventory.errors import SpecError
+from scanner.inventory.ports import PortSpec
+from scanner.inventory.services import DEFAULT_PORTS
+from scanner.inventory.specs import parse_ports
+from scanner.model import Expect
+from scanner.outputs import FORMATS
+from scanner.resolve import ResolverConfig, parse_nameserver
+from scanner.runner import ExitStatus, OutputSpec, ScanPlan, run_plan
+
+DEFAULTS = EngineConfig()
+
+FORMAT_BY_SUFFIX = {".jsonl": "jsonl", ".json": "jsonl", ".ndjson": "jsonl", ".txt": "table"}
+
+
+class UsageError(Exception):
+    """A problem with the command line; exit status 2."""
+
+
+class OutputAction(argparse.Action):
+    """Collects `--format F` and `-o PATH` into ordered (format, path) pairs.
+
+    `--format F` opens a new output (to stdout until an `-o` follows); `-o PATH` gives the
+    latest output its path, or opens a new one whose format follows from the file suffix.
+    """
+
+    def __call__(
+        self,
+        parser: argparse.ArgumentParser,
+        namespace: argparse.Namespace,
+        values: str | Sequence[object] | None,
+        option_string: str | None = None,
+    ) -> None:
+        outputs: list[list[str | None]] = getattr(namespace, "outputs", None) or []
+        value = str(values)
+        if self.dest == "format":
+            outputs.append([value, None])
+        elif outputs and outputs[-1][1] is None:
+            outputs[-1][1] = value
+        else:
+            outputs.append([None, value])
+        namespace.outputs = outputs
+
+
+def positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, not {value}")
+    return value
+
+
+def non_negative_int(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, not {value}")
+    return value
+
+
+def positive_float(text: str) -> float:
+    value = float(text)
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be more than 0, not {text}")
+    return value
+
+
+def port_list(text: str) -> PortSpec:
+    try:
+        return parse_ports(text)
+    except SpecError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="reachscan",
+        description="Bulk TCP/UDP reachability scanner that explains refusals.",
+    )
+    parser.add_argument("--version", action="version", version=f"reachscan {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    scan = commands.add_parser(
+        "scan",
+        help="probe the endpoints of inventories and/or -t target specs",
+        description="Probe every endpoint and report open / refused / filtered with the reason.",
+    )
+    scan.add_argument(
+        "inventories", nargs="*", metavar="INVENTORY",
+        help="inventory files: YAML (.yaml/.yml) or one target spec per line; - reads stdin",
+    )
+    what = scan.add_argument_group("what to scan")
+    what.add_argument(
+        "-t", "--target", action="append", default=[], metavar="SPEC",
+        help="HOST[:PORTS], e.g. db1:5432, 10.0.0.0/24:22,80, [::1]:U:53,T:80 (repeatable)",
+    )
+    what.add_argument(
+        "-p", "--ports", type=port_list, default=DEFAULT_PORTS, metavar="PORTS",
+        help="ports for specs and inventory lines that name none (default: 20 common TCP ports)",
+    )
+    what.add_argument(
+        "--expect", choices=[expect.value for expect in Expect], default=None,
+        help="what -t targets should be (default: no expectation, any measured state is fine)",
+    )
+    what.add_argument(
+        "--strict", action="store_true",
+        help="check the whole inventory first and scan nothing if any entry is malformed",
+    )
+    names = scan.add_argument_group("name resolution")
+    names.add_argument("--hosts-file", default="/etc/hosts", metavar="PATH",
+                       help="hosts file consulted before DNS (default: /etc/hosts; '' for none)")
+    names.add_argument("--nameserver", action="append", default=[], metavar="HOST[:PORT]",
+                       help="DNS server to query (repeatable; default: /etc/resolv.conf)")
+    family = names.add_mutually_exclusive_group()
+    family.add_argument("-4", dest="ipv4_only", action="store_true", help="IPv4 addresses only")
+    family.add_argument("-6", dest="ipv6_only", action="store_true", help="IPv6 addresses only")
+    pace = scan.add_argument_group("pace")
+    pace.add_argument("--concurrency", type=positive_int, default=DEFAULTS.concurrency,
+                      metavar="N", help=f"probes in flight at once (default {DEFAULTS.concurrency}, "
+                      "capped by the descriptor limit)")
+    pace.add_argument("--per-host", type=positive_int, default=DEFAULTS.per_host, metavar="N",
+                      help=f"probes in flight per address (default {DEFAULTS.per_host})")
+    pace.add_argument("--rate", type=positive_float, default=None, metavar="N",
+                      help="new probes per second (default: no limit)")
+    pace.add_argument("--timeout", type=positive_float, default=DEFAULTS.timeout, metavar="S",
+                      help=f"seconds to wait for an answer (default {DEFAULTS.timeout})")
+    pace.add_argument("--retries", type=non_negative_int, default=DEFAULTS.retries, metavar="N",
+                      help=f"extra attempts for silent probes (default {DEFAULTS.retries})")
+    output = scan.add_argument_group("output")
+    output.add_argument("--format", action=OutputAction, choices=FORMATS,
+                        help="output format (repeatable, each optionally followed by -o); "
+                        "default: table on a terminal, jsonl otherwise")
+    output.add_argument("-o", "--output", dest="output", action=OutputAction, metavar="PATH",
+                        help="write the preceding --format to PATH atomically (- for stdout)")
+    output.add_argument("--no-progress", action="store_true",
+                        help="no progress bar (it is shown only when stderr is a terminal)")
+    output.add_argument("--color", choices=["auto", "always", "never"], default="auto",
+                        help="colour in the table output (default: auto)")
+    scan.add_argument("--loop", choices=["auto", "uvloop", "asyncio"], default="auto",
+                      help="event loop (default: uvloop where installed)")
+    return parser
+
+
+def resolve_outputs(raw: list[list[str | None]] | None, stdout_is_terminal: bool) -> tuple[
+    OutputSpec, ...
+]:
+    default_format = "table" if stdout_is_terminal else "jsonl"
+    if not raw:
+        return (OutputSpec(default_format, "-"),)
+    outputs = []
+    for format_name, path in raw:
+        if format_name is None:
+            assert path is not None
+            suffix = path[path.rfind(".") :] if "." in path else ""
+            format_name = FORMAT_BY_SUFFIX.get(suffix.lower(), "jsonl" if path != "-" else
+                                               default_format)
+        outputs.append(OutputSpec(format_name, path or "-"))
+    to_stdout = [output for output in outputs if output.path == "-"]
+    if len(to_stdout) > 1:
+        raise UsageError("only one output can go to standard output; give the others -o PATH")
+    return tuple(outputs)
+
+
+def inventory_source(
+    args: argparse.Namespace, expect: Expect | None
+) -> Iterator[InventoryItem]:
+    items = itertools.chain(
+        command_line_targets(args.target, default_ports=args.ports, expect=expect),
+        *(read_inventory(path, stdin=sys.stdin, default_ports=args.ports)
+          for path in args.inventories),
+    )
+    return unique_endpoints(items)
+
+
+def make_plan(args: argparse.Namespace) -> ScanPlan:
+    if not args.target and not args.inventories:
+        raise UsageError("nothing to scan: give an INVENTORY file or -t SPEC")
+    if args.inventories.count("-") > 1:
+        raise UsageError("standard input (-) can be read only once")
+    try:
+        nameservers = tuple(parse_nameserver(text) for text in args.nameserver)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    families = frozenset({4} if args.ipv4_only else {6} if args.ipv6_only else {4, 6})
+    expect = Expect(args.expect) if args.expect else None
+    stdout_is_terminal = sys.stdout.isatty()
+    stderr_is_terminal = sys.stderr.isatty()
+    color = args.color == "always" or (args.color == "auto" and stdout_is_terminal)
+    engine = EngineConfig(
+        concurrency=args.concurrency,
+        per_host=args.per_host,
+        rate=args.rate,
+        timeout=args.timeout,
+        retries=args.retries,
+    )
+    return ScanPlan(
+        inventory=lambda: inventory_source(args, expect),
+        outputs=resolve_outputs(getattr(args, "outputs", None), stdout_is_terminal),
+        resolver=ResolverConfig(
+            hosts_file=args.hosts_file or None,
+            nameservers=nameservers,
+            families=families,
+        ),
+        engine=engine,
+        strict=args.strict,
+        progress=stderr_is_terminal and not args.no_progress,
+        color=color,
+        command=shlex.join(["reachscan", *sys.argv[1:]]),
+    )
+
+
+def run_async(plan: ScanPlan, loop_choice: str) -> ExitStatus:
+    import anyio
+
+    options: dict[str, object] = {}
+    if loop_choice in ("auto", "uvloop"):
+        try:
+            import uvloop
+        except ImportError:
+            if loop_choice == "uvloop":
+                raise UsageError("--loop uvloop: uvloop is not installed") from None
+        else:
+            options["loop_factory"] = uvloop.new_event_loop
+    return anyio.run(run_plan, plan, backend="asyncio", backend_options=options)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        if args.command == "scan":
+            plan = make_plan(args)
+            return int(run_async(plan, args.loop))
+    except UsageError as exc:
+        parser.exit(ExitStatus.USAGE_OR_INVENTORY, f"reachscan: {exc}\n")
+    except KeyboardInterrupt:
+        return int(ExitStatus.INTERRUPTED)
+    parser.error(f"unknown command {args.command}")
+
+

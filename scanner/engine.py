@@ -1,0 +1,450 @@
+"""The scan engine: schedules probes, keeps deadlines, retries silence, never classifies.
+
+Design, and why:
+
+* **One dispatcher, callbacks for completions.** A probe is a socket registered with the
+  loop's poller; its completion is a plain callback. There is no task and no timer per
+  probe: a task per probe costs memory proportional to the inventory, and a timer per
+  probe costs about a third of the throughput (FIELD_NOTES.md). Deadlines live in one
+  heap, swept by the dispatcher; it sleeps until the earliest deadline, a retry falling
+  due, a rate slot, new input or freed capacity.
+* **Bounded memory.** Targets arrive through a bounded stream fed by the resolver stage;
+  the dispatcher holds at most `lookahead` targets that wait for a per-host slot. Per-host
+  bookkeeping is dropped once a host has nothing queued, in flight or waiting to retry.
+* **Silence is retried, and paced where ICMP is rate-limited.** Linux sends at most about
+  one ICMP error per second per destination after a burst of six (IPv6: one per 100 ms).
+  A host that has answered a probe with an ICMP error in this run may be swallowing
+  further errors, so its silent ports are retried one per pacing interval rather than in a
+  burst that would only meet the same limit. Hosts that never sent ICMP (resets, or no
+  answer at all) are retried at once.
+* **Scanner-side errors are not target states.** Out of descriptors, out of source ports,
+  out of buffers: the engine lowers its concurrency, says so, waits a little and tries the
+  same probe again. A self-connect (TCP simultaneous open onto our own source port) is
+  retried on a fresh socket. Only after many fruitless tries does it give up, with state
+  `error`, which says the scanner failed, never that the target refused.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import heapq
+import itertools
+import time
+from collections import deque
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+
+import anyio
+from anyio.abc import ObjectReceiveStream
+
+from scanner.classify import classify, is_scanner_side
+from scanner.model import Event, Outcome, Proto, Reason, Result, State, Target
+from scanner.net.base import Connector, ProbeHandle
+
+ResultCallback = Callable[[Result], None]
+WarningCallback = Callable[[str], None]
+
+SCANNER_SIDE_GIVE_UP = 40
+"""Fruitless tries against our own resource limits before a probe is reported as `error`."""
+
+SELF_CONNECT_GIVE_UP = 8
+
+
+@dataclass(frozen=True, slots=True)
+class EngineConfig:
+    """How hard to probe. Every field has a command-line option."""
+
+    concurrency: int = 2000
+    per_host: int = 1000
+    rate: float | None = None  # new probes per second, None for no limit
+    timeout: float = 1.5  # seconds a probe may wait for an answer
+    retries: int = 2  # extra attempts for silent probes
+    icmp_pace_v4: float = 1.05  # net.ipv4.icmp_ratelimit is 1000 ms by default
+    icmp_pace_v6: float = 0.25  # net.ipv6.icmp.ratelimit is 100 ms by default
+    lookahead: int = 4096  # targets held while they wait for a per-host slot
+    backoff_floor: int = 8  # concurrency never drops below this
+
+
+@dataclass(slots=True, eq=False)
+class Job:
+    """One target's journey through the engine (mutable bookkeeping, never output)."""
+
+    target: Target
+    attempts: int = 0  # probes that reached a verdict-bearing outcome
+    scanner_side_tries: int = 0
+    self_connects: int = 0
+    handle: ProbeHandle | None = None
+    deadline: float = 0.0
+    last_message: str | None = None
+
+
+@dataclass(slots=True, eq=False)
+class HostState:
+    """Per-address bookkeeping, dropped when idle."""
+
+    inflight: int = 0
+    queued: deque[Job] = field(default_factory=deque)
+    pending_retries: int = 0
+    sent_icmp: bool = False  # an ICMP error from this host decided a probe: pace retries
+    next_paced_retry: float = 0.0
+
+
+@dataclass(slots=True)
+class EngineStats:
+    probes: int = 0
+    retries: int = 0
+    scanner_side_errors: int = 0
+    self_connects: int = 0
+    concurrency: int = 0
+    lowest_concurrency: int = 0
+
+
+class Engine:
+    """Runs probes for a stream of targets and reports one `Result` per target."""
+
+    def __init__(
+        self,
+        config: EngineConfig,
+        connectors: Mapping[Proto, Connector[Job]],
+        on_result: ResultCallback,
+        on_warning: WarningCallback,
+        clock: Callable[[], float] = time.monotonic,
+        wall_clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.config = config
+        self.stats = EngineStats(concurrency=config.concurrency,
+                                 lowest_concurrency=config.concurrency)
+        self._connectors = connectors
+        self._on_result = on_result
+        self._on_warning = on_warning
+        self._clock = clock
+        self._wall_clock = wall_clock
+        self._limit = config.concurrency
+        self._inflight: set[Job] = set()
+        self._hosts: dict[str, HostState] = {}
+        self._ready_hosts: deque[str] = deque()  # hosts with queued jobs, round robin
+        self._queued = 0
+        self._deadlines: list[tuple[float, int, Job]] = []
+        self._retries: list[tuple[float, int, Job]] = []
+        self._sequence = itertools.count()
+        self._fresh: deque[Target] = deque()
+        self._input_done = False
+        self._waiter: asyncio.Future[None] | None = None
+        self._feeder_waiter: asyncio.Future[None] | None = None
+        self._rate_tokens = 0.0
+        self._rate_stamp = 0.0
+
+    # ----------------------------------------------------------------- public
+
+    async def run(self, targets: ObjectReceiveStream[Target]) -> EngineStats:
+        """Probe every target the stream yields; return when all have a result."""
+        self._rate_stamp = self._clock()
+        self._rate_tokens = self._rate_burst()
+        try:
+            async with anyio.create_task_group() as group:
+                group.start_soon(self._feed, targets)
+                await self._dispatch()
+        finally:
+            self._abandon_inflight()
+        return self.stats
+
+    # ------------------------------------------------------------- the feeder
+
+    async def _feed(self, targets: ObjectReceiveStream[Target]) -> None:
+        """Move targets from the resolver stage into the bounded lookahead."""
+        loop = asyncio.get_running_loop()
+        async with targets:
+            async for target in targets:
+                while len(self._fresh) >= self.config.lookahead:
+                    self._feeder_waiter = loop.create_future()
+                    await self._feeder_waiter
+                self._fresh.append(target)
+                self._wake()
+        self._input_done = True
+        self._wake()
+
+    def _wake_feeder(self) -> None:
+        waiter = self._feeder_waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    # --------------------------------------------------------- the dispatcher
+
+    async def _dispatch(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            now = self._clock()
+            self._expire(now)
+            self._release_due_retries(now)
+            rate_wait = self._launch(now)
+            if self._finished():
+                return
+            wake_at = self._next_wake(rate_wait)
+            self._waiter = loop.create_future()
+            timer = None
+            if wake_at is not None:
+                timer = loop.call_later(max(0.0, wake_at - self._clock()), self._wake)
+            try:
+                await self._waiter
+            finally:
+                self._waiter = None
+                if timer is not None:
+                    timer.cancel()
+
+    def _wake(self) -> None:
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    def _finished(self) -> bool:
+        return (
+            self._input_done
+            and not self._fresh
+            and not self._inflight
+            and not self._retries
+            and self._queued == 0
+        )
+
+    def _next_wake(self, rate_wait: float | None) -> float | None:
+        candidates = []
+        if self._deadlines:
+            candidates.append(self._deadlines[0][0])
+        if self._retries:
+            candidates.append(self._retries[0][0])
+        if rate_wait is not None:
+            candidates.append(self._clock() + rate_wait)
+        return min(candidates) if candidates else None
+
+    # ------------------------------------------------------------- launching
+
+    def _launch(self, now: float) -> float | None:
+        """Start as many probes as the limits allow; return seconds until a rate slot."""
+        config = self.config
+        while len(self._inflight) < self._limit:
+            if config.rate is not None:
+                self._refill_rate(now)
+                if self._rate_tokens < 1.0:
+                    return (1.0 - self._rate_tokens) / config.rate
+            job = self._next_job()
+            if job is None:
+                return None
+            if config.rate is not None:
+                self._rate_tokens -= 1.0
+            self._start(job, now)
+        return None
+
+    def _next_job(self) -> Job | None:
+        """A queued job of a host with a free slot, else a fresh target."""
+        per_host = self.config.per_host
+        for _ in range(len(self._ready_hosts)):
+            address = self._ready_hosts[0]
+            host = self._hosts[address]
+            if not host.queued:
+                self._ready_hosts.popleft()
+                continue
+            if host.inflight < per_host:
+                self._ready_hosts.rotate(-1)
+                self._queued -= 1
+                job = host.queued.popleft()
+                if not host.queued:
+                    self._ready_hosts.pop()  # the rotation just moved it to the end
+                return job
+            self._ready_hosts.rotate(-1)
+        while self._fresh and self._queued < self.config.lookahead:
+            target = self._fresh.popleft()
+            self._wake_feeder()
+            host = self._host(target.address)
+            job = Job(target)
+            if host.inflight < per_host and not host.queued:
+                return job
+            self._park(target.address, host, job)
+        return None
+
+    def _host(self, address: str) -> HostState:
+        host = self._hosts.get(address)
+        if host is None:
+            host = self._hosts[address] = HostState()
+        return host
+
+    def _park(self, address: str, host: HostState, job: Job, *, front: bool = False) -> None:
+        if not host.queued:
+            self._ready_hosts.append(address)
+        if front:
+            host.queued.appendleft(job)
+        else:
+            host.queued.append(job)
+        self._queued += 1
+
+    def _start(self, job: Job, now: float) -> None:
+        target = job.target
+        connector = self._connectors[target.endpoint.proto]
+        self.stats.probes += 1
+        started = connector.start(target, job, self._on_outcome)
+        host = self._hosts[target.address]
+        if isinstance(started, Outcome):
+            self._settle(job, host, started)
+            return
+        job.handle = started
+        job.deadline = now + self.config.timeout
+        host.inflight += 1
+        self._inflight.add(job)
+        heapq.heappush(self._deadlines, (job.deadline, next(self._sequence), job))
+
+    def _rate_burst(self) -> float:
+        rate = self.config.rate
+        return 1.0 if rate is None else max(1.0, rate * 0.05)
+
+    def _refill_rate(self, now: float) -> None:
+        rate = self.config.rate
+        assert rate is not None
+        self._rate_tokens = min(
+            self._rate_burst(), self._rate_tokens + (now - self._rate_stamp) * rate
+        )
+        self._rate_stamp = now
+
+    # ------------------------------------------------------------ completion
+
+    def _on_outcome(self, job: Job, outcome: Outcome) -> None:
+        """Called by a connector when a probe in flight finishes."""
+        host = self._release(job)
+        self._settle(job, host, outcome)
+        self._wake()
+
+    def _release(self, job: Job) -> HostState:
+        job.handle = None
+        self._inflight.discard(job)
+        host = self._hosts[job.target.address]
+        host.inflight -= 1
+        return host
+
+    def _expire(self, now: float) -> None:
+        deadlines = self._deadlines
+        while deadlines and deadlines[0][0] <= now:
+            _deadline, _seq, job = heapq.heappop(deadlines)
+            handle = job.handle
+            if handle is None or job.deadline > now:
+                continue  # finished already (lazy deletion)
+            outcome = handle.expire()
+            host = self._release(job)
+            self._settle(job, host, outcome)
+
+    def _settle(self, job: Job, host: HostState, outcome: Outcome) -> None:
+        """Turn an outcome into a retry or a result."""
+        target = job.target
+        if is_scanner_side(outcome):
+            self._retry_scanner_side(job, host, outcome)
+            return
+        job.attempts += 1
+        verdict = classify(target.endpoint.proto, outcome)
+        if verdict.reason is Reason.NO_RESPONSE and job.attempts <= self.config.retries:
+            self._retry_silence(job, host)
+            return
+        if outcome.icmp is not None and verdict.state in (State.REFUSED, State.FILTERED):
+            host.sent_icmp = True
+        offender = outcome.icmp.offender_address if outcome.icmp is not None else None
+        message = outcome.message if verdict.state is State.ERROR else None
+        self._emit(
+            Result(
+                endpoint=target.endpoint,
+                address=target.address,
+                resolved_via=target.resolved_via,
+                state=verdict.state,
+                reason=verdict.reason,
+                rtt_ms=None if outcome.rtt is None or outcome.event is Event.SILENCE
+                else round(outcome.rtt * 1000.0, 3),
+                ts=self._wall_clock(),
+                offender=offender,
+                message=message,
+                attempts=job.attempts,
+            ),
+            host,
+        )
+
+    def _emit(self, result: Result, host: HostState) -> None:
+        self._forget_if_idle(result.address or "", host)
+        self._on_result(result)
+
+    def _forget_if_idle(self, address: str, host: HostState) -> None:
+        if host.inflight == 0 and not host.queued and host.pending_retries == 0:
+            if not host.sent_icmp or len(self._hosts) > self.config.lookahead * 4:
+                self._hosts.pop(address, None)
+
+    def _schedule_retry(self, job: Job, host: HostState, not_before: float) -> None:
+        host.pending_retries += 1
+        heapq.heappush(self._retries, (not_before, next(self._sequence), job))
+
+    def _retry_silence(self, job: Job, host: HostState) -> None:
+        self.stats.retries += 1
+        now = self._clock()
+        not_before = now
+        if host.sent_icmp:
+            pace = self.config.icmp_pace_v6 if job.target.family == 6 else self.config.icmp_pace_v4
+            not_before = max(now, host.next_paced_retry)
+            host.next_paced_retry = not_before + pace
+        self._schedule_retry(job, host, not_before)
+
+    def _retry_scanner_side(self, job: Job, host: HostState, outcome: Outcome) -> None:
+        if outcome.event is Event.SELF_CONNECT:
+            self.stats.self_connects += 1
+            job.self_connects += 1
+            if job.self_connects < SELF_CONNECT_GIVE_UP:
+                self._schedule_retry(job, host, self._clock())
+                return
+        else:
+            self.stats.scanner_side_errors += 1
+            job.scanner_side_tries += 1
+            job.last_message = outcome.message
+            if job.scanner_side_tries < SCANNER_SIDE_GIVE_UP:
+                self._lower_concurrency(outcome)
+                delay = min(1.0, 0.01 * (2 ** min(job.scanner_side_tries, 7)))
+                self._schedule_retry(job, host, self._clock() + delay)
+                return
+        target = job.target
+        self._emit(
+            Result(
+                endpoint=target.endpoint,
+                address=target.address,
+                resolved_via=target.resolved_via,
+                state=State.ERROR,
+                reason=Reason.LOCAL_ERROR,
+                rtt_ms=None,
+                ts=self._wall_clock(),
+                message=f"gave up after {job.scanner_side_tries + job.self_connects} "
+                f"scanner-side failures: {job.last_message or outcome.message}",
+                attempts=job.attempts,
+            ),
+            host,
+        )
+
+    def _lower_concurrency(self, outcome: Outcome) -> None:
+        """Our own resources ran out: probe less at once from now on."""
+        in_flight = len(self._inflight)
+        new_limit = max(self.config.backoff_floor, min(self._limit, in_flight * 3 // 4))
+        if new_limit < self._limit:
+            self._limit = new_limit
+            self.stats.concurrency = new_limit
+            self.stats.lowest_concurrency = min(self.stats.lowest_concurrency, new_limit)
+            self._on_warning(
+                f"lowering concurrency to {new_limit}: {outcome.message} "
+                "(a limit of this machine, not of the targets; the probe will be retried)"
+            )
+
+    def _release_due_retries(self, now: float) -> None:
+        retries = self._retries
+        while retries and retries[0][0] <= now:
+            _when, _seq, job = heapq.heappop(retries)
+            address = job.target.address
+            host = self._host(address)
+            host.pending_retries -= 1
+            self._park(address, host, job, front=True)
+
+    # ---------------------------------------------------------- cancellation
+
+    def _abandon_inflight(self) -> None:
+        """The scan is stopping (finished, interrupted or failed): close every socket."""
+        for job in list(self._inflight):
+            handle = job.handle
+            if handle is not None:
+                handle.cancel()
+                job.handle = None
+        self._inflight.clear()

@@ -1,0 +1,46 @@
+"""The seam between the engine and the network: what a connector promises.
+
+The engine schedules probes and keeps deadlines; a connector starts one probe on a socket
+it owns and reports exactly one `Outcome` for it, either at once (returned) or later
+(through the callback). The real connectors live beside this file; tests pass fakes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Protocol, TypeVar
+
+from scanner.model import Outcome, Target
+
+Token = TypeVar("Token")
+Token_contra = TypeVar("Token_contra", contravariant=True)
+
+OutcomeCallback = Callable[[Token, Outcome], None]
+
+
+class ProbeHandle(Protocol):
+    """A probe in flight."""
+
+    def expire(self) -> Outcome:
+        """The deadline passed: stop waiting, free the socket, say what was seen (silence,
+        or an ICMP error the kernel queued without waking us)."""
+        ...
+
+    def cancel(self) -> None:
+        """The scan is stopping: free the socket; no outcome is reported."""
+        ...
+
+
+class Connector(Protocol[Token_contra]):
+    """Starts probes of one protocol."""
+
+    def start(
+        self,
+        target: Target,
+        token: Token_contra,
+        on_outcome: Callable[[Token_contra, Outcome], None],
+    ) -> ProbeHandle | Outcome:
+        """Issue the probe. An `Outcome` return means it finished at once (and the
+        callback will not be called); otherwise exactly one of: the callback fires once,
+        or the engine calls `expire()` or `cancel()` on the handle."""
+        ...

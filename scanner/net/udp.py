@@ -1,0 +1,124 @@
+"""UDP probes: a connected datagram socket the engine owns, one payload, then wait.
+
+The socket has `IP_RECVERR` set so that every ICMP error (port-unreachable, prohibited,
+host-unreachable) is queued with its type, code and offender; without the option Linux
+reports only some of them. Such a socket must never be handed to
+`create_datagram_endpoint`: after the first error it stays in EPOLLERR until the queue is
+drained, which spins the default loop and crashes uvloop 0.23 (FIELD_NOTES.md). So we own
+it, register a reader, and drain the error queue first each time it wakes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import time
+from collections.abc import Callable
+from typing import Generic, TypeVar
+
+from scanner.model import Event, Outcome, Target
+from scanner.net.boundary import error_outcome, outcome_from_exception, silence_outcome
+from scanner.net.errqueue import drain_error_queue, enable_error_queue
+from scanner.probes import PayloadRegistry
+
+Token = TypeVar("Token")
+
+_SOCK_FLAGS = socket.SOCK_DGRAM | socket.SOCK_NONBLOCK | socket.SOCK_CLOEXEC
+_FAMILIES = {4: socket.AF_INET, 6: socket.AF_INET6}
+_RECV_SIZE = 2048
+
+
+def _local_address(sock: socket.socket) -> str | None:
+    try:
+        return str(sock.getsockname()[0])
+    except OSError:
+        return None
+
+
+class UdpProbe(Generic[Token]):
+    """One datagram sent, waiting for an answer or an ICMP error."""
+
+    __slots__ = ("_connector", "_sock", "_fd", "_target", "_token", "_callback", "_started")
+
+    def __init__(
+        self,
+        connector: UdpConnector[Token],
+        sock: socket.socket,
+        target: Target,
+        token: Token,
+        callback: Callable[[Token, Outcome], None],
+        started: float,
+    ) -> None:
+        self._connector = connector
+        self._sock = sock
+        self._fd = sock.fileno()
+        self._target = target
+        self._token = token
+        self._callback = callback
+        self._started = started
+
+    def on_readable(self) -> None:
+        sock = self._sock
+        rtt = time.monotonic() - self._started
+        icmp = drain_error_queue(sock, self._target.address, _local_address(sock))
+        if icmp is not None:
+            outcome = error_outcome(icmp.errno, icmp=icmp, rtt=rtt)
+        else:
+            try:
+                sock.recv(_RECV_SIZE)
+            except (BlockingIOError, InterruptedError):
+                return  # a spurious wake-up: keep waiting
+            except OSError as exc:
+                outcome = outcome_from_exception(exc, immediate=False)
+            else:
+                outcome = Outcome(event=Event.DATAGRAM, rtt=rtt)
+        self._finish()
+        self._callback(self._token, outcome)
+
+    def _finish(self) -> None:
+        self._connector.loop.remove_reader(self._fd)
+        self._sock.close()
+
+    def expire(self) -> Outcome:
+        icmp = drain_error_queue(self._sock, self._target.address, _local_address(self._sock))
+        self._finish()
+        return silence_outcome(icmp, time.monotonic() - self._started)
+
+    def cancel(self) -> None:
+        self._finish()
+
+
+class UdpConnector(Generic[Token]):
+    """Starts UDP probes on the running event loop, with a payload chosen by port."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, payloads: PayloadRegistry) -> None:
+        self.loop = loop
+        self.payloads = payloads
+
+    def start(
+        self, target: Target, token: Token, on_outcome: Callable[[Token, Outcome], None]
+    ) -> UdpProbe[Token] | Outcome:
+        family = _FAMILIES[target.family]
+        try:
+            sock = socket.socket(family, _SOCK_FLAGS)
+        except OSError as exc:
+            return outcome_from_exception(exc, immediate=True)
+        payload = self.payloads.payload_for(target.endpoint.port)
+        started = time.monotonic()
+        try:
+            enable_error_queue(sock, family)
+            sock.connect((target.address, target.endpoint.port))
+        except OSError as exc:
+            icmp = drain_error_queue(sock, target.address, _local_address(sock))
+            sock.close()
+            return outcome_from_exception(exc, immediate=True, icmp=icmp)
+        try:
+            sock.send(payload)
+        except OSError as exc:
+            # EPERM here is this machine's OUTPUT chain: the probe never left.
+            icmp = drain_error_queue(sock, target.address, _local_address(sock))
+            sock.close()
+            return outcome_from_exception(exc, immediate=True, icmp=icmp, send_failed=True)
+        probe = UdpProbe(self, sock, target, token, on_outcome, started)
+        self.loop.add_reader(probe._fd, probe.on_readable)
+        return probe

@@ -1,0 +1,143 @@
+"""From inventory entries to results: resolution feeding the engine, with nothing dropped.
+
+Three stages run concurrently under one task group, joined by bounded streams so memory
+follows what is in flight, not the size of the inventory:
+
+    inventory items --(literals, pins)-----------------------> targets --> engine --> results
+                    \\--(names)--> resolver workers --(addresses)--/
+                                                \\--(no address)--> `unresolved` results
+
+Every endpoint leaves as at least one result: one per address it resolved to, or one
+`unresolved` result saying why not.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from functools import lru_cache
+
+import anyio
+from anyio.abc import ObjectReceiveStream, ObjectSendStream
+
+from scanner.engine import Engine, EngineConfig, EngineStats, Job
+from scanner.model import Endpoint, Proto, Reason, ResolvedVia, Result, State, Target
+from scanner.net.base import Connector
+from scanner.resolve import Resolver
+
+RESOLVER_WORKERS = 32
+STREAM_BUFFER = 1024
+
+
+@dataclass(frozen=True, slots=True)
+class ScanSettings:
+    engine: EngineConfig
+    families: frozenset[int] = frozenset({4, 6})
+
+
+@lru_cache(maxsize=4096)
+def parse_literal(host: str) -> tuple[str, int] | None:
+    """(canonical address, family) for an IP literal (brackets allowed), else None."""
+    text = host[1:-1] if host.startswith("[") and host.endswith("]") else host
+    if "%" in text:
+        return None
+    try:
+        address = ipaddress.ip_address(text)
+    except ValueError:
+        return None
+    return str(address), address.version
+
+
+class Pipeline:
+    """Wires the stages; results and warnings leave through callbacks."""
+
+    def __init__(
+        self,
+        settings: ScanSettings,
+        resolver: Resolver,
+        connectors: dict[Proto, Connector[Job]],
+        on_result: Callable[[Result], None],
+        on_warning: Callable[[str], None],
+        wall_clock: Callable[[], float],
+    ) -> None:
+        self.settings = settings
+        self._resolver = resolver
+        self._on_result = on_result
+        self._wall_clock = wall_clock
+        self.engine = Engine(settings.engine, connectors, on_result, on_warning)
+
+    async def run(self, endpoints: Iterable[Endpoint]) -> EngineStats:
+        target_send, target_receive = anyio.create_memory_object_stream[Target](STREAM_BUFFER)
+        name_send, name_receive = anyio.create_memory_object_stream[Endpoint](STREAM_BUFFER)
+        async with anyio.create_task_group() as group:
+            group.start_soon(self.engine.run, target_receive)
+            async with target_send:
+                for _ in range(RESOLVER_WORKERS):
+                    group.start_soon(self._resolve_names, name_receive.clone(), target_send.clone())
+                name_receive.close()
+                await self._route(endpoints, target_send, name_send)
+        return self.engine.stats
+
+    async def _route(
+        self,
+        endpoints: Iterable[Endpoint],
+        targets: ObjectSendStream[Target],
+        names: ObjectSendStream[Endpoint],
+    ) -> None:
+        """Literals and pinned addresses go straight to the engine; names to the resolvers."""
+        families = self.settings.families
+        async with names:
+            for count, endpoint in enumerate(endpoints):
+                if count % 256 == 255:
+                    await anyio.lowlevel.checkpoint()
+                if endpoint.pinned_address is not None:
+                    literal, via = parse_literal(endpoint.pinned_address), ResolvedVia.PINNED
+                else:
+                    literal, via = parse_literal(endpoint.host), ResolvedVia.LITERAL
+                if literal is None:
+                    await names.send(endpoint)
+                    continue
+                address, family = literal
+                if family not in families:
+                    self._unresolved(
+                        endpoint,
+                        Reason.NO_ADDRESS,
+                        f"{address} is an IPv{family} address and -{6 if family == 4 else 4} "
+                        "restricts the scan to the other family",
+                    )
+                    continue
+                await targets.send(Target(endpoint, address, family, via))
+
+    async def _resolve_names(
+        self, names: ObjectReceiveStream[Endpoint], targets: ObjectSendStream[Target]
+    ) -> None:
+        async with names, targets:
+            async for endpoint in names:
+                resolution = await self._resolver.resolve(endpoint.host)
+                if not resolution.addresses:
+                    self._unresolved(
+                        endpoint,
+                        resolution.failure or Reason.RESOLVER_ERROR,
+                        resolution.message,
+                    )
+                    continue
+                for resolved in resolution.addresses:
+                    await targets.send(
+                        Target(endpoint, resolved.address, resolved.family, resolved.via)
+                    )
+
+    def _unresolved(self, endpoint: Endpoint, reason: Reason, message: str | None) -> None:
+        self._on_result(
+            Result(
+                endpoint=endpoint,
+                address=None,
+                resolved_via=ResolvedVia.NONE,
+                state=State.UNRESOLVED,
+                reason=reason,
+                rtt_ms=None,
+                ts=self._wall_clock(),
+                message=message,
+                attempts=0,
+            )
+        )

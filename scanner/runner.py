@@ -1,0 +1,298 @@
+"""Runs one scan end to end: inventory, pipeline, outputs, signals, exit status.
+
+This is where the operator's guarantees are kept: results reach every output in batches
+as they finish; on SIGINT or SIGTERM no new probe starts, probes in flight are abandoned at
+once, and every finished result is still written (files committed atomically, with what
+was done); a reader that closes our stdout ends the run quietly.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import resource
+import signal
+import sys
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, replace
+from enum import IntEnum
+
+import anyio
+
+from scanner import __version__
+from scanner.engine import EngineConfig, Job
+from scanner.inventory import InventoryError, InventoryItem
+from scanner.model import Endpoint, Proto, Result, State
+from scanner.net.base import Connector
+from scanner.net.tcp import TcpConnector
+from scanner.net.udp import UdpConnector
+from scanner.outputs import OutputClosed, OutputError, RunInfo, RunSummary, Sink, make_sink
+from scanner.outputs.progress import Progress
+from scanner.pipeline import Pipeline, ScanSettings
+from scanner.probes import PayloadRegistry
+from scanner.resolve import Resolver, ResolverConfig
+
+BATCH_SIZE = 512
+FLUSH_INTERVAL = 0.2
+DESCRIPTOR_RESERVE = 64
+"""Descriptors kept back from the probes for outputs, DNS sockets and the loop itself."""
+
+
+class ExitStatus(IntEnum):
+    """The documented exit statuses (README, "Exit status")."""
+
+    OK = 0
+    NOT_AS_EXPECTED = 1
+    USAGE_OR_INVENTORY = 2
+    OUTPUT_FAILED = 3
+    INTERRUPTED = 130
+    STDOUT_CLOSED = 141
+
+
+@dataclass(frozen=True, slots=True)
+class OutputSpec:
+    format: str
+    path: str  # "-" for stdout
+
+
+@dataclass(frozen=True, slots=True)
+class ScanPlan:
+    """Everything a scan needs, decided by the CLI before anything runs."""
+
+    inventory: Callable[[], Iterator[InventoryItem]]  # may be called twice with --strict
+    outputs: tuple[OutputSpec, ...]
+    resolver: ResolverConfig
+    engine: EngineConfig
+    strict: bool
+    progress: bool
+    color: bool
+    command: str
+
+
+class ResultFanout:
+    """Counts results, batches them and hands each batch to every sink and the progress bar."""
+
+    def __init__(self, sinks: Sequence[Sink], progress: Progress) -> None:
+        self.sinks = sinks
+        self.progress = progress
+        self.counts: Counter[State] = Counter()
+        self.not_ok = 0
+        self.total = 0
+        self._batch: list[Result] = []
+
+    def add(self, result: Result) -> None:
+        self.counts[result.state] += 1
+        self.total += 1
+        if not result.ok:
+            self.not_ok += 1
+        self._batch.append(result)
+        if len(self._batch) >= BATCH_SIZE:
+            self.flush()
+
+    def flush(self) -> None:
+        if not self._batch:
+            return
+        batch, self._batch = self._batch, []
+        for sink in self.sinks:
+            sink.write(batch)
+        self.progress.advance(batch)
+
+    async def flush_periodically(self) -> None:
+        while True:
+            await anyio.sleep(FLUSH_INTERVAL)
+            self.flush()
+
+
+class InventoryTally:
+    """Passes endpoints through, reporting each inventory error on stderr as it is found."""
+
+    def __init__(self, report: Callable[[str], None]) -> None:
+        self.errors = 0
+        self._report = report
+
+    def endpoints(self, items: Iterator[InventoryItem]) -> Iterator[Endpoint]:
+        for item in items:
+            if isinstance(item, InventoryError):
+                self.errors += 1
+                self._report(f"reachscan: {item}")
+            else:
+                yield item
+
+
+def raise_descriptor_limit() -> int:
+    """Raise the soft RLIMIT_NOFILE to the hard limit (no privilege needed); return it."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard == resource.RLIM_INFINITY:
+        hard = max(soft, 1 << 20)
+    if soft != hard:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+            soft = hard
+        except (ValueError, OSError):
+            pass
+    return soft
+
+
+def fit_concurrency(config: EngineConfig, descriptor_limit: int) -> EngineConfig:
+    """Never plan more sockets in flight than this process may open."""
+    ceiling = max(config.backoff_floor, descriptor_limit - DESCRIPTOR_RESERVE)
+    if config.concurrency <= ceiling:
+        return config
+    return replace(config, concurrency=ceiling)
+
+
+def report_error(message: str) -> None:
+    try:
+        print(message, file=sys.stderr, flush=True)
+    except (BrokenPipeError, OSError):
+        pass
+
+
+def validate_inventory(plan: ScanPlan) -> int:
+    """The --strict pass: read the whole inventory, report every error, probe nothing."""
+    tally = InventoryTally(report_error)
+    for _ in tally.endpoints(plan.inventory()):
+        pass
+    return tally.errors
+
+
+def open_sinks(plan: ScanPlan) -> list[Sink]:
+    sinks: list[Sink] = []
+    try:
+        for output in plan.outputs:
+            sinks.append(make_sink(output.format, output.path, color=plan.color))
+    except (OutputError, ValueError):
+        for sink in sinks:
+            sink.abort()
+        raise
+    return sinks
+
+
+class Interrupted:
+    """Remembers which signal stopped the run."""
+
+    def __init__(self) -> None:
+        self.signal: int | None = None
+
+
+async def watch_signals(scope: anyio.CancelScope, interrupted: Interrupted,
+                        progress: Progress) -> None:
+    """First SIGINT/SIGTERM: stop the scan, keep results. Second SIGINT: leave at once."""
+    with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        async for received in signals:
+            if interrupted.signal is not None:
+                os._exit(ExitStatus.INTERRUPTED)
+            interrupted.signal = received
+            progress.log("reachscan: interrupted; writing the results finished so far "
+                         "(press Ctrl-C again to quit at once)")
+            scope.cancel()
+
+
+def build_connectors() -> dict[Proto, Connector[Job]]:
+    loop = asyncio.get_running_loop()
+    return {
+        Proto.TCP: TcpConnector[Job](loop),
+        Proto.UDP: UdpConnector[Job](loop, PayloadRegistry.load()),
+    }
+
+
+async def run_plan(plan: ScanPlan) -> ExitStatus:
+    """Scan, write every output, and say how it went."""
+    if plan.strict and validate_inventory(plan):
+        report_error("reachscan: --strict: inventory errors above; nothing was scanned")
+        return ExitStatus.USAGE_OR_INVENTORY
+    engine_config = fit_concurrency(plan.engine, raise_descriptor_limit())
+    try:
+        sinks = open_sinks(plan)
+    except (OutputError, ValueError) as exc:
+        report_error(f"reachscan: {exc}")
+        return ExitStatus.OUTPUT_FAILED
+    started = time.time()
+    for sink in sinks:
+        sink.start(RunInfo(started=started, command=plan.command, version=__version__))
+    tally = InventoryTally(report_error)
+    interrupted = Interrupted()
+    stdout_closed = False
+    output_failures: list[Exception] = []
+    with Progress(plan.progress, None) as progress:
+        fanout = ResultFanout(sinks, progress)
+        pipeline = Pipeline(
+            ScanSettings(engine=engine_config, families=plan.resolver.families),
+            Resolver(plan.resolver),
+            build_connectors(),
+            on_result=fanout.add,
+            on_warning=lambda message: progress.log(f"reachscan: {message}"),
+            wall_clock=time.time,
+        )
+        try:
+            async with anyio.create_task_group() as group:
+                group.start_soon(watch_signals, group.cancel_scope, interrupted, progress)
+                group.start_soon(fanout.flush_periodically)
+                await pipeline.run(tally.endpoints(plan.inventory()))
+                group.cancel_scope.cancel()
+            fanout.flush()
+        except* OutputClosed:
+            stdout_closed = True
+        except* OutputError as group_error:
+            output_failures.extend(group_error.exceptions)
+    if output_failures:
+        for sink in sinks:
+            sink.abort()
+        for failure in output_failures:
+            report_error(f"reachscan: {failure}")
+        return ExitStatus.OUTPUT_FAILED
+    if stdout_closed:
+        return finish_after_closed_stdout(sinks, fanout, tally, started)
+    summary = RunSummary(
+        finished=time.time(),
+        counts=dict(fanout.counts),
+        total=fanout.total,
+        not_ok=fanout.not_ok,
+        inventory_errors=tally.errors,
+        interrupted=interrupted.signal is not None,
+    )
+    try:
+        for sink in sinks:
+            sink.finish(summary)
+    except OutputClosed:
+        return finish_after_closed_stdout(sinks, fanout, tally, started)
+    except OutputError as exc:
+        report_error(f"reachscan: {exc}")
+        return ExitStatus.OUTPUT_FAILED
+    return exit_status(summary)
+
+
+def finish_after_closed_stdout(
+    sinks: Sequence[Sink], fanout: ResultFanout, tally: InventoryTally, started: float
+) -> ExitStatus:
+    """The reader of stdout left: commit the file outputs, silence stdout, stop quietly."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    os.close(devnull)
+    summary = RunSummary(
+        finished=time.time(),
+        counts=dict(fanout.counts),
+        total=fanout.total,
+        not_ok=fanout.not_ok,
+        inventory_errors=tally.errors,
+        interrupted=True,
+    )
+    for sink in sinks:
+        try:
+            sink.finish(summary)
+        except (OutputClosed, OutputError):
+            sink.abort()
+    del started
+    return ExitStatus.STDOUT_CLOSED
+
+
+def exit_status(summary: RunSummary) -> ExitStatus:
+    if summary.interrupted:
+        return ExitStatus.INTERRUPTED
+    if summary.inventory_errors:
+        return ExitStatus.USAGE_OR_INVENTORY
+    if summary.not_ok:
+        return ExitStatus.NOT_AS_EXPECTED
+    return ExitStatus.OK
