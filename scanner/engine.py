@@ -44,9 +44,6 @@ from scanner.net.base import Connector, ProbeHandle
 ResultCallback = Callable[[Result], None]
 WarningCallback = Callable[[str], None]
 
-SCANNER_SIDE_GIVE_UP = 40
-"""Fruitless tries against our own resource limits before a probe is reported as `error`."""
-
 SELF_CONNECT_GIVE_UP = 8
 
 
@@ -63,6 +60,8 @@ class EngineConfig:
     icmp_pace_v6: float = 0.25  # net.ipv6.icmp.ratelimit is 100 ms by default
     lookahead: int = 4096  # targets held while they wait for a per-host slot
     backoff_floor: int = 8  # concurrency never drops below this
+    resource_retry_limit: int = 40  # scanner-side failures of one probe before it is `error`
+    resource_backoff_max: float = 1.0  # longest wait before retrying such a failure
 
 
 @dataclass(slots=True, eq=False)
@@ -394,9 +393,10 @@ class Engine:
             self.stats.scanner_side_errors += 1
             job.scanner_side_tries += 1
             job.last_message = outcome.message
-            if job.scanner_side_tries < SCANNER_SIDE_GIVE_UP:
+            if job.scanner_side_tries < self.config.resource_retry_limit:
                 self._lower_concurrency(outcome)
-                delay = min(1.0, 0.01 * (2 ** min(job.scanner_side_tries, 7)))
+                delay = min(self.config.resource_backoff_max,
+                            0.01 * (2 ** min(job.scanner_side_tries, 7)))
                 self._schedule_retry(job, host, self._clock() + delay)
                 return
         target = job.target

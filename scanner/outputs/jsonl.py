@@ -1,0 +1,45 @@
+"""JSON Lines: one stable record per result, streamed as results finish.
+
+The format for pipes and scripts (`reachscan ... | jq`). Each batch is serialised whole and
+handed over in a single write, so a reader never sees a partial line; on standard output
+each batch is flushed at once, so results appear while the scan runs. Into a file, lines go
+to the atomic temporary file and become visible at `finish`, which an interrupted run also
+reaches, so it still leaves every completed line.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import orjson
+
+from scanner.model import Result
+from scanner.outputs.base import OutputTarget, RunInfo, RunSummary, result_to_record
+
+
+class JsonLinesSink:
+    """Write each result as one `result_to_record` JSON object per line."""
+
+    def __init__(self, target: OutputTarget) -> None:
+        self._target = target
+
+    def start(self, run: RunInfo) -> None:
+        """No header: every line is a result, so `jq` and line counts stay simple."""
+
+    def write(self, results: Sequence[Result]) -> None:
+        if not results:
+            return
+        # `default=str` keeps an odd evidence value (an ip_address, a Path) from failing
+        # the whole batch; every field of the schema itself is JSON-native already.
+        lines = [
+            orjson.dumps(result_to_record(result), default=str, option=orjson.OPT_APPEND_NEWLINE)
+            for result in results
+        ]
+        self._target.write(b"".join(lines))
+        self._target.flush()
+
+    def finish(self, summary: RunSummary) -> None:
+        self._target.commit()
+
+    def abort(self) -> None:
+        self._target.discard()

@@ -1,0 +1,129 @@
+"""A live progress bar on stderr, and the one place warnings are printed during a scan.
+
+Results go to stdout (or a file), so the bar lives on stderr and only when stderr is a
+terminal; the caller decides and passes `enabled`. It is transient: when the scan ends it
+disappears and leaves the terminal to the report. Warnings printed while it runs
+("lowering concurrency...") must go above the bar, not through it, so they go through
+`log`, which falls back to plain stderr when the bar is off.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Sequence
+from types import TracebackType
+from typing import Self
+
+import rich.progress
+from rich.console import Console
+from rich.text import Text
+
+from scanner.model import Result, State
+
+_COUNTED_STATES = {
+    State.OPEN: "open",
+    State.REFUSED: "refused",
+    State.FILTERED: "filtered",
+    State.OPEN_FILTERED: "filtered",  # silence on UDP: closer to filtered than to anything else
+}
+
+
+class Progress:
+    """Done/total (or done and rate, while the total is unknown) with running state counts.
+
+    Usable whether enabled or not, so the engine calls it unconditionally; disabled, it
+    still counts, and `log` writes to stderr.
+    """
+
+    def __init__(self, enabled: bool, total: int | None, *, console: Console | None = None):
+        self.enabled = enabled
+        self.total = total
+        self.done = 0
+        self.counts = {"open": 0, "refused": 0, "filtered": 0}
+        self._bar: rich.progress.Progress | None = None
+        self._task: rich.progress.TaskID | None = None
+        if enabled:
+            self._bar = rich.progress.Progress(
+                rich.progress.TextColumn("scanning"),
+                rich.progress.BarColumn(),
+                _DoneColumn(),
+                _RateColumn(),
+                rich.progress.TimeElapsedColumn(),
+                rich.progress.TextColumn(
+                    "open {task.fields[open]}  refused {task.fields[refused]}  "
+                    "filtered {task.fields[filtered]}"
+                ),
+                console=console if console is not None else Console(stderr=True),
+                transient=True,
+                refresh_per_second=10,
+                # Results may be streaming to stdout; never let the bar capture them.
+                redirect_stdout=False,
+            )
+
+    def __enter__(self) -> Self:
+        if self._bar is not None:
+            self._bar.start()
+            self._task = self._bar.add_task(
+                "scanning",
+                total=self.total,
+                open=self.counts["open"],
+                refused=self.counts["refused"],
+                filtered=self.counts["filtered"],
+            )
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        if self._bar is not None:
+            self._bar.stop()
+            self._task = None
+
+    def advance(self, results: Sequence[Result]) -> None:
+        self.done += len(results)
+        for result in results:
+            name = _COUNTED_STATES.get(result.state)
+            if name is not None:
+                self.counts[name] += 1
+        if self._bar is not None and self._task is not None:
+            self._bar.update(
+                self._task,
+                advance=len(results),
+                open=self.counts["open"],
+                refused=self.counts["refused"],
+                filtered=self.counts["filtered"],
+            )
+
+    def set_total(self, total: int) -> None:
+        """The total becomes known late when names resolve to several addresses."""
+        self.total = total
+        if self._bar is not None and self._task is not None:
+            self._bar.update(self._task, total=total)
+
+    def log(self, message: str) -> None:
+        """Print a line above the bar, or to stderr when there is no bar."""
+        if self._bar is not None and self._task is not None:
+            self._bar.console.print(message, markup=False, highlight=False, emoji=False)
+        else:
+            print(message, file=sys.stderr, flush=True)
+
+
+class _DoneColumn(rich.progress.ProgressColumn):
+    """`done/total`, or just `done` while the total is unknown."""
+
+    def render(self, task: rich.progress.Task) -> Text:
+        done = int(task.completed)
+        if task.total is None:
+            return Text(f"{done}")
+        return Text(f"{done}/{int(task.total)}")
+
+
+class _RateColumn(rich.progress.ProgressColumn):
+    """Results per second, averaged by rich over its speed-estimate window."""
+
+    def render(self, task: rich.progress.Task) -> Text:
+        speed = task.speed
+        return Text("-/s" if speed is None else f"{speed:,.0f}/s")

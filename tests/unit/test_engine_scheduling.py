@@ -1,0 +1,262 @@
+"""The engine's scheduling logic against a fake connector: limits, retries, back-off, pacing.
+
+The fake answers from a script (port -> outcomes per attempt) after a short delay on the
+real loop, so these tests check ordering and bookkeeping, not the kernel; the kernel's
+side is in tests/integration.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import anyio
+import pytest
+
+from scanner.engine import Engine, EngineConfig, Job
+from scanner.model import (
+    Endpoint,
+    Event,
+    IcmpOrigin,
+    IcmpReport,
+    Offender,
+    Outcome,
+    Proto,
+    Reason,
+    ResolvedVia,
+    Result,
+    State,
+    Target,
+)
+
+RST = Outcome(Event.ERROR, errno=errno.ECONNREFUSED, rtt=0.001)
+OPEN = Outcome(Event.CONNECTED, rtt=0.001)
+SILENT = None  # never answers: the engine must expire it
+EMFILE = Outcome(Event.ERROR, errno=errno.EMFILE, immediate=True, message="EMFILE")
+SELF = Outcome(Event.SELF_CONNECT)
+ICMP_CLOSED = Outcome(
+    Event.ERROR,
+    errno=errno.ECONNREFUSED,
+    icmp=IcmpReport(IcmpOrigin.ICMP4, 3, 3, errno.ECONNREFUSED, "10.0.0.1", Offender.TARGET),
+)
+
+
+@dataclass
+class FakeProbe:
+    connector: FakeConnector
+    timer: asyncio.TimerHandle | None = None
+
+    def expire(self) -> Outcome:
+        self._stop()
+        return Outcome(Event.SILENCE)
+
+    def cancel(self) -> None:
+        self.connector.cancelled += 1
+        self._stop()
+
+    def _stop(self) -> None:
+        if self.timer is not None:
+            self.timer.cancel()
+        self.connector.inflight -= 1
+
+
+@dataclass
+class FakeConnector:
+    """Answers each port from a script; a missing entry means `default`."""
+
+    script: dict[int, Sequence[Outcome | None]] = field(default_factory=dict)
+    default: Outcome | None = RST
+    delay: float = 0.002
+    inflight: int = 0
+    max_inflight: int = 0
+    max_per_host: Counter[str] = field(default_factory=Counter)
+    per_host: Counter[str] = field(default_factory=Counter)
+    starts: list[tuple[float, Target]] = field(default_factory=list)
+    attempts: Counter[tuple[str, int]] = field(default_factory=Counter)
+    cancelled: int = 0
+
+    def start(self, target: Target, token: Job,
+              on_outcome: Callable[[Job, Outcome], None]) -> FakeProbe | Outcome:
+        loop = asyncio.get_running_loop()
+        key = (target.address, target.endpoint.port)
+        attempt = self.attempts[key]
+        self.attempts[key] += 1
+        self.starts.append((loop.time(), target))
+        plan = self.script.get(target.endpoint.port)
+        outcome = self.default if plan is None else plan[min(attempt, len(plan) - 1)]
+        if outcome is not None and outcome.immediate:
+            return outcome
+        self.inflight += 1
+        self.max_inflight = max(self.max_inflight, self.inflight)
+        self.per_host[target.address] += 1
+        self.max_per_host[target.address] = max(self.max_per_host[target.address],
+                                                 self.per_host[target.address])
+        probe = FakeProbe(self)
+        if outcome is not None:
+            def finish() -> None:
+                self.inflight -= 1
+                self.per_host[target.address] -= 1
+                on_outcome(token, outcome)
+            probe.timer = loop.call_later(self.delay, finish)
+        original_stop = probe._stop
+
+        def stop() -> None:
+            self.per_host[target.address] -= 1
+            original_stop()
+        probe._stop = stop  # type: ignore[method-assign]
+        return probe
+
+
+def make_targets(addresses: Sequence[str], ports: Sequence[int],
+                 proto: Proto = Proto.TCP) -> list[Target]:
+    return [
+        Target(Endpoint(address, port, proto, None), address, 4, ResolvedVia.LITERAL)
+        for address in addresses for port in ports
+    ]
+
+
+async def run_engine(config: EngineConfig, connector: FakeConnector,
+                     targets: Sequence[Target]) -> tuple[list[Result], list[str], Engine]:
+    results: list[Result] = []
+    warnings: list[str] = []
+    engine = Engine(config, {Proto.TCP: connector, Proto.UDP: connector}, results.append,
+                    warnings.append)
+    send, receive = anyio.create_memory_object_stream[Target](16)
+
+    async def feed() -> None:
+        async with send:
+            for target in targets:
+                await send.send(target)
+
+    with anyio.fail_after(30):
+        async with anyio.create_task_group() as group:
+            group.start_soon(feed)
+            await engine.run(receive)
+    return results, warnings, engine
+
+
+def states(results: Sequence[Result]) -> Counter[tuple[State, Reason]]:
+    return Counter((result.state, result.reason) for result in results)
+
+
+@pytest.mark.asyncio
+async def test_every_target_gets_exactly_one_result() -> None:
+    connector = FakeConnector(script={22: [OPEN]})
+    targets = make_targets([f"10.0.0.{i}" for i in range(1, 21)], range(20, 30))
+    results, warnings, _ = await run_engine(EngineConfig(concurrency=7), connector, targets)
+    assert sorted((r.address, r.endpoint.port) for r in results) == sorted(
+        (t.address, t.endpoint.port) for t in targets)
+    assert states(results) == Counter({(State.OPEN, Reason.SYN_ACK): 20,
+                                       (State.REFUSED, Reason.CONN_REFUSED): 180})
+    assert warnings == []
+
+
+@pytest.mark.asyncio
+async def test_concurrency_and_per_host_limits_hold() -> None:
+    connector = FakeConnector(delay=0.005)
+    targets = make_targets(["10.0.0.1", "10.0.0.2", "10.0.0.3"], range(1, 101))
+    results, _, _ = await run_engine(EngineConfig(concurrency=12, per_host=5), connector, targets)
+    assert len(results) == 300
+    assert connector.max_inflight <= 12
+    assert max(connector.max_per_host.values()) <= 5
+    assert connector.max_inflight > 5  # several hosts were probed side by side
+
+
+@pytest.mark.asyncio
+async def test_silence_is_retried_then_reported() -> None:
+    connector = FakeConnector(script={80: [SILENT], 81: [SILENT, SILENT, OPEN]})
+    targets = make_targets(["10.0.0.1"], [80, 81])
+    results, _, _ = await run_engine(EngineConfig(timeout=0.05, retries=2), connector, targets)
+    by_port = {r.endpoint.port: r for r in results}
+    assert (by_port[80].state, by_port[80].reason) == (State.FILTERED, Reason.NO_RESPONSE)
+    assert by_port[80].attempts == 3
+    assert connector.attempts[("10.0.0.1", 80)] == 3
+    assert (by_port[81].state, by_port[81].attempts) == (State.OPEN, 3)
+
+
+@pytest.mark.asyncio
+async def test_udp_silence_is_open_filtered() -> None:
+    connector = FakeConnector(default=SILENT)
+    targets = make_targets(["10.0.0.1"], [9], Proto.UDP)
+    results, _, _ = await run_engine(EngineConfig(timeout=0.02, retries=1), connector, targets)
+    assert [(r.state, r.reason) for r in results] == [(State.OPEN_FILTERED, Reason.NO_RESPONSE)]
+
+
+@pytest.mark.asyncio
+async def test_descriptor_exhaustion_lowers_concurrency_and_is_never_a_state() -> None:
+    connector = FakeConnector(script={port: [EMFILE, EMFILE, RST] for port in range(1, 51)})
+    targets = make_targets(["10.0.0.1"], range(1, 51))
+    results, warnings, engine = await run_engine(EngineConfig(concurrency=40, backoff_floor=4),
+                                                 connector, targets)
+    assert states(results) == Counter({(State.REFUSED, Reason.CONN_REFUSED): 50})
+    assert engine.stats.scanner_side_errors == 100
+    assert any("lowering concurrency" in warning for warning in warnings)
+
+
+@pytest.mark.asyncio
+async def test_persistent_resource_failure_ends_as_error_not_refused() -> None:
+    connector = FakeConnector(default=EMFILE)
+    targets = make_targets(["10.0.0.1"], [1])
+    config = EngineConfig(resource_retry_limit=5, resource_backoff_max=0.01)
+    results, _, _ = await run_engine(config, connector, targets)
+    assert [(r.state, r.reason) for r in results] == [(State.ERROR, Reason.LOCAL_ERROR)]
+    assert connector.attempts[("10.0.0.1", 1)] == 5
+    assert "scanner-side" in (results[0].message or "")
+
+
+@pytest.mark.asyncio
+async def test_self_connect_is_retried_on_a_fresh_socket() -> None:
+    connector = FakeConnector(script={40000: [SELF, RST]})
+    targets = make_targets(["127.0.0.1"], [40000])
+    results, _, engine = await run_engine(EngineConfig(), connector, targets)
+    assert [(r.state, r.reason) for r in results] == [(State.REFUSED, Reason.CONN_REFUSED)]
+    assert engine.stats.self_connects == 1
+
+
+@pytest.mark.asyncio
+async def test_retries_to_an_icmp_sending_host_are_paced() -> None:
+    # Ports 1-3 answer with ICMP at once; 10-14 are silent first (rate-limited), then answer.
+    script: dict[int, Sequence[Outcome | None]] = {
+        port: [ICMP_CLOSED] for port in (1, 2, 3)}
+    script.update({port: [SILENT, ICMP_CLOSED] for port in range(10, 15)})
+    connector = FakeConnector(script=script)
+    targets = make_targets(["10.0.0.9"], [1, 2, 3, *range(10, 15)])
+    pace = 0.05
+    results, _, _ = await run_engine(
+        EngineConfig(timeout=0.03, retries=2, icmp_pace_v4=pace), connector, targets)
+    assert states(results) == Counter({(State.REFUSED, Reason.PORT_UNREACH): 8})
+    retry_times = sorted(when for when, target in connector.starts[8:])
+    assert len(retry_times) == 5
+    gaps = [later - earlier for earlier, later in zip(retry_times, retry_times[1:], strict=False)]
+    assert min(gaps) >= pace * 0.9
+
+
+@pytest.mark.asyncio
+async def test_rate_limit_spaces_new_probes() -> None:
+    connector = FakeConnector(delay=0.001)
+    targets = make_targets(["10.0.0.1"], range(1, 41))
+    await run_engine(EngineConfig(rate=200.0), connector, targets)
+    times = [when for when, _ in connector.starts]
+    # 40 probes at 200/s (burst of 10) take at least (40 - 10) / 200 = 0.15 s.
+    assert times[-1] - times[0] >= 0.14
+
+
+@pytest.mark.asyncio
+async def test_cancellation_abandons_every_probe_in_flight() -> None:
+    connector = FakeConnector(default=SILENT)
+    targets = make_targets(["10.0.0.1", "10.0.0.2"], range(1, 51))
+    results: list[Result] = []
+    engine = Engine(EngineConfig(timeout=30), {Proto.TCP: connector}, results.append,
+                    lambda _message: None)
+    send, receive = anyio.create_memory_object_stream[Target](200)
+    for target in targets:
+        send.send_nowait(target)
+    send.close()
+    with anyio.move_on_after(0.1):
+        await engine.run(receive)
+    assert results == []
+    assert connector.cancelled == 100
+    assert connector.inflight == 0
