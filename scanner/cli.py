@@ -16,15 +16,15 @@ from collections.abc import Iterator, Sequence
 from scanner import __version__
 from scanner.engine import EngineConfig
 from scanner.inventory import (
+    DEFAULT_PORTS,
     InventoryItem,
-    command_line_targets,
-    read_inventory,
-    unique_endpoints,
+    PortSpec,
+    SpecError,
+    command_line_specs,
+    inventory_specs,
+    iter_unique,
+    parse_ports,
 )
-from scanner.inventory.errors import SpecError
-from scanner.inventory.ports import PortSpec
-from scanner.inventory.services import DEFAULT_PORTS
-from scanner.inventory.specs import parse_ports
 from scanner.model import Expect
 from scanner.outputs import FORMATS
 from scanner.resolve import ResolverConfig, parse_nameserver
@@ -183,12 +183,12 @@ def resolve_outputs(raw: list[list[str | None]] | None, stdout_is_terminal: bool
 def inventory_source(
     args: argparse.Namespace, expect: Expect | None
 ) -> Iterator[InventoryItem]:
-    items = itertools.chain(
-        command_line_targets(args.target, default_ports=args.ports, expect=expect),
-        *(read_inventory(path, stdin=sys.stdin, default_ports=args.ports)
+    specs = itertools.chain(
+        command_line_specs(args.target, default_ports=args.ports, expect=expect),
+        *(inventory_specs(path, stdin=sys.stdin, default_ports=args.ports)
           for path in args.inventories),
     )
-    return unique_endpoints(items)
+    return iter_unique(specs)
 
 
 def make_plan(args: argparse.Namespace) -> ScanPlan:
