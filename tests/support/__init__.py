@@ -1,0 +1,1 @@
+"""Helpers the tests share: a DNS responder of their own, hosts files, fixtures."""
