@@ -70,6 +70,7 @@ class Expect(StrEnum):
     REFUSED = "refused"
     FILTERED = "filtered"
     CLOSED = "closed"  # anything but open: refused, filtered or open|filtered
+    ANY = "any"  # measure and report, expect nothing (discovery inventories)
 
 
 class ResolvedVia(StrEnum):
@@ -232,7 +233,7 @@ def state_meets_expectation(state: State, expect: Expect | None) -> bool:
     """
     if state in _SCAN_FAILURES:
         return False
-    if expect is None:
+    if expect is None or expect is Expect.ANY:
         return True
     if expect is Expect.OPEN:
         return state is State.OPEN
