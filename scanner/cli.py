@@ -28,7 +28,7 @@ from scanner.inventory import (
 from scanner.model import Expect
 from scanner.outputs import FORMATS
 from scanner.resolve import ResolverConfig, parse_nameserver
-from scanner.runner import ExitStatus, OutputSpec, ScanPlan, run_plan
+from scanner.runner import ExitStatus, OutputSpec, ScanPlan, list_targets, run_plan
 
 DEFAULTS = EngineConfig()
 
@@ -124,6 +124,10 @@ def build_parser() -> argparse.ArgumentParser:
     what.add_argument(
         "--strict", action="store_true",
         help="check the whole inventory first and scan nothing if any entry is malformed",
+    )
+    what.add_argument(
+        "--list-targets", action="store_true",
+        help="print the endpoints the inventory expands to and exit: nothing is resolved or sent",
     )
     names = scan.add_argument_group("name resolution")
     names.add_argument("--hosts-file", default="/etc/hosts", metavar="PATH",
@@ -222,6 +226,7 @@ def make_plan(args: argparse.Namespace) -> ScanPlan:
         ),
         engine=engine,
         strict=args.strict,
+        list_only=args.list_targets,
         progress=stderr_is_terminal and not args.no_progress,
         color=color,
         command=shlex.join(["reachscan", *sys.argv[1:]]),
@@ -249,6 +254,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "scan":
             plan = make_plan(args)
+            if plan.list_only:
+                return int(list_targets(plan))
             return int(run_async(plan, args.loop))
     except UsageError as exc:
         parser.exit(ExitStatus.USAGE_OR_INVENTORY, f"reachscan: {exc}\n")

@@ -66,6 +66,7 @@ class ScanPlan:
     resolver: ResolverConfig
     engine: EngineConfig
     strict: bool
+    list_only: bool
     progress: bool
     color: bool
     command: str
@@ -156,6 +157,30 @@ def validate_inventory(plan: ScanPlan) -> int:
     for _ in tally.endpoints(plan.inventory()):
         pass
     return tally.errors
+
+
+def describe_endpoint(endpoint: Endpoint) -> str:
+    """One line per endpoint for --list-targets: what would be probed, and why."""
+    words = [endpoint.host, f"{endpoint.port}/{endpoint.proto}"]
+    if endpoint.pinned_address is not None:
+        words.append(f"address={endpoint.pinned_address}")
+    words.append(f"expect={endpoint.expect or '-'}")
+    if endpoint.labels:
+        words.append(",".join(f"{key}={value}" for key, value in endpoint.labels))
+    if endpoint.origin is not None:
+        words.append(f"({endpoint.origin})")
+    return " ".join(words)
+
+
+def list_targets(plan: ScanPlan) -> ExitStatus:
+    """--list-targets: expand the inventory and print it; no name is resolved, nothing sent."""
+    tally = InventoryTally(report_error)
+    try:
+        for endpoint in tally.endpoints(plan.inventory()):
+            print(describe_endpoint(endpoint))
+    except BrokenPipeError:
+        return ExitStatus.STDOUT_CLOSED
+    return ExitStatus.USAGE_OR_INVENTORY if tally.errors else ExitStatus.OK
 
 
 def open_sinks(plan: ScanPlan) -> list[Sink]:
