@@ -1,0 +1,95 @@
+"""Inventories in, endpoints out: the one door the rest of reachscan uses.
+
+Reads `-t` specs, plain-text spec files (or stdin) and YAML inventories, and turns them
+into de-duplicated `Endpoint`s interleaved with `InventoryError`s in input order. Nothing
+here raises for bad input: every problem is an error item with FILE:LINE, so the caller
+can report all of them and decide whether to scan at all.
+
+Two layers: `*_specs` functions give lazy `TargetSpec`s (hosts x ports rectangles), and
+`iter_unique` flattens any number of spec streams into unique endpoints; to de-duplicate
+`-t` arguments and files together, chain their spec streams into one `iter_unique`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from typing import TextIO
+
+from scanner.inventory.dedup import Deduplicator, iter_unique
+from scanner.inventory.errors import InventoryError, SpecError
+from scanner.inventory.ports import PortSpec
+from scanner.inventory.services import DEFAULT_PORTS
+from scanner.inventory.specs import TargetSpec, parse_ports, parse_target_spec
+from scanner.inventory.textfile import read_text_inventory
+from scanner.inventory.yamlfile import read_yaml_inventory
+from scanner.model import Endpoint, Expect, Origin
+
+__all__ = [
+    "COMMAND_LINE",
+    "DEFAULT_PORTS",
+    "Deduplicator",
+    "InventoryError",
+    "InventoryItem",
+    "PortSpec",
+    "SpecError",
+    "TargetSpec",
+    "command_line_specs",
+    "command_line_targets",
+    "inventory_specs",
+    "iter_unique",
+    "parse_ports",
+    "parse_target_spec",
+    "read_inventory",
+]
+
+COMMAND_LINE = "<command line>"
+
+InventoryItem = Endpoint | InventoryError
+"""What the readers yield: an endpoint to probe, or a problem to report."""
+
+_YAML_SUFFIXES = (".yaml", ".yml")
+
+
+def read_inventory(
+    path: str, *, stdin: TextIO | None = None, default_ports: PortSpec = DEFAULT_PORTS
+) -> Iterator[InventoryItem]:
+    """The unique endpoints of the inventory at `path`, with its errors, in file order.
+
+    See `inventory_specs` for how the file is read.
+    """
+    return iter_unique(inventory_specs(path, stdin=stdin, default_ports=default_ports))
+
+
+def inventory_specs(
+    path: str, *, stdin: TextIO | None = None, default_ports: PortSpec = DEFAULT_PORTS
+) -> Iterator[TargetSpec | InventoryError]:
+    """The specs of the inventory at `path`: YAML for `.yaml`/`.yml`, else one spec a line.
+
+    `-` reads specs from `stdin` (default sys.stdin). Every entry of an inventory file
+    expects `open` unless it says otherwise: an inventory is a statement of what should be
+    reachable. `default_ports` apply to text specs without ports; YAML entries must name
+    their ports (or inherit them from the file's defaults), so the file alone says what
+    it checks. An unreadable file is one InventoryError at line 0.
+    """
+    if path != "-" and path.lower().endswith(_YAML_SUFFIXES):
+        return read_yaml_inventory(path)
+    return read_text_inventory(path, default_ports=default_ports, stdin=stdin)
+
+
+def command_line_targets(
+    specs: Sequence[str], *, default_ports: PortSpec, expect: Expect | None
+) -> Iterator[InventoryItem]:
+    """The unique endpoints of `-t` specs, with an error for each spec that is wrong."""
+    return iter_unique(command_line_specs(specs, default_ports=default_ports, expect=expect))
+
+
+def command_line_specs(
+    specs: Sequence[str], *, default_ports: PortSpec, expect: Expect | None
+) -> Iterator[TargetSpec | InventoryError]:
+    """Parse `-t` specs; the origin is `<command line>` and the spec's 1-based position."""
+    for position, text in enumerate(specs, start=1):
+        origin = Origin(COMMAND_LINE, position)
+        try:
+            yield parse_target_spec(text, default_ports=default_ports, expect=expect, origin=origin)
+        except SpecError as error:
+            yield InventoryError(origin, str(error))

@@ -1,0 +1,31 @@
+"""The two ways an inventory can be wrong: a spec that does not parse, and an entry to report.
+
+`SpecError` is raised by the pure parsers for one piece of text; the readers catch it and
+turn it into an `InventoryError` value that carries FILE:LINE, so one bad line never stops
+the rest of an inventory from being read.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from scanner.model import Origin
+
+
+class SpecError(ValueError):
+    """A target or port spec that cannot be parsed.
+
+    The message says what is wrong and, where a fix is obvious, what to write instead; it
+    never includes the origin, which the caller adds.
+    """
+
+
+@dataclass(frozen=True, slots=True)
+class InventoryError:
+    """One problem found while reading an inventory, reported instead of raised."""
+
+    origin: Origin
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.origin}: {self.message}"

@@ -1,0 +1,227 @@
+"""Target specs: the `HOST[:PORTS]` grammar of `-t` arguments and plain-text inventories.
+
+HOST is a DNS name, an IPv4 literal, an IPv6 literal (in brackets when ports follow), a
+CIDR block or an nmap-style IPv4 octet range; PORTS is a comma list of `N`, `N-M`,
+`N/udp`, service names (`https`, `dns/tcp`), with nmap's `T:` / `U:` prefixes switching
+the protocol for the items after them (`U:53,T:80,443`). A parsed spec is a lazy
+rectangle, hosts x ports: it can count itself and walk its endpoints without ever
+materialising `10.0.0.0/8:1-65535`.
+
+An unbracketed string with two or more colons that parses as an IPv6 address (or block)
+is that address, without ports: `::1:80` is the address `::1:80`, not port 80 on `::1`.
+The bracket form `[::1]:80` is the only way to give ports to an IPv6 literal. Any other
+string splits at its first colon, so `web:U:53,T:80` is host `web` with ports.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+from scanner.inventory.errors import SpecError
+from scanner.inventory.hosts import HostPattern, SingleHost, parse_host
+from scanner.inventory.ports import MAX_PORT, MIN_PORT, PortRange, PortSpec, ServiceName
+from scanner.inventory.services import lookup_service
+from scanner.model import Endpoint, Expect, Labels, Origin, Proto
+
+__all__ = [
+    "PortSpec",
+    "SpecError",
+    "TargetSpec",
+    "parse_host_spec",
+    "parse_ports",
+    "parse_target_spec",
+]
+
+_PREFIX = re.compile(r"([A-Za-z]):(.*)\Z", re.DOTALL)
+_PORT_ITEM = re.compile(r"([0-9]+)(?:-([0-9]+))?(?:/([A-Za-z]+))?\Z")
+_SERVICE_ITEM = re.compile(r"([A-Za-z][A-Za-z0-9-]*)(?:/([A-Za-z]+))?\Z")
+_PREFIX_PROTOCOLS = {"t": Proto.TCP, "u": Proto.UDP}
+_ITEM_HELP = "write N, N-M, N/udp, a service name, or T:/U: before a list"
+
+
+@dataclass(frozen=True, slots=True)
+class TargetSpec:
+    """One parsed spec: every host of `hosts` on every port of `ports`, expanded lazily.
+
+    All endpoints of one spec are distinct (a block never repeats an address and ports
+    are normalised), which is what lets de-duplication remember a big spec as one
+    rectangle instead of a million keys.
+    """
+
+    hosts: HostPattern
+    ports: PortSpec
+    expect: Expect | None
+    labels: Labels = ()
+    pinned_address: str | None = None
+    origin: Origin | None = None
+
+    def __post_init__(self) -> None:
+        if self.pinned_address is not None and not isinstance(self.hosts, SingleHost):
+            raise ValueError("a pinned address needs a single host, not a block")
+
+    def count(self) -> int:
+        """How many endpoints `endpoints()` yields, by arithmetic."""
+        return self.hosts.count() * len(self.ports)
+
+    def endpoints(self) -> Iterator[Endpoint]:
+        """Every endpoint, host by host, each host's ports in PortSpec order."""
+        for _, host in self.hosts.members():
+            for port, proto, service in self.ports:
+                yield self.endpoint(host, port, proto, service)
+
+    def endpoint(self, host: str, port: int, proto: Proto, service: str | None) -> Endpoint:
+        """The endpoint for one member host and port, carrying this spec's settings."""
+        return Endpoint(
+            host=host,
+            port=port,
+            proto=proto,
+            expect=self.expect,
+            labels=self.labels,
+            pinned_address=self.pinned_address,
+            service=service,
+            origin=self.origin,
+        )
+
+
+def parse_target_spec(
+    spec: str,
+    *,
+    default_ports: PortSpec,
+    expect: Expect | None,
+    labels: Labels = (),
+    origin: Origin | None = None,
+) -> TargetSpec:
+    """Parse `HOST[:PORTS]`; without PORTS, `default_ports` apply. Raises SpecError."""
+    host_text, bracketed, ports_text = _split_spec(spec)
+    try:
+        hosts = parse_host(host_text, bracketed=bracketed)
+        ports = default_ports if ports_text is None else parse_ports(ports_text)
+    except SpecError as error:
+        raise _with_bracket_hint(error, spec, host_text, bracketed=bracketed) from None
+    return TargetSpec(hosts, ports, expect, labels, None, origin)
+
+
+def parse_host_spec(text: str) -> HostPattern:
+    """Parse a spec that must name hosts only (an inventory's `host:` field)."""
+    host_text, bracketed, ports_text = _split_spec(text)
+    if ports_text is not None:
+        raise SpecError(f"ports go in 'ports:', not in the host: write {host_text!r}")
+    try:
+        return parse_host(host_text, bracketed=bracketed)
+    except SpecError as error:
+        raise _with_bracket_hint(error, text, host_text, bracketed=bracketed) from None
+
+
+def parse_ports(text: str, *, proto: Proto | None = None) -> PortSpec:
+    """Parse a PORTS list; `proto` acts like a leading `T:`/`U:` prefix. Raises SpecError."""
+    if not text.strip():
+        raise SpecError("no ports given")
+    ranges: list[PortRange] = []
+    names: list[ServiceName] = []
+    current = proto
+    for raw_item in text.split(","):
+        item = raw_item.strip()
+        prefix = _PREFIX.match(item)
+        if prefix is not None:
+            current = _prefix_protocol(prefix[1], item)
+            item = prefix[2].strip()
+        if not item:
+            raise SpecError(f"empty port item in {text!r}; {_ITEM_HELP}")
+        port_range, name = _parse_port_item(item, current)
+        ranges.append(port_range)
+        if name is not None:
+            names.append((port_range[1], port_range[0], name))
+    return PortSpec.of(ranges, names)
+
+
+def _split_spec(spec: str) -> tuple[str, bool, str | None]:
+    """(host text, written in brackets?, ports text or None when there were none)."""
+    text = spec.strip()
+    if not text:
+        raise SpecError("empty target spec")
+    if any(character.isspace() for character in text):
+        raise SpecError(f"one target per spec, without spaces: {text!r}")
+    if text.startswith("["):
+        close = text.find("]")
+        if close < 0:
+            raise SpecError(f"missing ']' in {text!r}; write IPv6 literals as [::1]:80")
+        rest = text[close + 1 :]
+        if rest and not rest.startswith(":"):
+            raise SpecError(f"unexpected {rest!r} after ']'; write [ADDRESS]:PORTS")
+        return text[1:close], True, _ports_after_colon(rest, text)
+    if text.count(":") >= 2 and _is_ipv6_literal(text):
+        return text, False, None
+    host, colon, ports = text.partition(":")
+    return host, False, _ports_after_colon(colon + ports, text)
+
+
+def _ports_after_colon(rest: str, spec: str) -> str | None:
+    if not rest:
+        return None
+    if rest == ":":
+        raise SpecError(f"missing ports after ':' in {spec!r}; write HOST:PORTS or just HOST")
+    return rest[1:]
+
+
+def _is_ipv6_literal(text: str) -> bool:
+    try:
+        return parse_host(text).version == 6
+    except SpecError:
+        return False
+
+
+def _with_bracket_hint(error: SpecError, spec: str, host: str, *, bracketed: bool) -> SpecError:
+    """Point at brackets when a failed spec was probably an IPv6 literal with ports."""
+    hexadecimal = all(character in "0123456789abcdefABCDEF" for character in host)
+    if bracketed or spec.count(":") < 2 or not hexadecimal:
+        return error
+    return SpecError(
+        f"{spec.strip()!r} is not a valid IPv6 address;"
+        " put IPv6 literals in brackets when ports follow: [::1]:80"
+    )
+
+
+def _prefix_protocol(letter: str, item: str) -> Proto:
+    proto = _PREFIX_PROTOCOLS.get(letter.lower())
+    if proto is None:
+        raise SpecError(f"unsupported protocol prefix {letter}: in {item!r}; use T: or U:")
+    return proto
+
+
+def _parse_port_item(item: str, prefix: Proto | None) -> tuple[PortRange, str | None]:
+    """One item without its prefix: (the port range, the service name if one was used)."""
+    number = _PORT_ITEM.match(item)
+    if number is not None:
+        first = _port_number(number[1])
+        last = _port_number(number[2]) if number[2] is not None else first
+        if first > last:
+            raise SpecError(f"port range {item} runs backwards; write {last}-{first}")
+        proto = _item_protocol(number[3], prefix, item) or Proto.TCP
+        return (proto, first, last), None
+    service = _SERVICE_ITEM.match(item)
+    if service is not None:
+        name = service[1].lower()
+        port, proto = lookup_service(name, _item_protocol(service[2], prefix, item))
+        return (proto, port, port), name
+    raise SpecError(f"bad port item {item!r}; {_ITEM_HELP}")
+
+
+def _item_protocol(suffix: str | None, prefix: Proto | None, item: str) -> Proto | None:
+    if suffix is None:
+        return prefix
+    try:
+        proto = Proto(suffix.lower())
+    except ValueError:
+        raise SpecError(f"unknown protocol {suffix!r} in {item!r}; write /tcp or /udp") from None
+    if prefix is not None and proto is not prefix:
+        raise SpecError(f"{item!r} contradicts the {prefix} prefix before it")
+    return proto
+
+
+def _port_number(text: str) -> int:
+    port = int(text) if len(text) <= 5 else MAX_PORT + 1
+    if not MIN_PORT <= port <= MAX_PORT:
+        raise SpecError(f"port {text} is out of range ({MIN_PORT}-{MAX_PORT})")
+    return port
