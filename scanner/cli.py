@@ -8,10 +8,12 @@ directly, and it costs no dependency.
 from __future__ import annotations
 
 import argparse
+import io
 import itertools
 import shlex
 import sys
 from collections.abc import Iterator, Sequence
+from typing import TextIO
 
 from scanner import __version__
 from scanner.engine import EngineConfig
@@ -105,68 +107,137 @@ def build_parser() -> argparse.ArgumentParser:
         description="Probe every endpoint and report open / refused / filtered with the reason.",
     )
     scan.add_argument(
-        "inventories", nargs="*", metavar="INVENTORY",
+        "inventories",
+        nargs="*",
+        metavar="INVENTORY",
         help="inventory files: YAML (.yaml/.yml) or one target spec per line; - reads stdin",
     )
     what = scan.add_argument_group("what to scan")
     what.add_argument(
-        "-t", "--target", action="append", default=[], metavar="SPEC",
+        "-t",
+        "--target",
+        action="append",
+        default=[],
+        metavar="SPEC",
         help="HOST[:PORTS], e.g. db1:5432, 10.0.0.0/24:22,80, [::1]:U:53,T:80 (repeatable)",
     )
     what.add_argument(
-        "-p", "--ports", type=port_list, default=DEFAULT_PORTS, metavar="PORTS",
+        "-p",
+        "--ports",
+        type=port_list,
+        default=DEFAULT_PORTS,
+        metavar="PORTS",
         help="ports for specs and inventory lines that name none (default: 20 common TCP ports)",
     )
     what.add_argument(
-        "--expect", choices=[expect.value for expect in Expect], default=None,
+        "--expect",
+        choices=[expect.value for expect in Expect],
+        default=None,
         help="what -t targets should be (default: no expectation, any measured state is fine)",
     )
     what.add_argument(
-        "--strict", action="store_true",
+        "--strict",
+        action="store_true",
         help="check the whole inventory first and scan nothing if any entry is malformed",
     )
     what.add_argument(
-        "--list-targets", action="store_true",
+        "--list-targets",
+        action="store_true",
         help="print the endpoints the inventory expands to and exit: nothing is resolved or sent",
     )
     names = scan.add_argument_group("name resolution")
-    names.add_argument("--hosts-file", default="/etc/hosts", metavar="PATH",
-                       help="hosts file consulted before DNS (default: /etc/hosts; '' for none)")
-    names.add_argument("--nameserver", action="append", default=[], metavar="HOST[:PORT]",
-                       help="DNS server to query (repeatable; default: /etc/resolv.conf)")
+    names.add_argument(
+        "--hosts-file",
+        default="/etc/hosts",
+        metavar="PATH",
+        help="hosts file consulted before DNS (default: /etc/hosts; '' for none)",
+    )
+    names.add_argument(
+        "--nameserver",
+        action="append",
+        default=[],
+        metavar="HOST[:PORT]",
+        help="DNS server to query (repeatable; default: /etc/resolv.conf)",
+    )
     family = names.add_mutually_exclusive_group()
     family.add_argument("-4", dest="ipv4_only", action="store_true", help="IPv4 addresses only")
     family.add_argument("-6", dest="ipv6_only", action="store_true", help="IPv6 addresses only")
     pace = scan.add_argument_group("pace")
-    pace.add_argument("--concurrency", type=positive_int, default=DEFAULTS.concurrency,
-                      metavar="N", help=f"probes in flight at once (default {DEFAULTS.concurrency}, "
-                      "capped by the descriptor limit)")
-    pace.add_argument("--per-host", type=positive_int, default=DEFAULTS.per_host, metavar="N",
-                      help=f"probes in flight per address (default {DEFAULTS.per_host})")
-    pace.add_argument("--rate", type=positive_float, default=None, metavar="N",
-                      help="new probes per second (default: no limit)")
-    pace.add_argument("--timeout", type=positive_float, default=DEFAULTS.timeout, metavar="S",
-                      help=f"seconds to wait for an answer (default {DEFAULTS.timeout})")
-    pace.add_argument("--retries", type=non_negative_int, default=DEFAULTS.retries, metavar="N",
-                      help=f"extra attempts for silent probes (default {DEFAULTS.retries})")
+    pace.add_argument(
+        "--concurrency",
+        type=positive_int,
+        default=DEFAULTS.concurrency,
+        metavar="N",
+        help=f"probes in flight at once (default {DEFAULTS.concurrency}, "
+        "capped by the descriptor limit)",
+    )
+    pace.add_argument(
+        "--per-host",
+        type=positive_int,
+        default=DEFAULTS.per_host,
+        metavar="N",
+        help=f"probes in flight per address (default {DEFAULTS.per_host})",
+    )
+    pace.add_argument(
+        "--rate",
+        type=positive_float,
+        default=None,
+        metavar="N",
+        help="new probes per second (default: no limit)",
+    )
+    pace.add_argument(
+        "--timeout",
+        type=positive_float,
+        default=DEFAULTS.timeout,
+        metavar="S",
+        help=f"seconds to wait for an answer (default {DEFAULTS.timeout})",
+    )
+    pace.add_argument(
+        "--retries",
+        type=non_negative_int,
+        default=DEFAULTS.retries,
+        metavar="N",
+        help=f"extra attempts for silent probes (default {DEFAULTS.retries})",
+    )
     output = scan.add_argument_group("output")
-    output.add_argument("--format", action=OutputAction, choices=FORMATS,
-                        help="output format (repeatable, each optionally followed by -o); "
-                        "default: table on a terminal, jsonl otherwise")
-    output.add_argument("-o", "--output", dest="output", action=OutputAction, metavar="PATH",
-                        help="write the preceding --format to PATH atomically (- for stdout)")
-    output.add_argument("--no-progress", action="store_true",
-                        help="no progress bar (it is shown only when stderr is a terminal)")
-    output.add_argument("--color", choices=["auto", "always", "never"], default="auto",
-                        help="colour in the table output (default: auto)")
-    scan.add_argument("--loop", choices=["auto", "uvloop", "asyncio"], default="auto",
-                      help="event loop (default: uvloop where installed)")
+    output.add_argument(
+        "--format",
+        action=OutputAction,
+        choices=FORMATS,
+        help="output format (repeatable, each optionally followed by -o); "
+        "default: table on a terminal, jsonl otherwise",
+    )
+    output.add_argument(
+        "-o",
+        "--output",
+        dest="output",
+        action=OutputAction,
+        metavar="PATH",
+        help="write the preceding --format to PATH atomically (- for stdout)",
+    )
+    output.add_argument(
+        "--no-progress",
+        action="store_true",
+        help="no progress bar (it is shown only when stderr is a terminal)",
+    )
+    output.add_argument(
+        "--color",
+        choices=["auto", "always", "never"],
+        default="auto",
+        help="colour in the table output (default: auto)",
+    )
+    scan.add_argument(
+        "--loop",
+        choices=["auto", "uvloop", "asyncio"],
+        default="auto",
+        help="event loop (default: uvloop where installed)",
+    )
     return parser
 
 
-def resolve_outputs(raw: list[list[str | None]] | None, stdout_is_terminal: bool) -> tuple[
-    OutputSpec, ...
-]:
+def resolve_outputs(
+    raw: list[list[str | None]] | None, stdout_is_terminal: bool
+) -> tuple[OutputSpec, ...]:
     default_format = "table" if stdout_is_terminal else "jsonl"
     if not raw:
         return (OutputSpec(default_format, "-"),)
@@ -175,8 +246,9 @@ def resolve_outputs(raw: list[list[str | None]] | None, stdout_is_terminal: bool
         if format_name is None:
             assert path is not None
             suffix = path[path.rfind(".") :] if "." in path else ""
-            format_name = FORMAT_BY_SUFFIX.get(suffix.lower(), "jsonl" if path != "-" else
-                                               default_format)
+            format_name = FORMAT_BY_SUFFIX.get(
+                suffix.lower(), "jsonl" if path != "-" else default_format
+            )
         outputs.append(OutputSpec(format_name, path or "-"))
     to_stdout = [output for output in outputs if output.path == "-"]
     if len(to_stdout) > 1:
@@ -185,14 +257,23 @@ def resolve_outputs(raw: list[list[str | None]] | None, stdout_is_terminal: bool
 
 
 def inventory_source(
-    args: argparse.Namespace, expect: Expect | None
+    args: argparse.Namespace, expect: Expect | None, stdin: TextIO
 ) -> Iterator[InventoryItem]:
     specs = itertools.chain(
         command_line_specs(args.target, default_ports=args.ports, expect=expect),
-        *(inventory_specs(path, stdin=sys.stdin, default_ports=args.ports)
-          for path in args.inventories),
+        *(
+            inventory_specs(path, stdin=stdin, default_ports=args.ports)
+            for path in args.inventories
+        ),
     )
     return iter_unique(specs)
+
+
+def replayable_stdin(args: argparse.Namespace) -> TextIO:
+    """--strict reads the inventory twice; stdin can be read once, so keep a copy."""
+    if args.strict and "-" in args.inventories:
+        return io.StringIO(sys.stdin.read())
+    return sys.stdin
 
 
 def make_plan(args: argparse.Namespace) -> ScanPlan:
@@ -216,8 +297,15 @@ def make_plan(args: argparse.Namespace) -> ScanPlan:
         timeout=args.timeout,
         retries=args.retries,
     )
+    stdin = replayable_stdin(args)
+
+    def inventory() -> Iterator[InventoryItem]:
+        if isinstance(stdin, io.StringIO):
+            stdin.seek(0)
+        return inventory_source(args, expect, stdin)
+
     return ScanPlan(
-        inventory=lambda: inventory_source(args, expect),
+        inventory=inventory,
         outputs=resolve_outputs(getattr(args, "outputs", None), stdout_is_terminal),
         resolver=ResolverConfig(
             hosts_file=args.hosts_file or None,
@@ -262,5 +350,3 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         return int(ExitStatus.INTERRUPTED)
     parser.error(f"unknown command {args.command}")
-
-

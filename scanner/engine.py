@@ -111,8 +111,9 @@ class Engine:
         wall_clock: Callable[[], float] = time.time,
     ) -> None:
         self.config = config
-        self.stats = EngineStats(concurrency=config.concurrency,
-                                 lowest_concurrency=config.concurrency)
+        self.stats = EngineStats(
+            concurrency=config.concurrency, lowest_concurrency=config.concurrency
+        )
         self._connectors = connectors
         self._on_result = on_result
         self._on_warning = on_warning
@@ -349,7 +350,8 @@ class Engine:
                 resolved_via=target.resolved_via,
                 state=verdict.state,
                 reason=verdict.reason,
-                rtt_ms=None if outcome.rtt is None or outcome.event is Event.SILENCE
+                rtt_ms=None
+                if outcome.rtt is None or outcome.event is Event.SILENCE
                 else round(outcome.rtt * 1000.0, 3),
                 ts=self._wall_clock(),
                 offender=offender,
@@ -364,9 +366,10 @@ class Engine:
         self._on_result(result)
 
     def _forget_if_idle(self, address: str, host: HostState) -> None:
-        if host.inflight == 0 and not host.queued and host.pending_retries == 0:
-            if not host.sent_icmp or len(self._hosts) > self.config.lookahead * 4:
-                self._hosts.pop(address, None)
+        idle = host.inflight == 0 and not host.queued and host.pending_retries == 0
+        worth_remembering = host.sent_icmp and len(self._hosts) <= self.config.lookahead * 4
+        if idle and not worth_remembering:
+            self._hosts.pop(address, None)
 
     def _schedule_retry(self, job: Job, host: HostState, not_before: float) -> None:
         host.pending_retries += 1
@@ -395,8 +398,9 @@ class Engine:
             job.last_message = outcome.message
             if job.scanner_side_tries < self.config.resource_retry_limit:
                 self._lower_concurrency(outcome)
-                delay = min(self.config.resource_backoff_max,
-                            0.01 * (2 ** min(job.scanner_side_tries, 7)))
+                delay = min(
+                    self.config.resource_backoff_max, 0.01 * (2 ** min(job.scanner_side_tries, 7))
+                )
                 self._schedule_retry(job, host, self._clock() + delay)
                 return
         target = job.target

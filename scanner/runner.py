@@ -9,6 +9,7 @@ was done); a reader that closes our stdout ends the run quietly.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import resource
 import signal
@@ -145,10 +146,8 @@ def fit_concurrency(config: EngineConfig, descriptor_limit: int) -> EngineConfig
 
 
 def report_error(message: str) -> None:
-    try:
+    with contextlib.suppress(BrokenPipeError, OSError):
         print(message, file=sys.stderr, flush=True)
-    except (BrokenPipeError, OSError):
-        pass
 
 
 def validate_inventory(plan: ScanPlan) -> int:
@@ -202,16 +201,19 @@ class Interrupted:
         self.signal: int | None = None
 
 
-async def watch_signals(scope: anyio.CancelScope, interrupted: Interrupted,
-                        progress: Progress) -> None:
+async def watch_signals(
+    scope: anyio.CancelScope, interrupted: Interrupted, progress: Progress
+) -> None:
     """First SIGINT/SIGTERM: stop the scan, keep results. Second SIGINT: leave at once."""
     with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
         async for received in signals:
             if interrupted.signal is not None:
                 os._exit(ExitStatus.INTERRUPTED)
             interrupted.signal = received
-            progress.log("reachscan: interrupted; writing the results finished so far "
-                         "(press Ctrl-C again to quit at once)")
+            progress.log(
+                "reachscan: interrupted; writing the results finished so far "
+                "(press Ctrl-C again to quit at once)"
+            )
             scope.cancel()
 
 

@@ -13,9 +13,6 @@ from typing import Protocol, TypeVar
 from scanner.model import Outcome, Target
 
 Token = TypeVar("Token")
-Token_contra = TypeVar("Token_contra", contravariant=True)
-
-OutcomeCallback = Callable[[Token, Outcome], None]
 
 
 class ProbeHandle(Protocol):
@@ -31,14 +28,14 @@ class ProbeHandle(Protocol):
         ...
 
 
-class Connector(Protocol[Token_contra]):
+class Connector(Protocol[Token]):
     """Starts probes of one protocol."""
 
     def start(
         self,
         target: Target,
-        token: Token_contra,
-        on_outcome: Callable[[Token_contra, Outcome], None],
+        token: Token,
+        on_outcome: Callable[[Token, Outcome], None],
     ) -> ProbeHandle | Outcome:
         """Issue the probe. An `Outcome` return means it finished at once (and the
         callback will not be called); otherwise exactly one of: the callback fires once,

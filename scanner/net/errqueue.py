@@ -89,7 +89,9 @@ def drain_error_queue(
     report: IcmpReport | None = None
     while True:
         try:
-            _data, ancillary, _flags, _addr = sock.recvmsg(0, 512, MSG_ERRQUEUE | socket.MSG_DONTWAIT)
+            _data, ancillary, _flags, _addr = sock.recvmsg(
+                0, 512, MSG_ERRQUEUE | socket.MSG_DONTWAIT
+            )
         except (BlockingIOError, InterruptedError):
             return report
         except OSError:

@@ -10,6 +10,7 @@ kept by the engine's single sweep.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import errno
 import socket
 import struct
@@ -37,10 +38,8 @@ def _local_address(sock: socket.socket) -> str | None:
 
 
 def _close_with_reset(sock: socket.socket) -> None:
-    try:
+    with contextlib.suppress(OSError):
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _LINGER_RESET)
-    except OSError:
-        pass
     sock.close()
 
 
@@ -56,7 +55,7 @@ def _is_self_connect(sock: socket.socket) -> bool:
 class TcpProbe(Generic[Token]):
     """One connect in flight."""
 
-    __slots__ = ("_connector", "_sock", "_fd", "_target", "_token", "_callback", "_started")
+    __slots__ = ("_callback", "_connector", "_fd", "_sock", "_started", "_target", "_token")
 
     def __init__(
         self,

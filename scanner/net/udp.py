@@ -38,7 +38,7 @@ def _local_address(sock: socket.socket) -> str | None:
 class UdpProbe(Generic[Token]):
     """One datagram sent, waiting for an answer or an ICMP error."""
 
-    __slots__ = ("_connector", "_sock", "_fd", "_target", "_token", "_callback", "_started")
+    __slots__ = ("_callback", "_connector", "_fd", "_sock", "_started", "_target", "_token")
 
     def __init__(
         self,

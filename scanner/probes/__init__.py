@@ -37,8 +37,9 @@ class PayloadRegistry:
     def load(cls) -> PayloadRegistry:
         """Read every `<service>_<port>.pkt` shipped in the payloads directory."""
         found: dict[int, Payload] = {}
-        for entry in sorted(resources.files(__package__).joinpath("payloads").iterdir(),
-                            key=lambda item: item.name):
+        for entry in sorted(
+            resources.files(__package__).joinpath("payloads").iterdir(), key=lambda item: item.name
+        ):
             match = _PAYLOAD_NAME.match(entry.name)
             if match is None:
                 continue

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import itertools
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -78,8 +79,9 @@ class FakeConnector:
     attempts: Counter[tuple[str, int]] = field(default_factory=Counter)
     cancelled: int = 0
 
-    def start(self, target: Target, token: Job,
-              on_outcome: Callable[[Job, Outcome], None]) -> FakeProbe | Outcome:
+    def start(
+        self, target: Target, token: Job, on_outcome: Callable[[Job, Outcome], None]
+    ) -> FakeProbe | Outcome:
         loop = asyncio.get_running_loop()
         key = (target.address, target.endpoint.port)
         attempt = self.attempts[key]
@@ -92,38 +94,46 @@ class FakeConnector:
         self.inflight += 1
         self.max_inflight = max(self.max_inflight, self.inflight)
         self.per_host[target.address] += 1
-        self.max_per_host[target.address] = max(self.max_per_host[target.address],
-                                                 self.per_host[target.address])
+        self.max_per_host[target.address] = max(
+            self.max_per_host[target.address], self.per_host[target.address]
+        )
         probe = FakeProbe(self)
         if outcome is not None:
+
             def finish() -> None:
                 self.inflight -= 1
                 self.per_host[target.address] -= 1
                 on_outcome(token, outcome)
+
             probe.timer = loop.call_later(self.delay, finish)
         original_stop = probe._stop
 
         def stop() -> None:
             self.per_host[target.address] -= 1
             original_stop()
+
         probe._stop = stop  # type: ignore[method-assign]
         return probe
 
 
-def make_targets(addresses: Sequence[str], ports: Sequence[int],
-                 proto: Proto = Proto.TCP) -> list[Target]:
+def make_targets(
+    addresses: Sequence[str], ports: Sequence[int], proto: Proto = Proto.TCP
+) -> list[Target]:
     return [
         Target(Endpoint(address, port, proto, None), address, 4, ResolvedVia.LITERAL)
-        for address in addresses for port in ports
+        for address in addresses
+        for port in ports
     ]
 
 
-async def run_engine(config: EngineConfig, connector: FakeConnector,
-                     targets: Sequence[Target]) -> tuple[list[Result], list[str], Engine]:
+async def run_engine(
+    config: EngineConfig, connector: FakeConnector, targets: Sequence[Target]
+) -> tuple[list[Result], list[str], Engine]:
     results: list[Result] = []
     warnings: list[str] = []
-    engine = Engine(config, {Proto.TCP: connector, Proto.UDP: connector}, results.append,
-                    warnings.append)
+    engine = Engine(
+        config, {Proto.TCP: connector, Proto.UDP: connector}, results.append, warnings.append
+    )
     send, receive = anyio.create_memory_object_stream[Target](16)
 
     async def feed() -> None:
@@ -148,9 +158,11 @@ async def test_every_target_gets_exactly_one_result() -> None:
     targets = make_targets([f"10.0.0.{i}" for i in range(1, 21)], range(20, 30))
     results, warnings, _ = await run_engine(EngineConfig(concurrency=7), connector, targets)
     assert sorted((r.address, r.endpoint.port) for r in results) == sorted(
-        (t.address, t.endpoint.port) for t in targets)
-    assert states(results) == Counter({(State.OPEN, Reason.SYN_ACK): 20,
-                                       (State.REFUSED, Reason.CONN_REFUSED): 180})
+        (t.address, t.endpoint.port) for t in targets
+    )
+    assert states(results) == Counter(
+        {(State.OPEN, Reason.SYN_ACK): 20, (State.REFUSED, Reason.CONN_REFUSED): 180}
+    )
     assert warnings == []
 
 
@@ -189,8 +201,9 @@ async def test_udp_silence_is_open_filtered() -> None:
 async def test_descriptor_exhaustion_lowers_concurrency_and_is_never_a_state() -> None:
     connector = FakeConnector(script={port: [EMFILE, EMFILE, RST] for port in range(1, 51)})
     targets = make_targets(["10.0.0.1"], range(1, 51))
-    results, warnings, engine = await run_engine(EngineConfig(concurrency=40, backoff_floor=4),
-                                                 connector, targets)
+    results, warnings, engine = await run_engine(
+        EngineConfig(concurrency=40, backoff_floor=4), connector, targets
+    )
     assert states(results) == Counter({(State.REFUSED, Reason.CONN_REFUSED): 50})
     assert engine.stats.scanner_side_errors == 100
     assert any("lowering concurrency" in warning for warning in warnings)
@@ -219,18 +232,18 @@ async def test_self_connect_is_retried_on_a_fresh_socket() -> None:
 @pytest.mark.asyncio
 async def test_retries_to_an_icmp_sending_host_are_paced() -> None:
     # Ports 1-3 answer with ICMP at once; 10-14 are silent first (rate-limited), then answer.
-    script: dict[int, Sequence[Outcome | None]] = {
-        port: [ICMP_CLOSED] for port in (1, 2, 3)}
+    script: dict[int, Sequence[Outcome | None]] = {port: [ICMP_CLOSED] for port in (1, 2, 3)}
     script.update({port: [SILENT, ICMP_CLOSED] for port in range(10, 15)})
     connector = FakeConnector(script=script)
     targets = make_targets(["10.0.0.9"], [1, 2, 3, *range(10, 15)])
     pace = 0.05
     results, _, _ = await run_engine(
-        EngineConfig(timeout=0.03, retries=2, icmp_pace_v4=pace), connector, targets)
+        EngineConfig(timeout=0.03, retries=2, icmp_pace_v4=pace), connector, targets
+    )
     assert states(results) == Counter({(State.REFUSED, Reason.PORT_UNREACH): 8})
     retry_times = sorted(when for when, target in connector.starts[8:])
     assert len(retry_times) == 5
-    gaps = [later - earlier for earlier, later in zip(retry_times, retry_times[1:], strict=False)]
+    gaps = [later - earlier for earlier, later in itertools.pairwise(retry_times)]
     assert min(gaps) >= pace * 0.9
 
 
@@ -249,8 +262,9 @@ async def test_cancellation_abandons_every_probe_in_flight() -> None:
     connector = FakeConnector(default=SILENT)
     targets = make_targets(["10.0.0.1", "10.0.0.2"], range(1, 51))
     results: list[Result] = []
-    engine = Engine(EngineConfig(timeout=30), {Proto.TCP: connector}, results.append,
-                    lambda _message: None)
+    engine = Engine(
+        EngineConfig(timeout=30), {Proto.TCP: connector}, results.append, lambda _message: None
+    )
     send, receive = anyio.create_memory_object_stream[Target](200)
     for target in targets:
         send.send_nowait(target)
