@@ -14,6 +14,7 @@ Every endpoint leaves as at least one result: one per address it resolved to, or
 from __future__ import annotations
 
 import ipaddress
+import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from functools import lru_cache
@@ -27,7 +28,9 @@ from scanner.net.base import Connector
 from scanner.resolve import Resolver
 
 RESOLVER_WORKERS = 32
-STREAM_BUFFER = 1024
+STREAM_BUFFER = 16  # batches of targets
+BATCH_SIZE = 256
+BATCH_DELAY = 0.05  # seconds a partial batch may wait for more entries (slow stdin)
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,8 +71,10 @@ class Pipeline:
         self.engine = Engine(settings.engine, connectors, on_result, on_warning)
 
     async def run(self, endpoints: Iterable[Endpoint]) -> EngineStats:
-        target_send, target_receive = anyio.create_memory_object_stream[Target](STREAM_BUFFER)
-        name_send, name_receive = anyio.create_memory_object_stream[Endpoint](STREAM_BUFFER)
+        target_send, target_receive = anyio.create_memory_object_stream[list[Target]](
+            STREAM_BUFFER
+        )
+        name_send, name_receive = anyio.create_memory_object_stream[Endpoint](BATCH_SIZE)
         async with anyio.create_task_group() as group:
             group.start_soon(self.engine.run, target_receive)
             async with target_send:
@@ -82,15 +87,20 @@ class Pipeline:
     async def _route(
         self,
         endpoints: Iterable[Endpoint],
-        targets: ObjectSendStream[Target],
+        targets: ObjectSendStream[list[Target]],
         names: ObjectSendStream[Endpoint],
     ) -> None:
         """Literals and pinned addresses go straight to the engine; names to the resolvers."""
         families = self.settings.families
+        batch: list[Target] = []
+        batch_started = 0.0
         async with names:
-            for count, endpoint in enumerate(endpoints):
-                if count % 256 == 255:
-                    await anyio.lowlevel.checkpoint()
+            for endpoint in endpoints:
+                if batch and (
+                    len(batch) >= BATCH_SIZE or time.monotonic() - batch_started > BATCH_DELAY
+                ):
+                    await targets.send(batch)
+                    batch = []
                 if endpoint.pinned_address is not None:
                     literal, via = parse_literal(endpoint.pinned_address), ResolvedVia.PINNED
                 else:
@@ -107,10 +117,14 @@ class Pipeline:
                         "restricts the scan to the other family",
                     )
                     continue
-                await targets.send(Target(endpoint, address, family, via))
+                if not batch:
+                    batch_started = time.monotonic()
+                batch.append(Target(endpoint, address, family, via))
+            if batch:
+                await targets.send(batch)
 
     async def _resolve_names(
-        self, names: ObjectReceiveStream[Endpoint], targets: ObjectSendStream[Target]
+        self, names: ObjectReceiveStream[Endpoint], targets: ObjectSendStream[list[Target]]
     ) -> None:
         async with names, targets:
             async for endpoint in names:
@@ -122,10 +136,12 @@ class Pipeline:
                         resolution.message,
                     )
                     continue
-                for resolved in resolution.addresses:
-                    await targets.send(
+                await targets.send(
+                    [
                         Target(endpoint, resolved.address, resolved.family, resolved.via)
-                    )
+                        for resolved in resolution.addresses
+                    ]
+                )
 
     def _unresolved(self, endpoint: Endpoint, reason: Reason, message: str | None) -> None:
         self._on_result(

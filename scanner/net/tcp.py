@@ -25,8 +25,8 @@ from scanner.net.errqueue import drain_error_queue, enable_error_queue
 Token = TypeVar("Token")
 
 _LINGER_RESET = struct.pack("ii", 1, 0)  # close with RST: no TIME_WAIT pile-up
-_SOCK_FLAGS = socket.SOCK_STREAM | socket.SOCK_NONBLOCK | socket.SOCK_CLOEXEC
-_FAMILIES = {4: socket.AF_INET, 6: socket.AF_INET6}
+_SOCK_FLAGS = int(socket.SOCK_STREAM | socket.SOCK_NONBLOCK | socket.SOCK_CLOEXEC)
+_FAMILIES = {4: int(socket.AF_INET), 6: int(socket.AF_INET6)}
 _IN_PROGRESS = frozenset({errno.EINPROGRESS, errno.EALREADY, errno.EWOULDBLOCK})
 
 

@@ -23,8 +23,8 @@ from scanner.probes import PayloadRegistry
 
 Token = TypeVar("Token")
 
-_SOCK_FLAGS = socket.SOCK_DGRAM | socket.SOCK_NONBLOCK | socket.SOCK_CLOEXEC
-_FAMILIES = {4: socket.AF_INET, 6: socket.AF_INET6}
+_SOCK_FLAGS = int(socket.SOCK_DGRAM | socket.SOCK_NONBLOCK | socket.SOCK_CLOEXEC)
+_FAMILIES = {4: int(socket.AF_INET), 6: int(socket.AF_INET6)}
 _RECV_SIZE = 2048
 
 

@@ -134,12 +134,12 @@ async def run_engine(
     engine = Engine(
         config, {Proto.TCP: connector, Proto.UDP: connector}, results.append, warnings.append
     )
-    send, receive = anyio.create_memory_object_stream[Target](16)
+    send, receive = anyio.create_memory_object_stream[list[Target]](16)
 
     async def feed() -> None:
         async with send:
-            for target in targets:
-                await send.send(target)
+            for start in range(0, len(targets), 7):
+                await send.send(list(targets[start : start + 7]))
 
     with anyio.fail_after(30):
         async with anyio.create_task_group() as group:
@@ -265,9 +265,8 @@ async def test_cancellation_abandons_every_probe_in_flight() -> None:
     engine = Engine(
         EngineConfig(timeout=30), {Proto.TCP: connector}, results.append, lambda _message: None
     )
-    send, receive = anyio.create_memory_object_stream[Target](200)
-    for target in targets:
-        send.send_nowait(target)
+    send, receive = anyio.create_memory_object_stream[list[Target]](1)
+    send.send_nowait(list(targets))
     send.close()
     with anyio.move_on_after(0.1):
         await engine.run(receive)
