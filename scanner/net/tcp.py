@@ -28,6 +28,7 @@ _LINGER_RESET = struct.pack("ii", 1, 0)  # close with RST: no TIME_WAIT pile-up
 _SOCK_FLAGS = int(socket.SOCK_STREAM | socket.SOCK_NONBLOCK | socket.SOCK_CLOEXEC)
 _FAMILIES = {4: int(socket.AF_INET), 6: int(socket.AF_INET6)}
 _IN_PROGRESS = frozenset({errno.EINPROGRESS, errno.EALREADY, errno.EWOULDBLOCK})
+_RESET_AFTER_HANDSHAKE = frozenset({errno.ECONNRESET, errno.EPIPE})
 
 
 def _local_address(sock: socket.socket) -> str | None:
@@ -80,6 +81,12 @@ class TcpProbe(Generic[Token]):
         sock = self._sock
         rtt = time.monotonic() - self._started
         code = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+        if code in _RESET_AFTER_HANDSHAKE:
+            # The handshake completed and the server reset the connection before we
+            # looked (an RST *during* the handshake reads ECONNREFUSED): it is open.
+            sock.close()
+            self._callback(self._token, Outcome(event=Event.CONNECTED, rtt=rtt))
+            return
         if code == 0:
             if _is_self_connect(sock):
                 outcome = Outcome(event=Event.SELF_CONNECT, rtt=rtt, message="self-connect")
