@@ -17,6 +17,7 @@ from typing import TextIO
 
 from scanner import __version__
 from scanner.engine import EngineConfig
+from scanner.evidence import DiagnosisBudget
 from scanner.inventory import (
     DEFAULT_PORTS,
     InventoryItem,
@@ -33,6 +34,7 @@ from scanner.resolve import ResolverConfig, parse_nameserver
 from scanner.runner import ExitStatus, OutputSpec, ScanPlan, list_targets, run_plan
 
 DEFAULTS = EngineConfig()
+DIAGNOSIS = DiagnosisBudget()
 
 FORMAT_BY_SUFFIX = {".jsonl": "jsonl", ".json": "jsonl", ".ndjson": "jsonl", ".txt": "table"}
 
@@ -144,6 +146,26 @@ def build_parser() -> argparse.ArgumentParser:
         "--list-targets",
         action="store_true",
         help="print the endpoints the inventory expands to and exit: nothing is resolved or sent",
+    )
+    why = scan.add_argument_group("explaining refusals")
+    why.add_argument(
+        "--no-diagnose",
+        action="store_true",
+        help="do not look for the cause of refusals (no follow-up probes)",
+    )
+    why.add_argument(
+        "--diagnose-budget",
+        type=non_negative_int,
+        default=DIAGNOSIS.per_run,
+        metavar="N",
+        help=f"follow-up probes per run at most (default {DIAGNOSIS.per_run})",
+    )
+    why.add_argument(
+        "--diagnose-per-endpoint",
+        type=non_negative_int,
+        default=DIAGNOSIS.per_endpoint,
+        metavar="N",
+        help=f"follow-up probes per refused endpoint at most (default {DIAGNOSIS.per_endpoint})",
     )
     names = scan.add_argument_group("name resolution")
     names.add_argument(
@@ -315,6 +337,10 @@ def make_plan(args: argparse.Namespace) -> ScanPlan:
         engine=engine,
         strict=args.strict,
         list_only=args.list_targets,
+        diagnose=not args.no_diagnose,
+        diagnosis_budget=DiagnosisBudget(
+            per_endpoint=args.diagnose_per_endpoint, per_run=args.diagnose_budget
+        ),
         progress=stderr_is_terminal and not args.no_progress,
         color=color,
         command=shlex.join(["reachscan", *sys.argv[1:]]),

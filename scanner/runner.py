@@ -23,9 +23,19 @@ from enum import IntEnum
 import anyio
 
 from scanner import __version__
-from scanner.engine import EngineConfig, Job
+from scanner.diagnose import describe_filtered
+from scanner.engine import Engine, EngineConfig, Job
+from scanner.evidence import (
+    DiagnosisBudget,
+    EvidenceGatherer,
+    Observation,
+    ProbeKey,
+    ScanIndex,
+    needs_explanation,
+)
+from scanner.host_sockets import local_addresses
 from scanner.inventory import InventoryError, InventoryItem
-from scanner.model import Endpoint, Proto, Result, State
+from scanner.model import Endpoint, Expect, Proto, Result, State, Target
 from scanner.net.base import Connector
 from scanner.net.tcp import TcpConnector
 from scanner.net.udp import UdpConnector
@@ -68,23 +78,51 @@ class ScanPlan:
     engine: EngineConfig
     strict: bool
     list_only: bool
+    diagnose: bool
+    diagnosis_budget: DiagnosisBudget
     progress: bool
     color: bool
     command: str
 
 
 class ResultFanout:
-    """Counts results, batches them and hands each batch to every sink and the progress bar."""
+    """Counts results, batches them and hands each batch to every sink and the progress bar.
 
-    def __init__(self, sinks: Sequence[Sink], progress: Progress) -> None:
+    With diagnosis on, refusals of endpoints expected open are held back until they have
+    their cause (or until the run is interrupted, when they go out without one).
+    """
+
+    def __init__(self, sinks: Sequence[Sink], progress: Progress, diagnosis: bool) -> None:
         self.sinks = sinks
         self.progress = progress
         self.counts: Counter[State] = Counter()
         self.not_ok = 0
         self.total = 0
         self._batch: list[Result] = []
+        self.diagnosis = diagnosis
+        self.index = ScanIndex()
+        self.held: list[Result] = []
+        self._local_addresses = local_addresses() if diagnosis else frozenset()
 
     def add(self, result: Result) -> None:
+        """A result from the main scan."""
+        if self.diagnosis:
+            self.index.add(result)
+            if needs_explanation(result):
+                self.held.append(result)
+                return
+            if result.state is State.FILTERED and result.endpoint.expect is Expect.OPEN:
+                cause = describe_filtered(result, local_addresses=self._local_addresses)
+                result = replace(result, cause=cause)
+        self.emit(result)
+
+    def release_held(self, explained: Sequence[Result] | None = None) -> None:
+        """Emit the held refusals: explained, or as they were after an interrupt."""
+        held, self.held = self.held, []
+        for result in held if explained is None else explained:
+            self.emit(result)
+
+    def emit(self, result: Result) -> None:
         self.counts[result.state] += 1
         self.total += 1
         if not result.ok:
@@ -225,6 +263,47 @@ def build_connectors() -> dict[Proto, Connector[Job]]:
     }
 
 
+async def run_follow_up_probes(
+    config: EngineConfig, targets: Sequence[Target], on_warning: Callable[[str], None]
+) -> dict[ProbeKey, Observation]:
+    """Probe for evidence only: one attempt each, results kept apart from the scan's."""
+    observed: dict[ProbeKey, Observation] = {}
+
+    def record(result: Result) -> None:
+        if result.address is not None:
+            key = (result.address, result.endpoint.port, result.endpoint.proto)
+            observed[key] = (result.state, result.reason)
+
+    engine = Engine(replace(config, retries=0), build_connectors(), record, on_warning)
+    send, receive = anyio.create_memory_object_stream[Sequence[Target]](1)
+    async with anyio.create_task_group() as group:
+        group.start_soon(engine.run, receive)
+        async with send:
+            for start in range(0, len(targets), BATCH_SIZE):
+                await send.send(targets[start : start + BATCH_SIZE])
+    return observed
+
+
+async def explain_refusals(
+    fanout: ResultFanout,
+    plan: ScanPlan,
+    resolver: Resolver,
+    engine_config: EngineConfig,
+    on_warning: Callable[[str], None],
+) -> None:
+    """After the scan: gather evidence for the held refusals and emit them with causes."""
+    if not fanout.held:
+        return
+
+    async def probes(targets: Sequence[Target]) -> dict[ProbeKey, Observation]:
+        return await run_follow_up_probes(engine_config, targets, on_warning)
+
+    gatherer = EvidenceGatherer(
+        fanout.index, resolver, probes, plan.diagnosis_budget, plan.resolver.families
+    )
+    fanout.release_held(await gatherer.explain(fanout.held))
+
+
 async def run_plan(plan: ScanPlan) -> ExitStatus:
     """Scan, write every output, and say how it went."""
     if plan.strict and validate_inventory(plan):
@@ -244,13 +323,18 @@ async def run_plan(plan: ScanPlan) -> ExitStatus:
     stdout_closed = False
     output_failures: list[Exception] = []
     with Progress(plan.progress, None) as progress:
-        fanout = ResultFanout(sinks, progress)
+        fanout = ResultFanout(sinks, progress, plan.diagnose)
+        resolver = Resolver(plan.resolver)
+
+        def warn(message: str) -> None:
+            progress.log(f"reachscan: {message}")
+
         pipeline = Pipeline(
             ScanSettings(engine=engine_config, families=plan.resolver.families),
-            Resolver(plan.resolver),
+            resolver,
             build_connectors(),
             on_result=fanout.add,
-            on_warning=lambda message: progress.log(f"reachscan: {message}"),
+            on_warning=warn,
             wall_clock=time.time,
         )
         try:
@@ -258,7 +342,9 @@ async def run_plan(plan: ScanPlan) -> ExitStatus:
                 group.start_soon(watch_signals, group.cancel_scope, interrupted, progress)
                 group.start_soon(fanout.flush_periodically)
                 await pipeline.run(tally.endpoints(plan.inventory()))
+                await explain_refusals(fanout, plan, resolver, engine_config, warn)
                 group.cancel_scope.cancel()
+            fanout.release_held()
             fanout.flush()
         except* OutputClosed:
             stdout_closed = True
