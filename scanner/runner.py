@@ -19,6 +19,7 @@ from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from enum import IntEnum
+from typing import Any
 
 import anyio
 
@@ -93,7 +94,10 @@ class ResultFanout:
     """
 
     def __init__(self, sinks: Sequence[Sink], progress: Progress, diagnosis: bool) -> None:
-        self.sinks = sinks
+        self.sinks = list(sinks)
+        self.stdout_closed = False
+        self.failures: list[OutputError] = []
+        self.stop: Callable[[], None] = lambda: None  # set to cancel the scan
         self.progress = progress
         self.counts: Counter[State] = Counter()
         self.not_ok = 0
@@ -132,12 +136,32 @@ class ResultFanout:
             self.flush()
 
     def flush(self) -> None:
+        """Hand the batch to every sink still working. Never raises: this runs inside the
+        loop's I/O callbacks, where an exception would only be logged; a sink that fails
+        is set aside, the failure recorded, and the scan asked to stop."""
         if not self._batch:
             return
         batch, self._batch = self._batch, []
-        for sink in self.sinks:
-            sink.write(batch)
+        for sink in list(self.sinks):
+            self._guarded(sink, sink.write, batch)
         self.progress.advance(batch)
+
+    def finish(self, summary: RunSummary) -> None:
+        for sink in list(self.sinks):
+            self._guarded(sink, sink.finish, summary)
+
+    def _guarded(self, sink: Sink, action: Callable[[Any], None], argument: Any) -> None:
+        try:
+            action(argument)
+        except OutputClosed:
+            self.sinks.remove(sink)
+            self.stdout_closed = True
+            self.stop()
+        except OutputError as failure:
+            self.sinks.remove(sink)
+            sink.abort()
+            self.failures.append(failure)
+            self.stop()
 
     async def flush_periodically(self) -> None:
         while True:
@@ -320,8 +344,6 @@ async def run_plan(plan: ScanPlan) -> ExitStatus:
         sink.start(RunInfo(started=started, command=plan.command, version=__version__))
     tally = InventoryTally(report_error)
     interrupted = Interrupted()
-    stdout_closed = False
-    output_failures: list[Exception] = []
     with Progress(plan.progress, None) as progress:
         fanout = ResultFanout(sinks, progress, plan.diagnose)
         resolver = Resolver(plan.resolver)
@@ -337,68 +359,40 @@ async def run_plan(plan: ScanPlan) -> ExitStatus:
             on_warning=warn,
             wall_clock=time.time,
         )
-        try:
-            async with anyio.create_task_group() as group:
-                group.start_soon(watch_signals, group.cancel_scope, interrupted, progress)
-                group.start_soon(fanout.flush_periodically)
-                await pipeline.run(tally.endpoints(plan.inventory()))
-                await explain_refusals(fanout, plan, resolver, engine_config, warn)
-                group.cancel_scope.cancel()
-            fanout.release_held()
-            fanout.flush()
-        except* OutputClosed:
-            stdout_closed = True
-        except* OutputError as group_error:
-            output_failures.extend(group_error.exceptions)
-    if output_failures:
-        for sink in sinks:
-            sink.abort()
-        for failure in output_failures:
-            report_error(f"reachscan: {failure}")
-        return ExitStatus.OUTPUT_FAILED
-    if stdout_closed:
-        return finish_after_closed_stdout(sinks, fanout, tally, started)
+        async with anyio.create_task_group() as group:
+            fanout.stop = group.cancel_scope.cancel
+            group.start_soon(watch_signals, group.cancel_scope, interrupted, progress)
+            group.start_soon(fanout.flush_periodically)
+            await pipeline.run(tally.endpoints(plan.inventory()))
+            await explain_refusals(fanout, plan, resolver, engine_config, warn)
+            group.cancel_scope.cancel()
+        fanout.release_held()
+        fanout.flush()
     summary = RunSummary(
         finished=time.time(),
         counts=dict(fanout.counts),
         total=fanout.total,
         not_ok=fanout.not_ok,
         inventory_errors=tally.errors,
-        interrupted=interrupted.signal is not None,
+        interrupted=interrupted.signal is not None or fanout.stdout_closed or bool(fanout.failures),
     )
-    try:
-        for sink in sinks:
-            sink.finish(summary)
-    except OutputClosed:
-        return finish_after_closed_stdout(sinks, fanout, tally, started)
-    except OutputError as exc:
-        report_error(f"reachscan: {exc}")
+    fanout.finish(summary)
+    for failure in fanout.failures:
+        report_error(f"reachscan: {failure}")
+    if fanout.failures:
         return ExitStatus.OUTPUT_FAILED
+    if fanout.stdout_closed:
+        silence_stdout()
+        return ExitStatus.STDOUT_CLOSED
     return exit_status(summary)
 
 
-def finish_after_closed_stdout(
-    sinks: Sequence[Sink], fanout: ResultFanout, tally: InventoryTally, started: float
-) -> ExitStatus:
-    """The reader of stdout left: commit the file outputs, silence stdout, stop quietly."""
+def silence_stdout() -> None:
+    """The reader of stdout left: point stdout at /dev/null so that nothing at exit
+    (buffered text, the interpreter's own flush) raises BrokenPipeError again."""
     devnull = os.open(os.devnull, os.O_WRONLY)
     os.dup2(devnull, sys.stdout.fileno())
     os.close(devnull)
-    summary = RunSummary(
-        finished=time.time(),
-        counts=dict(fanout.counts),
-        total=fanout.total,
-        not_ok=fanout.not_ok,
-        inventory_errors=tally.errors,
-        interrupted=True,
-    )
-    for sink in sinks:
-        try:
-            sink.finish(summary)
-        except (OutputClosed, OutputError):
-            sink.abort()
-    del started
-    return ExitStatus.STDOUT_CLOSED
 
 
 def exit_status(summary: RunSummary) -> ExitStatus:
