@@ -46,6 +46,8 @@ WarningCallback = Callable[[str], None]
 
 SELF_CONNECT_GIVE_UP = 8
 
+RTT_SAMPLES_BEFORE_ADAPTING = 4
+
 
 @dataclass(frozen=True, slots=True)
 class EngineConfig:
@@ -54,7 +56,8 @@ class EngineConfig:
     concurrency: int = 2000
     per_host: int = 1000
     rate: float | None = None  # new probes per second, None for no limit
-    timeout: float = 1.5  # seconds a probe may wait for an answer
+    timeout: float = 1.5  # seconds a probe may wait for an answer (the ceiling)
+    min_timeout: float = 0.25  # floor of the adaptive wait learned from a host's answers
     retries: int = 2  # extra attempts for silent probes
     icmp_pace_v4: float = 1.05  # net.ipv4.icmp_ratelimit is 1000 ms by default
     icmp_pace_v6: float = 0.25  # net.ipv6.icmp.ratelimit is 100 ms by default
@@ -86,6 +89,30 @@ class HostState:
     pending_retries: int = 0
     sent_icmp: bool = False  # an ICMP error from this host decided a probe: pace retries
     next_paced_retry: float = 0.0
+    rtt: RttEstimator | None = None  # learned from this host's answers
+
+
+@dataclass(slots=True)
+class RttEstimator:
+    """Smoothed round trip and its variation (RFC 6298's estimator, as TCP and nmap use).
+
+    A host that answers some probes quickly (resets, handshakes, ICMP) need not be given
+    the full --timeout on the rest: silence after several of its round trips is silence.
+    """
+
+    smoothed: float
+    variation: float
+    samples: int = 1
+
+    def update(self, sample: float) -> None:
+        self.variation = 0.75 * self.variation + 0.25 * abs(self.smoothed - sample)
+        self.smoothed = 0.875 * self.smoothed + 0.125 * sample
+        self.samples += 1
+
+    def wait(self, floor: float, ceiling: float) -> float:
+        if self.samples < RTT_SAMPLES_BEFORE_ADAPTING:
+            return ceiling
+        return min(ceiling, max(floor, 2.0 * (self.smoothed + 4.0 * self.variation)))
 
 
 @dataclass(slots=True)
@@ -293,10 +320,19 @@ class Engine:
             self._settle(job, host, started)
             return
         job.handle = started
-        job.deadline = now + self.config.timeout
+        job.deadline = now + self._wait_for(job, host)
         host.inflight += 1
         self._inflight.add(job)
         heapq.heappush(self._deadlines, (job.deadline, next(self._sequence), job))
+
+    def _wait_for(self, job: Job, host: HostState) -> float:
+        """The first attempt waits as long as the host's answers suggest (never less
+        than min_timeout); retries of silence always get the full --timeout, so a slow
+        answer costs time, never a wrong state."""
+        config = self.config
+        if job.attempts > 0 or host.rtt is None:
+            return config.timeout
+        return host.rtt.wait(config.min_timeout, config.timeout)
 
     def _rate_burst(self) -> float:
         rate = self.config.rate
@@ -343,6 +379,11 @@ class Engine:
             self._retry_scanner_side(job, host, outcome)
             return
         job.attempts += 1
+        if outcome.rtt is not None and outcome.event is not Event.SILENCE and not outcome.immediate:
+            if host.rtt is None:
+                host.rtt = RttEstimator(outcome.rtt, outcome.rtt / 2)
+            else:
+                host.rtt.update(outcome.rtt)
         verdict = classify(target.endpoint.proto, outcome)
         if verdict.reason is Reason.NO_RESPONSE and job.attempts <= self.config.retries:
             self._retry_silence(job, host)
@@ -375,7 +416,8 @@ class Engine:
 
     def _forget_if_idle(self, address: str, host: HostState) -> None:
         idle = host.inflight == 0 and not host.queued and host.pending_retries == 0
-        worth_remembering = host.sent_icmp and len(self._hosts) <= self.config.lookahead * 4
+        learned = host.sent_icmp or host.rtt is not None
+        worth_remembering = learned and len(self._hosts) <= self.config.lookahead * 4
         if idle and not worth_remembering:
             self._hosts.pop(address, None)
 

@@ -38,9 +38,14 @@ def _local_address(sock: socket.socket) -> str | None:
         return None
 
 
-def _close_with_reset(sock: socket.socket) -> None:
+def _set_linger_reset(sock: socket.socket) -> None:
+    """Close with an RST rather than a FIN: no TIME_WAIT pile-up on either side."""
     with contextlib.suppress(OSError):
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _LINGER_RESET)
+
+
+def _close_with_reset(sock: socket.socket) -> None:
+    _set_linger_reset(sock)
     sock.close()
 
 
@@ -78,33 +83,47 @@ class TcpProbe(Generic[Token]):
     def on_writable(self) -> None:
         """The connect finished (or failed): read SO_ERROR, then the error queue."""
         self._connector.loop.remove_writer(self._fd)
+        outcome = self._conclude(time.monotonic() - self._started)
+        if outcome is None:  # writable yet not connected: cannot happen, but never hang
+            outcome = silence_outcome(None, 0.0)
+        self._sock.close()
+        self._callback(self._token, outcome)
+
+    def expire(self) -> Outcome:
+        """The deadline passed. The answer may have arrived and merely not been processed
+        yet (with thousands in flight the loop runs behind the network): look at the
+        socket itself before calling it silence, so the loop's own delay never turns an
+        open or closed port into a filtered one."""
+        self._connector.loop.remove_writer(self._fd)
+        elapsed = time.monotonic() - self._started
+        outcome = self._conclude(elapsed)
+        if outcome is None:
+            icmp = drain_error_queue(self._sock, self._target.address, _local_address(self._sock))
+            outcome = silence_outcome(icmp, elapsed)
+        self._sock.close()
+        return outcome
+
+    def _conclude(self, rtt: float) -> Outcome | None:
+        """What the socket says now; None while the connect is still in progress."""
         sock = self._sock
-        rtt = time.monotonic() - self._started
         code = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
         if code in _RESET_AFTER_HANDSHAKE:
             # The handshake completed and the server reset the connection before we
             # looked (an RST *during* the handshake reads ECONNREFUSED): it is open.
-            sock.close()
-            self._callback(self._token, Outcome(event=Event.CONNECTED, rtt=rtt))
-            return
-        if code == 0:
-            if _is_self_connect(sock):
-                outcome = Outcome(event=Event.SELF_CONNECT, rtt=rtt, message="self-connect")
-            else:
-                outcome = Outcome(event=Event.CONNECTED, rtt=rtt)
-            _close_with_reset(sock)
-        else:
+            return Outcome(event=Event.CONNECTED, rtt=rtt)
+        if code != 0:
             icmp = drain_error_queue(sock, self._target.address, _local_address(sock))
-            outcome = error_outcome(code, icmp=icmp, rtt=rtt)
-            sock.close()
-        self._callback(self._token, outcome)
-
-    def expire(self) -> Outcome:
-        self._connector.loop.remove_writer(self._fd)
-        sock = self._sock
-        icmp = drain_error_queue(sock, self._target.address, _local_address(sock))
-        sock.close()
-        return silence_outcome(icmp, time.monotonic() - self._started)
+            return error_outcome(code, icmp=icmp, rtt=rtt)
+        try:
+            peer = sock.getpeername()
+        except OSError:
+            return None  # still in SYN-SENT
+        if sock.getsockname() == peer:
+            outcome = Outcome(event=Event.SELF_CONNECT, rtt=rtt, message="self-connect")
+        else:
+            outcome = Outcome(event=Event.CONNECTED, rtt=rtt)
+        _set_linger_reset(sock)
+        return outcome
 
     def cancel(self) -> None:
         self._connector.loop.remove_writer(self._fd)

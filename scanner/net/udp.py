@@ -80,9 +80,21 @@ class UdpProbe(Generic[Token]):
         self._sock.close()
 
     def expire(self) -> Outcome:
-        icmp = drain_error_queue(self._sock, self._target.address, _local_address(self._sock))
+        """The deadline passed; an answer or ICMP error already queued still counts (the
+        loop may simply not have got round to it)."""
+        sock = self._sock
+        elapsed = time.monotonic() - self._started
+        icmp = drain_error_queue(sock, self._target.address, _local_address(sock))
+        outcome = silence_outcome(icmp, elapsed)
+        if icmp is None:
+            try:
+                sock.recv(_RECV_SIZE)
+            except OSError:
+                pass
+            else:
+                outcome = Outcome(event=Event.DATAGRAM, rtt=elapsed)
         self._finish()
-        return silence_outcome(icmp, time.monotonic() - self._started)
+        return outcome
 
     def cancel(self) -> None:
         self._finish()

@@ -20,6 +20,7 @@ from scanner.outputs.base import (
     result_to_record,
 )
 from scanner.outputs.jsonl import JsonLinesSink
+from scanner.outputs.report_json import ReportJsonSink
 from scanner.outputs.table import TableSink
 
 SinkFactory = Callable[[OutputTarget, bool], Sink]
@@ -29,6 +30,7 @@ _FACTORIES: Mapping[str, SinkFactory] = MappingProxyType(
     {
         "jsonl": lambda target, color: JsonLinesSink(target),
         "table": lambda target, color: TableSink(target, color=color),
+        "report-json": lambda target, color: ReportJsonSink(target),
     }
 )
 
@@ -54,6 +56,7 @@ __all__ = [
     "OutputClosed",
     "OutputError",
     "OutputTarget",
+    "ReportJsonSink",
     "RunInfo",
     "RunSummary",
     "Sink",

@@ -6,6 +6,9 @@ that is open or not as expected, and, like nmap's "Not shown:", at most ten of t
 "boring" rows (as expected and not open — a refused port in an ad hoc sweep). Once a group
 has more than ten boring rows they are only counted, per state and reason.
 
+After the rows and before the footer comes the grouped diagnosis (scanner/report.py),
+when there is anything to say: why the endpoints expected open are not.
+
 Plain text first: marks like `!!` carry the meaning without colour, so output piped to a
 file or a ticket reads the same. Colour (through rich) is an optional layer on top.
 """
@@ -22,6 +25,8 @@ from rich.text import Text
 
 from scanner.model import Reason, ResolvedVia, Result, State
 from scanner.outputs.base import OutputTarget, RunInfo, RunSummary
+from scanner.report import Report, ReportBuilder
+from scanner.report import render_lines as report_lines
 
 BORING_ROWS_SHOWN = 10
 """A group shows up to this many as-expected, not-open rows; more are collapsed to a count."""
@@ -83,12 +88,20 @@ class HostGroup:
 class TableSink:
     """Collect results into host groups; render them all at `finish`."""
 
-    def __init__(self, target: OutputTarget, *, color: bool = False, show_cause: bool = True):
+    def __init__(
+        self,
+        target: OutputTarget,
+        *,
+        color: bool = False,
+        show_cause: bool = True,
+        show_report: bool = True,
+    ):
         self._target = target
         self._color = color
         self._show_cause = show_cause
         self._run: RunInfo | None = None
         self._groups: dict[tuple[str, str | None], HostGroup] = {}
+        self._report = ReportBuilder() if show_report else None
 
     @property
     def rows_held(self) -> int:
@@ -106,9 +119,12 @@ class TableSink:
                 group = HostGroup(result.endpoint.host, result.address, result.resolved_via)
                 self._groups[key] = group
             group.add(result)
+            if self._report is not None:
+                self._report.add(result)
 
     def finish(self, summary: RunSummary) -> None:
-        lines = render_lines(self._groups.values(), self._run, summary, self._show_cause)
+        report = self._report.build() if self._report is not None else None
+        lines = render_lines(self._groups.values(), self._run, summary, self._show_cause, report)
         text = _to_ansi(lines) if self._color else _to_plain(lines)
         self._target.write(text.encode("utf-8"))
         self._target.commit()
@@ -118,7 +134,11 @@ class TableSink:
 
 
 def render_lines(
-    groups: Iterable[HostGroup], run: RunInfo | None, summary: RunSummary, show_cause: bool
+    groups: Iterable[HostGroup],
+    run: RunInfo | None,
+    summary: RunSummary,
+    show_cause: bool,
+    report: Report | None = None,
 ) -> list[Line]:
     """Lay out the whole report as styled lines; colour or not is decided afterwards."""
     group_rows = [(group, group.rows()) for group in groups]
@@ -135,6 +155,9 @@ def render_lines(
             lines.append(_row_line(result, cells, widths))
         if group.collapsed:
             lines.append([("  " + _not_shown(group.boring_counts), "dim")])
+        lines.append([])
+    if report is not None and not report.empty:
+        lines.extend(report_lines(report))
         lines.append([])
     lines.extend(_footer(run, summary))
     return lines

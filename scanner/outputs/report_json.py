@@ -1,0 +1,44 @@
+"""`--format report-json`: the grouped diagnosis as one JSON document, written at the end.
+
+For tickets and dashboards that want the "why" rather than every row: refusals grouped by
+cause, filtered endpoints by who stopped them, and names whose addresses disagree. The
+schema is `scanner.report.report_to_json`'s (also in docs/report-json.md). Results are
+accumulated through `ReportBuilder`, which keeps only those not as expected.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import orjson
+
+from scanner.model import Result
+from scanner.outputs.base import OutputTarget, RunInfo, RunSummary
+from scanner.report import ReportBuilder, report_to_json
+
+
+class ReportJsonSink:
+    """Collect results; write the report, indented, at `finish` (interrupted runs too)."""
+
+    def __init__(self, target: OutputTarget, local_addresses: frozenset[str] = frozenset()):
+        self._target = target
+        self._builder = ReportBuilder(local_addresses)
+
+    def start(self, run: RunInfo) -> None:
+        """Nothing to write yet: the document is complete only at the end."""
+
+    def write(self, results: Sequence[Result]) -> None:
+        self._builder.add_all(results)
+
+    def finish(self, summary: RunSummary) -> None:
+        document = report_to_json(self._builder.build())
+        # `default=str` keeps an odd evidence value (an ip_address, a Path) from failing the
+        # whole document, as in the JSONL sink.
+        data = orjson.dumps(
+            document, default=str, option=orjson.OPT_INDENT_2 | orjson.OPT_APPEND_NEWLINE
+        )
+        self._target.write(data)
+        self._target.commit()
+
+    def abort(self) -> None:
+        self._target.discard()
