@@ -166,6 +166,7 @@ class EvidenceGatherer:
         self._fresh: dict[str, tuple[tuple[str, ...] | None, str | None]] = {}
         self._local_addresses = local_addresses()
         self._listeners: dict[tuple[int, Proto], tuple[LocalListener, ...]] = {}
+        self.follow_up_probes = 0
 
     async def explain(self, refused: Sequence[Result]) -> list[Result]:
         """The same results, each with its cause."""
@@ -175,6 +176,7 @@ class EvidenceGatherer:
         for result in refused:
             self._plan_for(result, plan)
             cut_short.append(plan.exhausted)
+        self.follow_up_probes += len(plan.targets)
         if plan.targets:
             for key, observation in (await self._run_probes(list(plan.targets.values()))).items():
                 self._index.record(*key, observation)

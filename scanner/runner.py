@@ -98,6 +98,7 @@ class ResultFanout:
         self.stdout_closed = False
         self.failures: list[OutputError] = []
         self.stop: Callable[[], None] = lambda: None  # set to cancel the scan
+        self.follow_up_probes = 0
         self.progress = progress
         self.counts: Counter[State] = Counter()
         self.not_ok = 0
@@ -325,7 +326,9 @@ async def explain_refusals(
     gatherer = EvidenceGatherer(
         fanout.index, resolver, probes, plan.diagnosis_budget, plan.resolver.families
     )
-    fanout.release_held(await gatherer.explain(fanout.held))
+    explained = await gatherer.explain(fanout.held)
+    fanout.follow_up_probes = gatherer.follow_up_probes
+    fanout.release_held(explained)
 
 
 async def run_plan(plan: ScanPlan) -> ExitStatus:
@@ -375,6 +378,7 @@ async def run_plan(plan: ScanPlan) -> ExitStatus:
         not_ok=fanout.not_ok,
         inventory_errors=tally.errors,
         interrupted=interrupted.signal is not None or fanout.stdout_closed or bool(fanout.failures),
+        follow_up_probes=fanout.follow_up_probes,
     )
     fanout.finish(summary)
     for failure in fanout.failures:

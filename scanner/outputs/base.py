@@ -39,6 +39,7 @@ class RunSummary:
     not_ok: int  # results whose `ok` is False
     inventory_errors: int
     interrupted: bool
+    follow_up_probes: int = 0  # extra probes the cause analysis sent
 
 
 class OutputError(Exception):

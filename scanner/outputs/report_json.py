@@ -32,6 +32,13 @@ class ReportJsonSink:
 
     def finish(self, summary: RunSummary) -> None:
         document = report_to_json(self._builder.build())
+        document["run"] = {
+            "total": summary.total,
+            "not_ok": summary.not_ok,
+            "interrupted": summary.interrupted,
+            "inventory_errors": summary.inventory_errors,
+            "follow_up_probes": summary.follow_up_probes,
+        }
         # `default=str` keeps an odd evidence value (an ip_address, a Path) from failing the
         # whole document, as in the JSONL sink.
         data = orjson.dumps(

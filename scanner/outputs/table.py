@@ -234,6 +234,8 @@ def _footer(run: RunInfo | None, summary: RunSummary) -> list[Line]:
         text += f" ({summary.not_ok} not as expected)"
     if run is not None:
         text += f" in {max(0.0, summary.finished - run.started):.2f} s"
+    if summary.follow_up_probes:
+        text += f"; {summary.follow_up_probes} follow-up probes to explain refusals"
     lines: list[Line] = [[(text, "bold red" if summary.not_ok else "bold")]]
     if summary.inventory_errors:
         noun = "error" if summary.inventory_errors == 1 else "errors"
