@@ -306,9 +306,12 @@ def test_report_json_sink_writes_the_document_at_finish() -> None:
     sink.start(RunInfo(started=TS, command="reachscan", version="0"))
     sink.write(mixed_results())
     assert buffer.getvalue() == b""
-    sink.finish(RunSummary(TS, {}, 4, 3, 0, False))
+    sink.finish(RunSummary(TS, {}, 4, 3, 0, False, follow_up_probes=9))
     document = orjson.loads(buffer.getvalue())
+    run = document.pop("run")
     assert document == report_to_json(build_report(mixed_results()))
+    assert run == {"total": 4, "not_ok": 3, "interrupted": False, "inventory_errors": 0,
+                   "follow_up_probes": 9}
     assert buffer.getvalue().startswith(b"{\n  ")  # indented
 
 
