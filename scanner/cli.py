@@ -215,6 +215,14 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"seconds to wait for an answer (default {DEFAULTS.timeout})",
     )
     pace.add_argument(
+        "--min-timeout",
+        type=positive_float,
+        default=DEFAULTS.min_timeout,
+        metavar="S",
+        help="floor of the wait learned from a host's answers "
+        f"(default {DEFAULTS.min_timeout}; equal to --timeout for fixed waits)",
+    )
+    pace.add_argument(
         "--retries",
         type=non_negative_int,
         default=DEFAULTS.retries,
@@ -317,6 +325,7 @@ def make_plan(args: argparse.Namespace) -> ScanPlan:
         per_host=args.per_host,
         rate=args.rate,
         timeout=args.timeout,
+        min_timeout=min(args.min_timeout, args.timeout),
         retries=args.retries,
     )
     stdin = replayable_stdin(args)
