@@ -20,18 +20,25 @@ from scanner.engine import EngineConfig
 from scanner.evidence import DiagnosisBudget
 from scanner.inventory import (
     DEFAULT_PORTS,
-    InventoryItem,
+    InventoryError,
     PortSpec,
     SpecError,
+    TargetSpec,
     command_line_specs,
     inventory_specs,
-    iter_unique,
     parse_ports,
 )
 from scanner.model import Expect
 from scanner.outputs import FORMATS
 from scanner.resolve import ResolverConfig, parse_nameserver
 from scanner.runner import ExitStatus, OutputSpec, ScanPlan, list_targets, run_plan
+from scanner.scope import (
+    DEFAULT_MAX_ENDPOINTS,
+    IpNetwork,
+    Scope,
+    ScopeError,
+    parse_exclusions,
+)
 
 DEFAULTS = EngineConfig()
 DIAGNOSIS = DiagnosisBudget()
@@ -141,6 +148,33 @@ def build_parser() -> argparse.ArgumentParser:
         "--strict",
         action="store_true",
         help="check the whole inventory first and scan nothing if any entry is malformed",
+    )
+    what.add_argument(
+        "--max-endpoints",
+        type=positive_int,
+        default=DEFAULT_MAX_ENDPOINTS,
+        metavar="N",
+        help=f"refuse to scan an inventory that expands past N endpoints "
+        f"(default {DEFAULT_MAX_ENDPOINTS:,})",
+    )
+    what.add_argument(
+        "--exclude",
+        action="append",
+        default=[],
+        metavar="CIDR[,CIDR...]",
+        help="never probe these addresses or blocks (repeatable)",
+    )
+    what.add_argument(
+        "--exclude-file",
+        action="append",
+        default=[],
+        metavar="PATH",
+        help="never probe the addresses or blocks listed in PATH (masscan's format)",
+    )
+    what.add_argument(
+        "--include-special",
+        action="store_true",
+        help="also probe multicast and broadcast addresses (left out by default)",
     )
     what.add_argument(
         "--list-targets",
@@ -286,24 +320,35 @@ def resolve_outputs(
     return tuple(outputs)
 
 
-def inventory_source(
+def inventory_specs_of(
     args: argparse.Namespace, expect: Expect | None, stdin: TextIO
-) -> Iterator[InventoryItem]:
-    specs = itertools.chain(
+) -> Iterator[TargetSpec | InventoryError]:
+    return itertools.chain(
         command_line_specs(args.target, default_ports=args.ports, expect=expect),
         *(
             inventory_specs(path, stdin=stdin, default_ports=args.ports)
             for path in args.inventories
         ),
     )
-    return iter_unique(specs)
 
 
 def replayable_stdin(args: argparse.Namespace) -> TextIO:
-    """--strict reads the inventory twice; stdin can be read once, so keep a copy."""
-    if args.strict and "-" in args.inventories:
+    """The inventory is read twice (counted before the scan, then scanned); stdin can be
+    read only once, so an inventory on stdin is kept in memory."""
+    if "-" in args.inventories:
         return io.StringIO(sys.stdin.read())
     return sys.stdin
+
+
+def read_exclusions(args: argparse.Namespace) -> tuple[IpNetwork, ...]:
+    networks = parse_exclusions(args.exclude, "--exclude")
+    for path in args.exclude_file:
+        try:
+            with open(path, encoding="utf-8") as lines:
+                networks += parse_exclusions(lines, path)
+        except OSError as exc:
+            raise UsageError(f"--exclude-file {path}: {exc.strerror}") from None
+    return networks
 
 
 def make_plan(args: argparse.Namespace) -> ScanPlan:
@@ -330,13 +375,19 @@ def make_plan(args: argparse.Namespace) -> ScanPlan:
     )
     stdin = replayable_stdin(args)
 
-    def inventory() -> Iterator[InventoryItem]:
+    def specs() -> Iterator[TargetSpec | InventoryError]:
         if isinstance(stdin, io.StringIO):
             stdin.seek(0)
-        return inventory_source(args, expect, stdin)
+        return inventory_specs_of(args, expect, stdin)
 
+    try:
+        scope = Scope(excluded=read_exclusions(args), include_special=args.include_special)
+    except ScopeError as exc:
+        raise UsageError(str(exc)) from None
     return ScanPlan(
-        inventory=inventory,
+        specs=specs,
+        max_endpoints=args.max_endpoints,
+        scope=scope,
         outputs=resolve_outputs(getattr(args, "outputs", None), stdout_is_terminal),
         resolver=ResolverConfig(
             hosts_file=args.hosts_file or None,

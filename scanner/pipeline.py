@@ -16,7 +16,7 @@ from __future__ import annotations
 import ipaddress
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import lru_cache
 
 import anyio
@@ -26,6 +26,7 @@ from scanner.engine import Engine, EngineConfig, EngineStats, Job
 from scanner.model import Endpoint, Proto, Reason, ResolvedVia, Result, State, Target
 from scanner.net.base import Connector
 from scanner.resolve import Resolver
+from scanner.scope import Scope
 
 RESOLVER_WORKERS = 32
 STREAM_BUFFER = 16  # batches of targets
@@ -37,6 +38,7 @@ BATCH_DELAY = 0.05  # seconds a partial batch may wait for more entries (slow st
 class ScanSettings:
     engine: EngineConfig
     families: frozenset[int] = frozenset({4, 6})
+    scope: Scope = field(default_factory=Scope)
 
 
 @lru_cache(maxsize=4096)
@@ -69,11 +71,10 @@ class Pipeline:
         self._on_result = on_result
         self._wall_clock = wall_clock
         self.engine = Engine(settings.engine, connectors, on_result, on_warning)
+        self.excluded = 0  # endpoint addresses left out by --exclude or as special
 
     async def run(self, endpoints: Iterable[Endpoint]) -> EngineStats:
-        target_send, target_receive = anyio.create_memory_object_stream[list[Target]](
-            STREAM_BUFFER
-        )
+        target_send, target_receive = anyio.create_memory_object_stream[list[Target]](STREAM_BUFFER)
         name_send, name_receive = anyio.create_memory_object_stream[Endpoint](BATCH_SIZE)
         async with anyio.create_task_group() as group:
             group.start_soon(self.engine.run, target_receive)
@@ -117,6 +118,9 @@ class Pipeline:
                         "restricts the scan to the other family",
                     )
                     continue
+                if not self.settings.scope.allows(address):
+                    self.excluded += 1
+                    continue
                 if not batch:
                     batch_started = time.monotonic()
                 batch.append(Target(endpoint, address, family, via))
@@ -136,12 +140,14 @@ class Pipeline:
                         resolution.message,
                     )
                     continue
-                await targets.send(
-                    [
-                        Target(endpoint, resolved.address, resolved.family, resolved.via)
-                        for resolved in resolution.addresses
-                    ]
-                )
+                allowed = [
+                    Target(endpoint, resolved.address, resolved.family, resolved.via)
+                    for resolved in resolution.addresses
+                    if self.settings.scope.allows(resolved.address)
+                ]
+                self.excluded += len(resolution.addresses) - len(allowed)
+                if allowed:
+                    await targets.send(allowed)
 
     def _unresolved(self, endpoint: Endpoint, reason: Reason, message: str | None) -> None:
         self._on_result(

@@ -35,7 +35,7 @@ from scanner.evidence import (
     needs_explanation,
 )
 from scanner.host_sockets import local_addresses
-from scanner.inventory import InventoryError, InventoryItem
+from scanner.inventory import InventoryError, InventoryItem, TargetSpec, iter_unique
 from scanner.model import Endpoint, Expect, Proto, Result, State, Target
 from scanner.net.base import Connector
 from scanner.net.tcp import TcpConnector
@@ -45,6 +45,7 @@ from scanner.outputs.progress import Progress
 from scanner.pipeline import Pipeline, ScanSettings
 from scanner.probes import PayloadRegistry
 from scanner.resolve import Resolver, ResolverConfig
+from scanner.scope import Scope, broadcast_addresses, measure, oversize_message
 
 BATCH_SIZE = 512
 FLUSH_INTERVAL = 0.2
@@ -73,7 +74,9 @@ class OutputSpec:
 class ScanPlan:
     """Everything a scan needs, decided by the CLI before anything runs."""
 
-    inventory: Callable[[], Iterator[InventoryItem]]  # may be called twice with --strict
+    specs: Callable[[], Iterator[TargetSpec | InventoryError]]  # read twice: counted, scanned
+    max_endpoints: int
+    scope: Scope
     outputs: tuple[OutputSpec, ...]
     resolver: ResolverConfig
     engine: EngineConfig
@@ -213,12 +216,33 @@ def report_error(message: str) -> None:
         print(message, file=sys.stderr, flush=True)
 
 
+def inventory(plan: ScanPlan) -> Iterator[InventoryItem]:
+    """The inventory's unique endpoints and its errors, in order."""
+    return iter_unique(plan.specs())
+
+
 def validate_inventory(plan: ScanPlan) -> int:
     """The --strict pass: read the whole inventory, report every error, probe nothing."""
     tally = InventoryTally(report_error)
-    for _ in tally.endpoints(plan.inventory()):
+    for _ in tally.endpoints(inventory(plan)):
         pass
     return tally.errors
+
+
+def preflight(plan: ScanPlan) -> tuple[bool, Scope]:
+    """Count the inventory before anything is sent; refuse one past --max-endpoints.
+
+    Also returns the scope extended with the broadcast address of every IPv4 block in
+    the inventory (unless special addresses were asked for)."""
+    expansion = measure(plan.specs())
+    if expansion.total > plan.max_endpoints:
+        report_error(f"reachscan: {oversize_message(expansion, plan.max_endpoints)}")
+        return False, plan.scope
+    scope = plan.scope
+    if not scope.include_special:
+        specs = (item for item in plan.specs() if isinstance(item, TargetSpec))
+        scope = replace(scope, excluded=scope.excluded + broadcast_addresses(specs))
+    return True, scope
 
 
 def describe_endpoint(endpoint: Endpoint) -> str:
@@ -238,7 +262,7 @@ def list_targets(plan: ScanPlan) -> ExitStatus:
     """--list-targets: expand the inventory and print it; no name is resolved, nothing sent."""
     tally = InventoryTally(report_error)
     try:
-        for endpoint in tally.endpoints(plan.inventory()):
+        for endpoint in tally.endpoints(inventory(plan)):
             print(describe_endpoint(endpoint))
     except BrokenPipeError:
         return ExitStatus.STDOUT_CLOSED
@@ -336,6 +360,9 @@ async def run_plan(plan: ScanPlan) -> ExitStatus:
     if plan.strict and validate_inventory(plan):
         report_error("reachscan: --strict: inventory errors above; nothing was scanned")
         return ExitStatus.USAGE_OR_INVENTORY
+    within_limit, scope = preflight(plan)
+    if not within_limit:
+        return ExitStatus.USAGE_OR_INVENTORY
     engine_config = fit_concurrency(plan.engine, raise_descriptor_limit())
     try:
         sinks = open_sinks(plan)
@@ -355,7 +382,7 @@ async def run_plan(plan: ScanPlan) -> ExitStatus:
             progress.log(f"reachscan: {message}")
 
         pipeline = Pipeline(
-            ScanSettings(engine=engine_config, families=plan.resolver.families),
+            ScanSettings(engine=engine_config, families=plan.resolver.families, scope=scope),
             resolver,
             build_connectors(),
             on_result=fanout.add,
@@ -366,9 +393,14 @@ async def run_plan(plan: ScanPlan) -> ExitStatus:
             fanout.stop = group.cancel_scope.cancel
             group.start_soon(watch_signals, group.cancel_scope, interrupted, progress)
             group.start_soon(fanout.flush_periodically)
-            await pipeline.run(tally.endpoints(plan.inventory()))
+            await pipeline.run(tally.endpoints(inventory(plan)))
             await explain_refusals(fanout, plan, resolver, engine_config, warn)
             group.cancel_scope.cancel()
+        if pipeline.excluded:
+            warn(
+                f"{pipeline.excluded} endpoint addresses not probed: excluded by --exclude, "
+                "or multicast/broadcast (--include-special to probe those)"
+            )
         fanout.release_held()
         fanout.flush()
     summary = RunSummary(

@@ -1,0 +1,78 @@
+"""The scope guard, exclusions and special addresses (pure)."""
+
+from __future__ import annotations
+
+import pytest
+
+from scanner.inventory import DEFAULT_PORTS, InventoryError, parse_target_spec
+from scanner.model import Origin
+from scanner.scope import (
+    Scope,
+    ScopeError,
+    broadcast_addresses,
+    measure,
+    oversize_message,
+    parse_exclusions,
+    scientific,
+)
+
+
+def spec(text: str):  # type: ignore[no-untyped-def]
+    return parse_target_spec(
+        text, default_ports=DEFAULT_PORTS, expect=None, origin=Origin("<command line>", 1)
+    )
+
+
+def test_a_slash_eight_times_every_port_is_counted_without_expanding() -> None:
+    expansion = measure([spec("10.0.0.0/8:1-65535"), spec("127.0.0.1:80")])
+    assert expansion.total == 2**24 * 65535 + 1
+    message = oversize_message(expansion, 1_000_000)
+    assert "1.1 × 10¹² endpoints" in message
+    assert "10.0.0.0/8:1-65535" in message
+    assert "<command line>:1" in message
+    assert "127.0.0.1:80" not in message  # too small to matter
+
+
+def test_measure_skips_errors() -> None:
+    error = InventoryError(Origin("f", 3), "bad")
+    assert measure([error, spec("127.0.0.1:1-10")]).total == 10
+
+
+@pytest.mark.parametrize(
+    ("count", "text"), [(999, "999"), (1_000_000, "1,000,000"), (1_099_494_850_560, "1.1 × 10¹²")]
+)
+def test_scientific(count: int, text: str) -> None:
+    assert scientific(count) == text
+
+
+def test_exclusions_parse_the_masscan_format() -> None:
+    networks = parse_exclusions(
+        ["# comment", "10.0.0.0/8, 192.0.2.1", "  [2001:db8::]/32 # x"], "ex.txt"
+    )
+    assert [str(network) for network in networks] == ["10.0.0.0/8", "192.0.2.1/32", "2001:db8::/32"]
+
+
+def test_a_bad_exclusion_names_file_and_line() -> None:
+    with pytest.raises(ScopeError, match=r"ex.txt:2: '10.0.0.0/33'"):
+        parse_exclusions(["10.0.0.0/8", "10.0.0.0/33"], "ex.txt")
+
+
+def test_scope_excludes_networks_and_special_addresses() -> None:
+    scope = Scope(excluded=parse_exclusions(["127.0.0.2/31"], "x"))
+    assert scope.allows("127.0.0.1")
+    assert not scope.allows("127.0.0.2") and not scope.allows("127.0.0.3")
+    for special in ("224.0.0.1", "239.255.255.250", "255.255.255.255", "ff02::1", "0.0.0.0"):
+        assert not scope.allows(special)
+        assert Scope(include_special=True).allows(special)
+
+
+def test_broadcast_of_every_ipv4_block() -> None:
+    found = broadcast_addresses(
+        [
+            spec("10.1.0.0/24:22"),
+            spec("10.2.0.0/31:22"),
+            spec("[2001:db8::/120]:22"),
+            spec("host.example:22"),
+        ]
+    )
+    assert [str(network) for network in found] == ["10.1.0.255/32"]
