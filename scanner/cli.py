@@ -280,6 +280,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="write the preceding --format to PATH atomically (- for stdout)",
     )
     output.add_argument(
+        "-q",
+        "--quiet",
+        action="store_true",
+        help="print nothing when every expectation holds; on trouble, only what is wrong "
+        "(files given with -o are written in full either way)",
+    )
+    output.add_argument(
         "--no-progress",
         action="store_true",
         help="no progress bar (it is shown only when stderr is a terminal)",
@@ -396,12 +403,13 @@ def make_plan(args: argparse.Namespace) -> ScanPlan:
         ),
         engine=engine,
         strict=args.strict,
+        quiet=args.quiet,
         list_only=args.list_targets,
         diagnose=not args.no_diagnose,
         diagnosis_budget=DiagnosisBudget(
             per_endpoint=args.diagnose_per_endpoint, per_run=args.diagnose_budget
         ),
-        progress=stderr_is_terminal and not args.no_progress,
+        progress=stderr_is_terminal and not args.no_progress and not args.quiet,
         color=color,
         command=shlex.join(["reachscan", *sys.argv[1:]]),
     )

@@ -42,6 +42,7 @@ from scanner.net.tcp import TcpConnector
 from scanner.net.udp import UdpConnector
 from scanner.outputs import OutputClosed, OutputError, RunInfo, RunSummary, Sink, make_sink
 from scanner.outputs.progress import Progress
+from scanner.outputs.quiet import QuietSink, run_had_trouble
 from scanner.pipeline import Pipeline, ScanSettings
 from scanner.probes import PayloadRegistry
 from scanner.resolve import Resolver, ResolverConfig
@@ -81,6 +82,7 @@ class ScanPlan:
     resolver: ResolverConfig
     engine: EngineConfig
     strict: bool
+    quiet: bool
     list_only: bool
     diagnose: bool
     diagnosis_budget: DiagnosisBudget
@@ -273,7 +275,8 @@ def open_sinks(plan: ScanPlan) -> list[Sink]:
     sinks: list[Sink] = []
     try:
         for output in plan.outputs:
-            sinks.append(make_sink(output.format, output.path, color=plan.color))
+            sink = make_sink(output.format, output.path, color=plan.color)
+            sinks.append(QuietSink(sink) if plan.quiet and output.path == "-" else sink)
     except (OutputError, ValueError):
         for sink in sinks:
             sink.abort()
@@ -378,8 +381,13 @@ async def run_plan(plan: ScanPlan) -> ExitStatus:
         fanout = ResultFanout(sinks, progress, plan.diagnose)
         resolver = Resolver(plan.resolver)
 
+        held_warnings: list[str] = []
+
         def warn(message: str) -> None:
-            progress.log(f"reachscan: {message}")
+            if plan.quiet:
+                held_warnings.append(f"reachscan: {message}")
+            else:
+                progress.log(f"reachscan: {message}")
 
         pipeline = Pipeline(
             ScanSettings(engine=engine_config, families=plan.resolver.families, scope=scope),
@@ -413,6 +421,9 @@ async def run_plan(plan: ScanPlan) -> ExitStatus:
         follow_up_probes=fanout.follow_up_probes,
     )
     fanout.finish(summary)
+    if run_had_trouble(summary):
+        for message in held_warnings:
+            report_error(message)
     for failure in fanout.failures:
         report_error(f"reachscan: {failure}")
     if fanout.failures:
