@@ -82,26 +82,33 @@ def offender_role(offender: str | None, target: str, local: str | None) -> Offen
     return Offender.OTHER
 
 
-def drain_error_queue(
-    sock: socket.socket, target_address: str, local_address: str | None
-) -> IcmpReport | None:
-    """Read every queued error; return the last ICMP one (reading also clears SO_ERROR)."""
+def local_address(sock: socket.socket) -> str | None:
+    """The socket's own address (the source the kernel chose), if it has one."""
+    try:
+        return str(sock.getsockname()[0])
+    except OSError:
+        return None
+
+
+def drain_error_queue(sock: socket.socket, target_address: str) -> IcmpReport | None:
+    """Read every queued error; return the last ICMP one (reading also clears SO_ERROR).
+
+    Our own address is looked up only when there is a record to compare it with: most
+    refusals are plain resets, and on this path every system call counts.
+    """
     report: IcmpReport | None = None
     while True:
         try:
             _data, ancillary, _flags, _addr = sock.recvmsg(
                 0, 512, MSG_ERRQUEUE | socket.MSG_DONTWAIT
             )
-        except (BlockingIOError, InterruptedError):
-            return report
         except OSError:
             return report
-        found = False
-        for level, kind, payload in ancillary:
-            if (level, kind) in _CMSG_TYPES:
-                parsed = parse_extended_error(payload, target_address, local_address)
-                if parsed is not None:
-                    report = parsed
-                    found = True
-        if not found and not ancillary:
+        records = [payload for level, kind, payload in ancillary if (level, kind) in _CMSG_TYPES]
+        if not records:
             return report
+        ours = local_address(sock)
+        for payload in records:
+            parsed = parse_extended_error(payload, target_address, ours)
+            if parsed is not None:
+                report = parsed

@@ -31,13 +31,6 @@ _IN_PROGRESS = frozenset({errno.EINPROGRESS, errno.EALREADY, errno.EWOULDBLOCK})
 _RESET_AFTER_HANDSHAKE = frozenset({errno.ECONNRESET, errno.EPIPE})
 
 
-def _local_address(sock: socket.socket) -> str | None:
-    try:
-        return str(sock.getsockname()[0])
-    except OSError:
-        return None
-
-
 def _set_linger_reset(sock: socket.socket) -> None:
     """Close with an RST rather than a FIN: no TIME_WAIT pile-up on either side."""
     with contextlib.suppress(OSError):
@@ -98,7 +91,7 @@ class TcpProbe(Generic[Token]):
         elapsed = time.monotonic() - self._started
         outcome = self._conclude(elapsed)
         if outcome is None:
-            icmp = drain_error_queue(self._sock, self._target.address, _local_address(self._sock))
+            icmp = drain_error_queue(self._sock, self._target.address)
             outcome = silence_outcome(icmp, elapsed)
         self._sock.close()
         return outcome
@@ -112,7 +105,7 @@ class TcpProbe(Generic[Token]):
             # looked (an RST *during* the handshake reads ECONNREFUSED): it is open.
             return Outcome(event=Event.CONNECTED, rtt=rtt)
         if code != 0:
-            icmp = drain_error_queue(sock, self._target.address, _local_address(sock))
+            icmp = drain_error_queue(sock, self._target.address)
             return error_outcome(code, icmp=icmp, rtt=rtt)
         try:
             peer = sock.getpeername()
@@ -160,6 +153,6 @@ class TcpConnector(Generic[Token]):
             event = Event.SELF_CONNECT if _is_self_connect(sock) else Event.CONNECTED
             _close_with_reset(sock)
             return Outcome(event=event, rtt=rtt)
-        icmp = drain_error_queue(sock, target.address, _local_address(sock))
+        icmp = drain_error_queue(sock, target.address)
         sock.close()
         return error_outcome(code, icmp=icmp, immediate=True, rtt=rtt)

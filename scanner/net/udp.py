@@ -28,13 +28,6 @@ _FAMILIES = {4: int(socket.AF_INET), 6: int(socket.AF_INET6)}
 _RECV_SIZE = 2048
 
 
-def _local_address(sock: socket.socket) -> str | None:
-    try:
-        return str(sock.getsockname()[0])
-    except OSError:
-        return None
-
-
 class UdpProbe(Generic[Token]):
     """One datagram sent, waiting for an answer or an ICMP error."""
 
@@ -60,7 +53,7 @@ class UdpProbe(Generic[Token]):
     def on_readable(self) -> None:
         sock = self._sock
         rtt = time.monotonic() - self._started
-        icmp = drain_error_queue(sock, self._target.address, _local_address(sock))
+        icmp = drain_error_queue(sock, self._target.address)
         if icmp is not None:
             outcome = error_outcome(icmp.errno, icmp=icmp, rtt=rtt)
         else:
@@ -84,7 +77,7 @@ class UdpProbe(Generic[Token]):
         loop may simply not have got round to it)."""
         sock = self._sock
         elapsed = time.monotonic() - self._started
-        icmp = drain_error_queue(sock, self._target.address, _local_address(sock))
+        icmp = drain_error_queue(sock, self._target.address)
         outcome = silence_outcome(icmp, elapsed)
         if icmp is None:
             try:
@@ -121,14 +114,14 @@ class UdpConnector(Generic[Token]):
             enable_error_queue(sock, family)
             sock.connect((target.address, target.endpoint.port))
         except OSError as exc:
-            icmp = drain_error_queue(sock, target.address, _local_address(sock))
+            icmp = drain_error_queue(sock, target.address)
             sock.close()
             return outcome_from_exception(exc, immediate=True, icmp=icmp)
         try:
             sock.send(payload)
         except OSError as exc:
             # EPERM here is this machine's OUTPUT chain: the probe never left.
-            icmp = drain_error_queue(sock, target.address, _local_address(sock))
+            icmp = drain_error_queue(sock, target.address)
             sock.close()
             return outcome_from_exception(exc, immediate=True, icmp=icmp, send_failed=True)
         probe = UdpProbe(self, sock, target, token, on_outcome, started)
