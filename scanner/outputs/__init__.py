@@ -20,6 +20,9 @@ from scanner.outputs.base import (
     result_to_record,
 )
 from scanner.outputs.jsonl import JsonLinesSink
+from scanner.outputs.nagios import NagiosSink
+from scanner.outputs.nmap_xml import NmapXmlSink
+from scanner.outputs.prom import PromSink
 from scanner.outputs.report_json import ReportJsonSink
 from scanner.outputs.table import TableSink
 
@@ -31,6 +34,9 @@ _FACTORIES: Mapping[str, SinkFactory] = MappingProxyType(
         "jsonl": lambda target, color: JsonLinesSink(target),
         "table": lambda target, color: TableSink(target, color=color),
         "report-json": lambda target, color: ReportJsonSink(target),
+        "prom": lambda target, color: PromSink(target),
+        "nmap-xml": lambda target, color: NmapXmlSink(target),
+        "nagios": lambda target, color: NagiosSink(target),
     }
 )
 

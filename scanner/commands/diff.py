@@ -1,0 +1,64 @@
+"""`reachscan diff [RUN_A [RUN_B]]`: what changed between two stored runs.
+
+With no run ids, the last two complete runs; with one, that run against the newest
+complete run. Exit status 0 when the diff was printed (changes or not), 2 when the
+history or a run id is missing.
+"""
+
+from __future__ import annotations
+
+import argparse
+from typing import TYPE_CHECKING
+
+from scanner.commands.common import (
+    add_db_option,
+    emit,
+    emit_json,
+    open_existing,
+    report_error,
+)
+from scanner.history.diff import diff_runs, diff_to_json, render_diff_text
+from scanner.history.store import HistoryError
+from scanner.runner import ExitStatus
+
+if TYPE_CHECKING:
+    from scanner.commands.common import Subparsers
+
+
+def run_id(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"a run id is a number, not {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"run ids start at 1, not {value}")
+    return value
+
+
+def register(subparsers: Subparsers) -> None:
+    parser = subparsers.add_parser(
+        "diff",
+        help="show what changed between two stored runs",
+        description="Endpoints whose state or cause changed, appeared or vanished between "
+        "two runs (default: the last two complete runs; with one RUN_A, it against the "
+        "newest complete run).",
+    )
+    parser.add_argument("run_a", nargs="?", type=run_id, metavar="RUN_A", help="earlier run id")
+    parser.add_argument("run_b", nargs="?", type=run_id, metavar="RUN_B", help="later run id")
+    add_db_option(parser)
+    parser.add_argument(
+        "--format", choices=["table", "json"], default="table", help="output (default: table)"
+    )
+    parser.set_defaults(handler=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        with open_existing(args.db) as store:
+            diff = diff_runs(store, args.run_a, args.run_b)
+    except HistoryError as error:
+        report_error(str(error))
+        return int(ExitStatus.USAGE_OR_INVENTORY)
+    if args.format == "json":
+        return emit_json(diff_to_json(diff))
+    return emit(render_diff_text(diff))

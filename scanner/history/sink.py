@@ -1,0 +1,71 @@
+"""Stores a run as it happens: the `Sink` that writes every batch into the history database.
+
+It sits beside the other outputs, so the history gets exactly the results they get, in
+the same batches: each batch is one transaction, so the database only ever holds whole
+batches, and an interrupted run (the runner still calls `finish`, with `interrupted`) is
+stored as `interrupted` with every result written before the interrupt.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator, Sequence
+
+from scanner.history.store import HistoryError, HistoryStore
+from scanner.model import Result
+from scanner.outputs.base import OutputError, RunInfo, RunSummary
+
+ABORT_MESSAGE = "stopped by a fatal error before it finished"
+
+
+@contextlib.contextmanager
+def _as_output_error() -> Iterator[None]:
+    """The runner sets aside a sink that raises `OutputError` and reports it; a history
+    that cannot be written is exactly that, so translate."""
+    try:
+        yield
+    except HistoryError as error:
+        raise OutputError(error.path, error.reason) from error
+
+
+class HistorySink:
+    """Write each batch into `store` as one transaction. The caller owns (and closes) the
+    store; the sink only uses it between `start` and `finish`/`abort`."""
+
+    def __init__(self, store: HistoryStore) -> None:
+        self._store = store
+        self._run_id: int | None = None
+        self._closed = False
+
+    @property
+    def run_id(self) -> int | None:
+        """The id the run is stored under, once `start` has been called."""
+        return self._run_id
+
+    def start(self, run: RunInfo) -> None:
+        with _as_output_error():
+            self._run_id = self._store.begin_run(run)
+
+    def write(self, results: Sequence[Result]) -> None:
+        with _as_output_error():
+            self._store.add_results(self._started(), results)
+
+    def finish(self, summary: RunSummary) -> None:
+        with _as_output_error():
+            self._store.finish_run(self._started(), summary)
+        self._closed = True
+
+    def abort(self) -> None:
+        """Mark the run failed, keeping its results. Never raises and is safe to repeat:
+        the runner calls it while handling another failure, and a history that cannot be
+        written then is already reported (the `running` status then stays behind)."""
+        if self._run_id is None or self._closed:
+            return
+        self._closed = True
+        with contextlib.suppress(HistoryError):
+            self._store.fail_run(self._run_id, ABORT_MESSAGE)
+
+    def _started(self) -> int:
+        if self._run_id is None:
+            raise RuntimeError("HistorySink: start() must come before write() and finish()")
+        return self._run_id

@@ -1,0 +1,621 @@
+"""The run history: every scan's results in one SQLite file, for diffs, timelines and diagnosis.
+
+Why SQLite from the standard library: one file, no server, transactions, and readers that
+never block the writer in WAL mode, so `reachscan history` works while a cron scan writes.
+`synchronous=NORMAL` is the WAL setting SQLite recommends: a commit is durable against a
+crash of reachscan; a power cut may lose the last commits but never corrupts the file,
+and the scan is spared an fsync per batch on the event loop's thread.
+
+The schema is versioned with `PRAGMA user_version` and built by `MIGRATIONS`, applied in
+order, each in its own transaction. `PRAGMA application_id` marks the file as ours, so a
+database belonging to something else is refused rather than altered. Every sqlite3 error
+is translated into `HistoryError` here, once, with what the user can do about it
+(`ERROR_ADVICE`); nothing else in reachscan sees a sqlite3 exception.
+
+What counts as "seen": each stored result is a measurement, true at its time whatever
+became of its run afterwards, so `history_for` and `endpoint_history` use the results of
+every run (interrupted and failed ones too). Comparisons between whole runs
+(`previous_observations`, the diff's defaults, the timeline) use complete runs only, since
+an endpoint missing from a partial run was merely not scanned.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import sqlite3
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Self, TypeVar
+
+import orjson
+
+from scanner.diagnose import History
+from scanner.history.paths import create_private_file, default_db_path, ensure_parent_directory
+from scanner.history.records import (
+    EndpointKey,
+    HistoryEntry,
+    Observation,
+    RunRecord,
+    RunStatus,
+)
+from scanner.model import Proto, Reason, Result, State
+from scanner.outputs.base import RunInfo, RunSummary
+
+__all__ = [
+    "MIGRATIONS",
+    "HistoryError",
+    "HistoryStore",
+    "Migration",
+    "UnknownRun",
+    "default_db_path",
+    "migrate",
+]
+
+APPLICATION_ID = 0x52534348  # "RSCH": marks the file as a reachscan history
+DEFAULT_BUSY_TIMEOUT = 5.0  # seconds to wait for another writer before giving up
+
+_Stored = TypeVar("_Stored", RunStatus, State, Reason, Proto)
+
+Migration = tuple[str, ...]
+"""The statements that take the schema from one version to the next."""
+
+_SCHEMA_V1: Migration = (
+    """
+    CREATE TABLE runs (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,  -- AUTOINCREMENT: an id is never reused
+        started REAL NOT NULL,                 -- seconds since the epoch
+        finished REAL,
+        status TEXT NOT NULL
+            CHECK (status IN ('running', 'complete', 'interrupted', 'failed')),
+        command TEXT NOT NULL,
+        version TEXT NOT NULL,
+        counts TEXT,                           -- JSON object: state -> results
+        total INTEGER,
+        not_ok INTEGER,
+        inventory_errors INTEGER,
+        message TEXT                           -- why a failed run failed
+    )
+    """,
+    """
+    CREATE TABLE results (
+        id INTEGER PRIMARY KEY,
+        run_id INTEGER NOT NULL REFERENCES runs (id) ON DELETE CASCADE,
+        host TEXT NOT NULL,
+        address TEXT,
+        port INTEGER NOT NULL,
+        proto TEXT NOT NULL,
+        state TEXT NOT NULL,
+        reason TEXT NOT NULL,
+        rtt_ms REAL,
+        resolved_via TEXT NOT NULL,
+        expect TEXT,
+        ok INTEGER NOT NULL,
+        labels TEXT NOT NULL,                  -- JSON object
+        cause_kind TEXT,
+        cause TEXT,                            -- JSON object, as in the JSONL record
+        ts REAL NOT NULL
+    )
+    """,
+    "CREATE INDEX results_by_run ON results (run_id)",
+    "CREATE INDEX results_by_host ON results (host, port, proto, run_id)",
+    "CREATE INDEX results_by_address ON results (address, state, port, proto)",
+)
+
+MIGRATIONS: tuple[Migration, ...] = (_SCHEMA_V1,)
+"""Schema version N is reached by applying MIGRATIONS[N-1]. Append, never edit: files
+written by earlier versions are upgraded by replaying the ones they lack."""
+
+_RESULT_COLUMNS = (
+    "run_id, host, address, port, proto, state, reason, rtt_ms, resolved_via, expect, ok, "
+    "labels, cause_kind, cause, ts"
+)
+_RUN_COLUMNS = (
+    "id, started, finished, status, command, version, counts, total, not_ok, "
+    "inventory_errors, message"
+)
+
+# What to tell the user for each SQLite primary result code (sqlite.org/rescode.html).
+ERROR_ADVICE: Mapping[int, str] = {
+    3: "permission denied: check the permissions of the file and its directory",  # PERM
+    5: (  # BUSY
+        "locked by another process (another reachscan run?) for longer than the wait; "
+        "try again when it has finished"
+    ),
+    6: "locked by another connection of this process",  # LOCKED
+    8: "not writable: check the permissions of the file and its directory",  # READONLY
+    10: "input/output error: check the disk and the file system",  # IOERR
+    11: "the file is corrupt: move it aside and a new history will be started",  # CORRUPT
+    13: "the disk is full: free space or prune the history",  # FULL
+    14: "cannot open the file: check that its directory exists and is writable",  # CANTOPEN
+    26: (  # NOTADB
+        "not an SQLite database, so not a reachscan history: move it aside or pass another --db"
+    ),
+}
+
+
+class HistoryError(Exception):
+    """The history database cannot be used; the message says why and what to do."""
+
+    def __init__(self, path: Path | str, reason: str) -> None:
+        super().__init__(f"history database {path}: {reason}")
+        self.path = str(path)
+        self.reason = reason
+
+
+class UnknownRun(HistoryError):
+    """A run id that is not in the history (never stored, or pruned by retention)."""
+
+    def __init__(self, path: Path | str, run_id: int) -> None:
+        super().__init__(path, f"no run {run_id} (never stored, or deleted by retention)")
+        self.run_id = run_id
+
+
+def _explain(error: sqlite3.Error) -> str:
+    code = getattr(error, "sqlite_errorcode", None)
+    if isinstance(code, int) and (code & 0xFF) in ERROR_ADVICE:
+        return f"{ERROR_ADVICE[code & 0xFF]} ({error})"
+    return str(error)
+
+
+@contextlib.contextmanager
+def _translated(path: Path) -> Iterator[None]:
+    """The one place sqlite3 and OS errors become `HistoryError`."""
+    try:
+        yield
+    except sqlite3.Error as error:
+        raise HistoryError(path, _explain(error)) from error
+    except OSError as error:
+        raise HistoryError(path, error.strerror or str(error)) from error
+
+
+def _schema_version(connection: sqlite3.Connection) -> int:
+    version = connection.execute("PRAGMA user_version").fetchone()[0]
+    return int(version)
+
+
+def _check_ownership(connection: sqlite3.Connection, path: Path) -> None:
+    """Refuse a database that belongs to another program: ours carry APPLICATION_ID,
+    a new one is empty. Anything else must not be converted to WAL or migrated."""
+    application_id = int(connection.execute("PRAGMA application_id").fetchone()[0])
+    if application_id == APPLICATION_ID:
+        return
+    tables = connection.execute("SELECT count(*) FROM sqlite_schema").fetchone()[0]
+    if application_id != 0 or tables:
+        raise HistoryError(
+            path,
+            "an SQLite database of another program, not a reachscan history: pass another --db",
+        )
+
+
+def migrate(connection: sqlite3.Connection, migrations: Sequence[Migration], path: Path) -> None:
+    """Bring the schema up to `len(migrations)`, one transaction per step.
+
+    Each step re-reads the version after taking the write lock, so two processes opening
+    an old file at once do not both apply a step. A file newer than this program is
+    refused: its tables may mean something this version does not know.
+    """
+    target = len(migrations)
+    if _schema_version(connection) > target:
+        raise HistoryError(
+            path,
+            f"written by a newer reachscan (schema {_schema_version(connection)}, this "
+            f"version knows {target}): upgrade reachscan or pass another --db",
+        )
+    for number in range(1, target + 1):
+        connection.execute("BEGIN IMMEDIATE")
+        try:
+            if _schema_version(connection) < number:
+                for statement in migrations[number - 1]:
+                    connection.execute(statement)
+                connection.execute(f"PRAGMA user_version = {number:d}")
+                connection.execute(f"PRAGMA application_id = {APPLICATION_ID:d}")
+        except BaseException:
+            connection.execute("ROLLBACK")
+            raise
+        connection.execute("COMMIT")
+
+
+def _json(value: object) -> str:
+    # default=str: an odd evidence value (an ip_address, a Path) must not lose the batch.
+    return orjson.dumps(value, default=str).decode()
+
+
+def _cause_json(result: Result) -> str | None:
+    cause = result.cause
+    if cause is None:
+        return None
+    return _json(
+        {
+            "kind": cause.kind,
+            "confidence": cause.confidence,
+            "evidence": dict(cause.evidence),
+            "advice": cause.advice,
+        }
+    )
+
+
+def _result_row(run_id: int, result: Result) -> tuple[object, ...]:
+    endpoint = result.endpoint
+    return (
+        run_id,
+        endpoint.host,
+        result.address,
+        endpoint.port,
+        endpoint.proto.value,
+        result.state.value,
+        result.reason.value,
+        result.rtt_ms,
+        result.resolved_via.value,
+        None if endpoint.expect is None else endpoint.expect.value,
+        int(result.ok),
+        _json(dict(endpoint.labels)),
+        None if result.cause is None else result.cause.kind,
+        _cause_json(result),
+        result.ts,
+    )
+
+
+class HistoryStore:
+    """Runs and their results in one SQLite file. Open it with `HistoryStore.open`.
+
+    Not thread-safe: use it from the thread that opened it (sqlite3's default check).
+    """
+
+    def __init__(
+        self, connection: sqlite3.Connection, path: Path, clock: Callable[[], float]
+    ) -> None:
+        self._connection = connection
+        self.path = path
+        self._clock = clock
+
+    @classmethod
+    def open(
+        cls,
+        path: Path,
+        *,
+        busy_timeout: float = DEFAULT_BUSY_TIMEOUT,
+        clock: Callable[[], float] = time.time,
+        migrations: Sequence[Migration] = MIGRATIONS,
+    ) -> Self:
+        """Open (creating, private, or upgrading) the history at `path`.
+
+        Raises `HistoryError` when the file is not a reachscan history, is newer than this
+        version, stays locked longer than `busy_timeout` seconds, or cannot be written.
+        `migrations` is for tests and future versions; the default is the real schema.
+        """
+        with _translated(path):
+            ensure_parent_directory(path)
+            create_private_file(path)
+            connection = sqlite3.connect(path, timeout=busy_timeout, isolation_level=None)
+        try:
+            with _translated(path):
+                _check_ownership(connection, path)
+                connection.execute("PRAGMA foreign_keys = ON")
+                connection.execute("PRAGMA journal_mode = WAL")
+                connection.execute("PRAGMA synchronous = NORMAL")
+                migrate(connection, migrations, path)
+        except BaseException:
+            connection.close()
+            raise
+        return cls(connection, path, clock)
+
+    def close(self) -> None:
+        self._connection.close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    # --- transactions ---------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def _transaction(self, mode: str = "IMMEDIATE") -> Iterator[sqlite3.Connection]:
+        """One transaction: committed whole or rolled back whole, also on Ctrl-C.
+
+        IMMEDIATE takes the write lock up front, so a busy database fails at BEGIN (after
+        the busy timeout) rather than halfway; DEFERRED gives reads one snapshot.
+        """
+        connection = self._connection
+        with _translated(self.path):
+            connection.execute(f"BEGIN {mode}")
+            try:
+                yield connection
+            except BaseException:
+                if connection.in_transaction:
+                    connection.execute("ROLLBACK")
+                raise
+            connection.execute("COMMIT")
+
+    # --- writing a run --------------------------------------------------------------
+
+    def begin_run(self, run: RunInfo) -> int:
+        """Store a new run as `running`; returns its id."""
+        with self._transaction() as connection:
+            cursor = connection.execute(
+                "INSERT INTO runs (started, status, command, version) VALUES (?, ?, ?, ?)",
+                (run.started, RunStatus.RUNNING.value, run.command, run.version),
+            )
+            run_id = cursor.lastrowid
+        assert run_id is not None
+        return run_id
+
+    def add_results(self, run_id: int, results: Sequence[Result]) -> None:
+        """Store one batch in one transaction: a crash keeps whole batches only."""
+        if not results:
+            return
+        with self._transaction() as connection:
+            connection.executemany(
+                f"INSERT INTO results ({_RESULT_COLUMNS}) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                [_result_row(run_id, result) for result in results],
+            )
+
+    def finish_run(self, run_id: int, summary: RunSummary) -> None:
+        """Close the run as `complete`, or `interrupted` when the summary says so."""
+        status = RunStatus.INTERRUPTED if summary.interrupted else RunStatus.COMPLETE
+        counts = {State(state).value: count for state, count in summary.counts.items()}
+        self._close_run(
+            run_id,
+            "UPDATE runs SET finished = ?, status = ?, counts = ?, total = ?, not_ok = ?, "
+            "inventory_errors = ? WHERE id = ?",
+            (
+                summary.finished,
+                status.value,
+                _json(counts),
+                summary.total,
+                summary.not_ok,
+                summary.inventory_errors,
+                run_id,
+            ),
+        )
+
+    def fail_run(self, run_id: int, message: str) -> None:
+        """Close the run as `failed`, keeping the results stored so far and why."""
+        self._close_run(
+            run_id,
+            "UPDATE runs SET finished = ?, status = ?, message = ? WHERE id = ?",
+            (self._clock(), RunStatus.FAILED.value, message, run_id),
+        )
+
+    def _close_run(self, run_id: int, statement: str, parameters: tuple[object, ...]) -> None:
+        with self._transaction() as connection:
+            updated = connection.execute(statement, parameters).rowcount
+        if updated != 1:
+            raise UnknownRun(self.path, run_id)
+
+    def retain(self, *, keep_runs: int | None = None, keep_days: float | None = None) -> int:
+        """Delete runs (and their results) beyond the newest `keep_runs` or older than
+        `keep_days`; either limit alone, or both (a run goes if either says so).
+
+        Returns how many runs were deleted. Counting never deletes a `running` run (it may
+        be the current one); age does, since a run that "runs" for days was killed.
+        """
+        if keep_runs is not None and keep_runs < 0:
+            raise ValueError(f"keep_runs must be 0 or more, not {keep_runs}")
+        if keep_days is not None and keep_days < 0:
+            raise ValueError(f"keep_days must be 0 or more, not {keep_days}")
+        deleted = 0
+        with self._transaction() as connection:
+            if keep_runs is not None:
+                deleted += connection.execute(
+                    "DELETE FROM runs WHERE status != 'running' AND id NOT IN "
+                    "(SELECT id FROM runs ORDER BY id DESC LIMIT ?)",
+                    (keep_runs,),
+                ).rowcount
+            if keep_days is not None:
+                cutoff = self._clock() - keep_days * 86_400
+                deleted += connection.execute(
+                    "DELETE FROM runs WHERE started < ?", (cutoff,)
+                ).rowcount
+        return deleted
+
+    # --- reading runs ---------------------------------------------------------------
+
+    def runs(self, limit: int = 20) -> list[RunRecord]:
+        """The newest `limit` runs of any status, newest first."""
+        return self._select_runs("SELECT {} FROM runs ORDER BY id DESC LIMIT ?", (limit,))
+
+    def last_complete_runs(self, n: int) -> list[RunRecord]:
+        """The newest `n` complete runs, newest first."""
+        return self._select_runs(
+            "SELECT {} FROM runs WHERE status = 'complete' ORDER BY id DESC LIMIT ?", (n,)
+        )
+
+    def get_run(self, run_id: int) -> RunRecord:
+        """One run by id; `UnknownRun` if there is none."""
+        found = self._select_runs("SELECT {} FROM runs WHERE id = ?", (run_id,))
+        if not found:
+            raise UnknownRun(self.path, run_id)
+        return found[0]
+
+    def _select_runs(self, query: str, parameters: tuple[object, ...]) -> list[RunRecord]:
+        with _translated(self.path):
+            rows = self._connection.execute(query.format(_RUN_COLUMNS), parameters).fetchall()
+        return [self._run_record(row) for row in rows]
+
+    def _run_record(self, row: tuple[Any, ...]) -> RunRecord:
+        (
+            run_id,
+            started,
+            finished,
+            status,
+            command,
+            version,
+            counts,
+            total,
+            not_ok,
+            inventory_errors,
+            message,
+        ) = row
+        return RunRecord(
+            id=int(run_id),
+            started=float(started),
+            finished=None if finished is None else float(finished),
+            status=self._decode(RunStatus, status),
+            command=command,
+            version=version,
+            counts={} if counts is None else orjson.loads(counts),
+            total=None if total is None else int(total),
+            not_ok=None if not_ok is None else int(not_ok),
+            inventory_errors=None if inventory_errors is None else int(inventory_errors),
+            message=message,
+        )
+
+    def _decode(self, kind: type[_Stored], value: object) -> _Stored:
+        """A stored enum value; one this version does not know means a newer writer."""
+        try:
+            return kind(str(value))
+        except ValueError:
+            raise HistoryError(
+                self.path,
+                f"unknown {kind.__name__} {value!r}, written by a newer reachscan: upgrade",
+            ) from None
+
+    # --- reading observations -------------------------------------------------------
+
+    def observations(self, run_id: int) -> dict[EndpointKey, Observation]:
+        """What run `run_id` saw of each endpoint it stored."""
+        self.get_run(run_id)
+        with _translated(self.path):
+            rows = self._connection.execute(
+                "SELECT host, address, port, proto, state, reason, cause_kind "
+                "FROM results WHERE run_id = ? ORDER BY id",
+                (run_id,),
+            ).fetchall()
+        return {
+            (host, address, port, proto): Observation(
+                self._decode(State, state), self._decode(Reason, reason), cause_kind
+            )
+            for host, address, port, proto, state, reason, cause_kind in rows
+        }
+
+    def previous_observations(
+        self, before_run: int | None = None
+    ) -> dict[EndpointKey, Observation]:
+        """What the last complete run (before `before_run`, if given) saw of each endpoint;
+        empty when there is none yet, so every endpoint of a first run counts as new."""
+        query = "SELECT max(id) FROM runs WHERE status = 'complete'"
+        parameters: tuple[object, ...] = ()
+        if before_run is not None:
+            query += " AND id < ?"
+            parameters = (before_run,)
+        with _translated(self.path):
+            row = self._connection.execute(query, parameters).fetchone()
+        if row is None or row[0] is None:
+            return {}
+        return self.observations(int(row[0]))
+
+    def endpoint_history(
+        self,
+        host: str,
+        port: int | None = None,
+        proto: Proto | None = None,
+        limit: int = 50,
+        *,
+        complete_only: bool = False,
+    ) -> list[HistoryEntry]:
+        """What the newest `limit` runs saw of `host` (matched as written in the inventory
+        or as the probed address), optionally one port and protocol; newest run first.
+
+        A run that did not scan the endpoint contributes nothing. `complete_only` limits
+        the window to complete runs, as a timeline of whole runs wants.
+        """
+        statuses = "WHERE status = 'complete'" if complete_only else ""
+        conditions = ["(r.host = ? OR r.address = ?)"]
+        parameters: list[object] = [limit, host, host]
+        if port is not None:
+            conditions.append("r.port = ?")
+            parameters.append(port)
+        if proto is not None:
+            conditions.append("r.proto = ?")
+            parameters.append(proto.value)
+        query = (
+            f"WITH recent AS (SELECT id FROM runs {statuses} ORDER BY id DESC LIMIT ?) "
+            "SELECT r.run_id, runs.started, runs.status, r.host, r.address, r.port, r.proto, "
+            "r.state, r.reason, r.cause_kind, r.rtt_ms, r.ts "
+            "FROM results AS r JOIN runs ON runs.id = r.run_id "
+            f"WHERE r.run_id IN (SELECT id FROM recent) AND {' AND '.join(conditions)} "
+            "ORDER BY r.run_id DESC, r.host, r.address, r.port, r.proto, r.ts"
+        )
+        with _translated(self.path):
+            rows = self._connection.execute(query, parameters).fetchall()
+        return [self._history_entry(row) for row in rows]
+
+    def _history_entry(self, row: tuple[Any, ...]) -> HistoryEntry:
+        (
+            run_id,
+            started,
+            status,
+            host,
+            address,
+            port,
+            proto,
+            state,
+            reason,
+            cause_kind,
+            rtt_ms,
+            ts,
+        ) = row
+        return HistoryEntry(
+            run_id=int(run_id),
+            run_started=float(started),
+            run_status=self._decode(RunStatus, status),
+            host=host,
+            address=address,
+            port=int(port),
+            proto=self._decode(Proto, proto),
+            observation=Observation(
+                self._decode(State, state),
+                self._decode(Reason, reason),
+                cause_kind,
+            ),
+            rtt_ms=None if rtt_ms is None else float(rtt_ms),
+            ts=float(ts),
+        )
+
+    def history_for(self, host: str, address: str, port: int, proto: Proto) -> History:
+        """What earlier measurements say about one endpoint, for the diagnosis.
+
+        - `last_open`: when this endpoint was last seen open (the result's time);
+        - `first_refused`: when the current streak of refusals began: walking back from
+          the newest stored result of the endpoint (the current run's, if stored) while
+          the state is `refused`; runs that did not scan it neither extend nor break the
+          streak, and None when the newest result is not a refusal;
+        - `host_ever_answered`: whether any port of this address was ever seen open.
+        """
+        endpoint = (host, address, port, proto.value)
+        with self._transaction("DEFERRED") as connection:
+            last_open = connection.execute(
+                "SELECT max(ts) FROM results WHERE host = ? AND address IS ? AND port = ? "
+                "AND proto = ? AND state = 'open'",
+                endpoint,
+            ).fetchone()[0]
+            newest_first = connection.execute(
+                "SELECT state, ts FROM results WHERE host = ? AND address IS ? AND port = ? "
+                "AND proto = ? ORDER BY run_id DESC, ts DESC",
+                endpoint,
+            )
+            first_refused: float | None = None
+            for state, ts in newest_first:
+                if state != State.REFUSED.value:
+                    break
+                first_refused = float(ts)
+            newest_first.close()
+            answered = connection.execute(
+                "SELECT EXISTS (SELECT 1 FROM results WHERE address = ? AND state = 'open')",
+                (address,),
+            ).fetchone()[0]
+        return History(
+            last_open=None if last_open is None else float(last_open),
+            first_refused=first_refused,
+            host_ever_answered=bool(answered),
+        )

@@ -1,0 +1,87 @@
+"""Builders for the history tests: results with just the fields a test cares about, and
+whole runs stored in one call."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from scanner.history.store import HistoryStore
+from scanner.model import Cause, Endpoint, Expect, Proto, Reason, ResolvedVia, Result, State
+from scanner.outputs.base import RunInfo, RunSummary
+
+DEFAULT_REASON = {
+    State.OPEN: Reason.SYN_ACK,
+    State.REFUSED: Reason.CONN_REFUSED,
+    State.FILTERED: Reason.NO_RESPONSE,
+    State.OPEN_FILTERED: Reason.NO_RESPONSE,
+    State.UNRESOLVED: Reason.NXDOMAIN,
+    State.ERROR: Reason.LOCAL_ERROR,
+}
+
+
+def make_result(
+    host: str = "db1.example",
+    port: int = 5432,
+    state: State = State.OPEN,
+    *,
+    address: str | None = "10.0.0.5",
+    proto: Proto = Proto.TCP,
+    reason: Reason | None = None,
+    cause_kind: str | None = None,
+    ts: float = 1_000.0,
+    labels: tuple[tuple[str, str], ...] = (("env", "prod"),),
+    rtt_ms: float | None = 0.4,
+) -> Result:
+    cause = None
+    if cause_kind is not None:
+        cause = Cause(
+            kind=cause_kind,
+            confidence=0.9,
+            evidence=(("port", port), ("alive_ports", (22, 80))),
+            advice="start it",
+        )
+    return Result(
+        endpoint=Endpoint(host=host, port=port, proto=proto, expect=Expect.OPEN, labels=labels),
+        address=address,
+        resolved_via=ResolvedVia.DNS if address is not None else ResolvedVia.NONE,
+        state=state,
+        reason=reason or DEFAULT_REASON[state],
+        rtt_ms=rtt_ms if state is State.OPEN else None,
+        ts=ts,
+        cause=cause,
+    )
+
+
+def summary_of(
+    results: Sequence[Result], finished: float, *, interrupted: bool = False
+) -> RunSummary:
+    counts: dict[State, int] = {}
+    for result in results:
+        counts[result.state] = counts.get(result.state, 0) + 1
+    return RunSummary(
+        finished=finished,
+        counts=counts,
+        total=len(results),
+        not_ok=sum(1 for result in results if not result.ok),
+        inventory_errors=0,
+        interrupted=interrupted,
+    )
+
+
+def store_run(
+    store: HistoryStore,
+    results: Sequence[Result],
+    started: float,
+    *,
+    interrupted: bool = False,
+    finish: bool = True,
+) -> int:
+    """Store a run whose results all carry `started` as their time unless they say
+    otherwise (ts=None is not allowed, so pass ts explicitly for time-sensitive tests)."""
+    run_id = store.begin_run(
+        RunInfo(started=started, command="reachscan scan fleet.yaml", version="0.1.0")
+    )
+    store.add_results(run_id, results)
+    if finish:
+        store.finish_run(run_id, summary_of(results, started + 5, interrupted=interrupted))
+    return run_id

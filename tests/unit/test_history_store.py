@@ -1,0 +1,458 @@
+"""The history store against real SQLite files: what is stored comes back, the schema
+upgrades, retention, permissions, and every way the file can be unusable."""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import stat
+from collections.abc import Iterator
+from pathlib import Path
+
+import orjson
+import pytest
+
+from scanner.history.paths import default_db_path
+from scanner.history.records import Observation, RunStatus
+from scanner.history.sink import HistorySink
+from scanner.history.store import MIGRATIONS, HistoryError, HistoryStore, UnknownRun
+from scanner.model import Proto, Reason, State
+from scanner.outputs.base import OutputError, RunInfo
+from tests.support.history import make_result, store_run, summary_of
+
+DAY = 86_400.0
+
+
+class FakeClock:
+    def __init__(self, now: float) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+def db_path(tmp_path: Path) -> Path:
+    return tmp_path / "state" / "reachscan" / "history.sqlite3"
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock(100 * DAY)
+
+
+@pytest.fixture
+def store(db_path: Path, clock: FakeClock) -> Iterator[HistoryStore]:
+    with HistoryStore.open(db_path, clock=clock) as opened:
+        yield opened
+
+
+def raw_rows(path: Path, query: str) -> list[tuple[object, ...]]:
+    connection = sqlite3.connect(path)
+    try:
+        return connection.execute(query).fetchall()
+    finally:
+        connection.close()
+
+
+# --- round trip -------------------------------------------------------------------------
+
+
+def test_a_run_and_its_results_read_back(store: HistoryStore, db_path: Path) -> None:
+    results = [
+        make_result(port=22),
+        make_result(port=5432, state=State.REFUSED, cause_kind="service-down", ts=1_001.5),
+        make_result(host="gone.example", address=None, state=State.UNRESOLVED),
+    ]
+    run_id = store_run(store, results, started=1_000.0)
+
+    (run,) = store.runs()
+    assert run.id == run_id
+    assert run.status is RunStatus.COMPLETE
+    assert (run.started, run.finished) == (1_000.0, 1_005.0)
+    assert run.command == "reachscan scan fleet.yaml"
+    assert run.counts == {"open": 1, "refused": 1, "unresolved": 1}
+    assert (run.total, run.not_ok, run.inventory_errors) == (3, 2, 0)
+    assert store.observations(run_id) == {
+        ("db1.example", "10.0.0.5", 22, "tcp"): Observation(State.OPEN, Reason.SYN_ACK, None),
+        ("db1.example", "10.0.0.5", 5432, "tcp"): Observation(
+            State.REFUSED, Reason.CONN_REFUSED, "service-down"
+        ),
+        ("gone.example", None, 5432, "tcp"): Observation(State.UNRESOLVED, Reason.NXDOMAIN, None),
+    }
+    (row,) = raw_rows(
+        db_path,
+        "SELECT labels, cause, ok, rtt_ms, resolved_via, expect, ts FROM results "
+        "WHERE port = 5432 AND address IS NOT NULL",
+    )
+    labels, cause, ok, rtt_ms, resolved_via, expect, ts = row
+    assert orjson.loads(str(labels)) == {"env": "prod"}
+    assert orjson.loads(str(cause))["kind"] == "service-down"
+    assert orjson.loads(str(cause))["evidence"] == {"port": 5432, "alive_ports": [22, 80]}
+    assert (ok, rtt_ms, resolved_via, expect, ts) == (0, None, "dns", "open", 1_001.5)
+
+
+def test_wal_mode_and_foreign_keys(store: HistoryStore, db_path: Path) -> None:
+    assert raw_rows(db_path, "PRAGMA journal_mode") == [("wal",)]
+    with pytest.raises(HistoryError, match="FOREIGN KEY"):
+        store.add_results(999, [make_result()])  # no such run: rejected, not orphaned
+
+
+def test_runs_are_listed_newest_first_and_complete_ones_apart(store: HistoryStore) -> None:
+    first = store_run(store, [make_result()], started=1_000.0)
+    interrupted = store_run(store, [make_result()], started=2_000.0, interrupted=True)
+    second = store_run(store, [make_result()], started=3_000.0)
+    running = store_run(store, [make_result()], started=4_000.0, finish=False)
+    assert [run.id for run in store.runs()] == [running, second, interrupted, first]
+    assert [run.id for run in store.runs(limit=2)] == [running, second]
+    assert [run.id for run in store.last_complete_runs(5)] == [second, first]
+    assert store.get_run(running).status is RunStatus.RUNNING
+    assert store.get_run(running).finished is None
+
+
+def test_previous_observations_come_from_the_last_complete_run(store: HistoryStore) -> None:
+    assert store.previous_observations() == {}
+    first = store_run(store, [make_result(port=1)], started=1_000.0)
+    second = store_run(store, [make_result(port=2)], started=2_000.0)
+    store_run(store, [make_result(port=3)], started=3_000.0, interrupted=True)
+    store_run(store, [make_result(port=4)], started=4_000.0, finish=False)
+    assert [key[2] for key in store.previous_observations()] == [2]
+    assert [key[2] for key in store.previous_observations(before_run=second)] == [1]
+    assert store.previous_observations(before_run=first) == {}
+
+
+def test_unknown_run_ids_are_reported(store: HistoryStore) -> None:
+    with pytest.raises(UnknownRun, match="no run 42"):
+        store.get_run(42)
+    with pytest.raises(UnknownRun):
+        store.finish_run(42, summary_of([], 1.0))
+    with pytest.raises(UnknownRun):
+        store.fail_run(42, "boom")
+
+
+def test_endpoint_history_matches_the_host_or_its_address(store: HistoryStore) -> None:
+    store_run(store, [make_result(port=22), make_result(port=53, proto=Proto.UDP)], 1_000.0)
+    store_run(
+        store, [make_result(port=22, state=State.REFUSED), make_result(host="other")], 2_000.0
+    )
+    by_name = store.endpoint_history("db1.example")
+    assert [(entry.run_id, entry.port) for entry in by_name] == [(2, 22), (1, 22), (1, 53)]
+    assert by_name[0].observation.state is State.REFUSED
+    by_address = store.endpoint_history("10.0.0.5", port=5432)
+    assert [(entry.run_id, entry.host) for entry in by_address] == [(2, "other")]
+    assert [entry.port for entry in store.endpoint_history("db1.example", proto=Proto.UDP)] == [53]
+    assert [entry.run_id for entry in store.endpoint_history("db1.example", limit=1)] == [2]
+
+
+# --- runs written by the sink ------------------------------------------------------------
+
+
+def test_an_interrupted_run_keeps_every_result_written(store: HistoryStore) -> None:
+    sink = HistorySink(store)
+    first = [make_result(port=port) for port in range(1, 11)]
+    second = [make_result(port=port, state=State.REFUSED) for port in range(11, 16)]
+    sink.start(RunInfo(started=1_000.0, command="reachscan scan x", version="0.1.0"))
+    sink.write(first)
+    sink.write(second)
+    sink.finish(summary_of([*first, *second], 1_002.0, interrupted=True))
+
+    assert sink.run_id is not None
+    run = store.get_run(sink.run_id)
+    assert run.status is RunStatus.INTERRUPTED
+    assert run.total == 15
+    assert len(store.observations(sink.run_id)) == 15
+    assert store.last_complete_runs(1) == []  # partial runs are no baseline
+
+
+def test_abort_marks_the_run_failed_and_is_safe_to_repeat(
+    store: HistoryStore, clock: FakeClock
+) -> None:
+    sink = HistorySink(store)
+    sink.abort()  # before start: nothing to mark
+    assert store.runs() == []
+    sink.start(RunInfo(started=1_000.0, command="reachscan scan x", version="0.1.0"))
+    sink.write([make_result()])
+    sink.abort()
+    sink.abort()
+    assert sink.run_id is not None
+    run = store.get_run(sink.run_id)
+    assert (run.status, run.finished) == (RunStatus.FAILED, clock.now)
+    assert run.message is not None and "fatal" in run.message
+    assert len(store.observations(sink.run_id)) == 1
+
+
+def test_a_batch_is_stored_whole_or_not_at_all(store: HistoryStore, db_path: Path) -> None:
+    run_id = store_run(store, [], started=1_000.0, finish=False)
+    saboteur = sqlite3.connect(db_path)
+    saboteur.execute(
+        "CREATE TRIGGER refuse_666 BEFORE INSERT ON results WHEN NEW.port = 666 "
+        "BEGIN SELECT RAISE(ABORT, 'port 666 refused by test'); END"
+    )
+    saboteur.close()
+    with pytest.raises(HistoryError, match="port 666"):
+        store.add_results(run_id, [make_result(port=1), make_result(port=2), make_result(port=666)])
+    assert store.observations(run_id) == {}
+    store.add_results(run_id, [make_result(port=1)])  # the store is usable afterwards
+    assert len(store.observations(run_id)) == 1
+
+
+def test_a_locked_database_is_an_output_error_for_the_sink(db_path: Path) -> None:
+    with HistoryStore.open(db_path, busy_timeout=0.05) as store:
+        sink = HistorySink(store)
+        sink.start(RunInfo(started=1_000.0, command="reachscan scan x", version="0.1.0"))
+        other_writer = sqlite3.connect(db_path, isolation_level=None)
+        other_writer.execute("BEGIN IMMEDIATE")
+        try:
+            with pytest.raises(OutputError, match="locked by another process"):
+                sink.write([make_result()])
+            sink.abort()  # cannot write either, and must not raise
+        finally:
+            other_writer.execute("ROLLBACK")
+            other_writer.close()
+        assert sink.run_id is not None
+        assert store.get_run(sink.run_id).status is RunStatus.RUNNING
+
+
+# --- history_for -------------------------------------------------------------------------
+
+ENDPOINT = ("db1.example", "10.0.0.5", 5432, Proto.TCP)
+
+
+def test_history_for_an_endpoint_never_seen(store: HistoryStore) -> None:
+    history = store.history_for(*ENDPOINT)
+    assert (history.last_open, history.first_refused, history.host_ever_answered) == (
+        None,
+        None,
+        False,
+    )
+
+
+def test_history_for_a_service_that_stopped(store: HistoryStore) -> None:
+    store_run(store, [make_result(ts=100.0)], started=100.0)
+    store_run(store, [make_result(ts=200.0)], started=200.0)
+    store_run(store, [make_result(state=State.REFUSED, ts=300.0)], started=300.0)
+    store_run(store, [make_result(port=22, ts=400.0)], started=400.0)  # did not scan 5432
+    store_run(store, [make_result(state=State.REFUSED, ts=500.0)], started=500.0)
+    current = store_run(store, [], started=600.0, finish=False)
+    store.add_results(current, [make_result(state=State.REFUSED, ts=601.0)])
+
+    history = store.history_for(*ENDPOINT)
+    assert history.last_open == 200.0
+    assert history.first_refused == 300.0  # the streak runs through the run that skipped it
+    assert history.host_ever_answered
+
+
+def test_a_filtered_result_breaks_the_refusal_streak(store: HistoryStore) -> None:
+    store_run(store, [make_result(state=State.REFUSED, ts=100.0)], started=100.0)
+    store_run(store, [make_result(state=State.FILTERED, ts=200.0)], started=200.0)
+    store_run(store, [make_result(state=State.REFUSED, ts=300.0)], started=300.0)
+    store_run(store, [make_result(state=State.REFUSED, ts=400.0)], started=400.0)
+    history = store.history_for(*ENDPOINT)
+    assert history.first_refused == 300.0
+    assert history.last_open is None
+    assert not history.host_ever_answered
+
+
+def test_no_streak_when_the_newest_result_is_not_a_refusal(store: HistoryStore) -> None:
+    store_run(store, [make_result(state=State.REFUSED, ts=100.0)], started=100.0)
+    store_run(store, [make_result(ts=200.0)], started=200.0)
+    history = store.history_for(*ENDPOINT)
+    assert (history.first_refused, history.last_open) == (None, 200.0)
+
+
+def test_host_ever_answered_is_about_the_address_on_any_port(store: HistoryStore) -> None:
+    store_run(
+        store,
+        [
+            make_result(port=22, ts=50.0),  # another port of the same address answered
+            make_result(state=State.REFUSED, ts=51.0),
+            make_result(host="db2.example", address="10.0.0.6", port=80, state=State.REFUSED),
+        ],
+        started=50.0,
+    )
+    assert store.history_for(*ENDPOINT).host_ever_answered
+    assert store.history_for(*ENDPOINT).last_open is None
+    assert not store.history_for("db2.example", "10.0.0.6", 80, Proto.TCP).host_ever_answered
+
+
+def test_history_for_keeps_endpoints_with_other_addresses_apart(store: HistoryStore) -> None:
+    store_run(store, [make_result(address="10.0.0.9", ts=100.0)], started=100.0)
+    store_run(store, [make_result(address="10.0.0.5", state=State.REFUSED, ts=200.0)], 200.0)
+    history = store.history_for(*ENDPOINT)
+    assert history.last_open is None
+    assert history.first_refused == 200.0
+
+
+# --- retention ---------------------------------------------------------------------------
+
+
+def result_rows(path: Path) -> int:
+    return int(str(raw_rows(path, "SELECT count(*) FROM results")[0][0]))
+
+
+def test_retain_by_count_keeps_the_newest_runs(store: HistoryStore, db_path: Path) -> None:
+    ids = [store_run(store, [make_result(), make_result(port=22)], float(day)) for day in range(5)]
+    assert store.retain(keep_runs=2) == 3
+    assert [run.id for run in store.runs()] == ids[:1:-1][:2]
+    assert result_rows(db_path) == 4  # the deleted runs' results went with them
+
+
+def test_retain_by_count_never_deletes_a_running_run(store: HistoryStore) -> None:
+    running = store_run(store, [make_result()], started=1.0, finish=False)
+    for started in (2.0, 3.0):
+        store_run(store, [make_result()], started)
+    assert store.retain(keep_runs=1) == 1
+    assert running in {run.id for run in store.runs()}
+
+
+def test_retain_by_age(store: HistoryStore, clock: FakeClock, db_path: Path) -> None:
+    old = store_run(store, [make_result()], started=clock.now - 40 * DAY)
+    stale_running = store_run(store, [make_result()], clock.now - 35 * DAY, finish=False)
+    recent = store_run(store, [make_result()], started=clock.now - 10 * DAY)
+    assert store.retain(keep_days=30) == 2
+    assert [run.id for run in store.runs()] == [recent]
+    assert old != stale_running
+    assert result_rows(db_path) == 1
+
+
+def test_retain_with_both_limits_deletes_what_either_says(
+    store: HistoryStore, clock: FakeClock
+) -> None:
+    for days_ago in (50, 20, 10, 5):
+        store_run(store, [make_result()], started=clock.now - days_ago * DAY)
+    assert store.retain(keep_runs=3, keep_days=15) == 2
+    assert [run.started for run in store.runs()] == [clock.now - 5 * DAY, clock.now - 10 * DAY]
+
+
+def test_retain_rejects_negative_limits(store: HistoryStore) -> None:
+    with pytest.raises(ValueError, match="keep_runs"):
+        store.retain(keep_runs=-1)
+    with pytest.raises(ValueError, match="keep_days"):
+        store.retain(keep_days=-1.0)
+
+
+# --- schema versions ---------------------------------------------------------------------
+
+V2_FOR_TEST = (
+    "ALTER TABLE runs ADD COLUMN note TEXT",
+    "CREATE TABLE annotations (run_id INTEGER REFERENCES runs (id) ON DELETE CASCADE, text TEXT)",
+)
+
+
+def test_a_new_file_is_at_the_current_version(store: HistoryStore, db_path: Path) -> None:
+    assert raw_rows(db_path, "PRAGMA user_version") == [(len(MIGRATIONS),)]
+
+
+def test_migration_from_a_v1_file_keeps_its_runs(db_path: Path) -> None:
+    with HistoryStore.open(db_path, migrations=MIGRATIONS[:1]) as version_one:
+        run_id = store_run(version_one, [make_result()], started=1_000.0)
+    assert raw_rows(db_path, "PRAGMA user_version") == [(1,)]
+
+    with HistoryStore.open(db_path, migrations=(*MIGRATIONS[:1], V2_FOR_TEST)) as upgraded:
+        assert upgraded.get_run(run_id).status is RunStatus.COMPLETE
+        assert len(upgraded.observations(run_id)) == 1
+    assert raw_rows(db_path, "PRAGMA user_version") == [(2,)]
+    assert raw_rows(db_path, "SELECT note FROM runs") == [(None,)]
+    # Opening again applies nothing twice (ALTER TABLE would fail on a second run).
+    HistoryStore.open(db_path, migrations=(*MIGRATIONS[:1], V2_FOR_TEST)).close()
+
+
+def test_a_file_from_a_newer_version_is_refused(db_path: Path) -> None:
+    HistoryStore.open(db_path, migrations=(*MIGRATIONS[:1], V2_FOR_TEST)).close()
+    with pytest.raises(HistoryError, match="newer reachscan"):
+        HistoryStore.open(db_path, migrations=MIGRATIONS[:1])
+
+
+# --- files, permissions and unusable databases ------------------------------------------
+
+
+@pytest.fixture(params=[0o022, 0o077], ids=["umask022", "umask077"])
+def umask(request: pytest.FixtureRequest) -> Iterator[int]:
+    previous = os.umask(request.param)
+    try:
+        yield int(request.param)
+    finally:
+        os.umask(previous)
+
+
+def test_files_are_private_whatever_the_umask(umask: int, db_path: Path) -> None:
+    with HistoryStore.open(db_path) as store:
+        store_run(store, [make_result()], started=1.0)
+        files = [db_path, *db_path.parent.glob("history.sqlite3-*")]
+        assert len(files) == 3  # the database, -wal and -shm while open
+        for path in files:
+            mode = stat.S_IMODE(path.stat().st_mode)
+            assert mode == 0o600, f"{path.name}: {oct(mode)}"
+    assert stat.S_IMODE(db_path.parent.stat().st_mode) == 0o700
+
+
+def test_an_existing_file_keeps_its_mode(db_path: Path) -> None:
+    db_path.parent.mkdir(parents=True)
+    db_path.touch(mode=0o640)
+    os.chmod(db_path, 0o640)
+    HistoryStore.open(db_path).close()
+    assert stat.S_IMODE(db_path.stat().st_mode) == 0o640
+
+
+def test_a_file_that_is_not_sqlite_is_a_history_error(tmp_path: Path) -> None:
+    path = tmp_path / "notes.txt"
+    path.write_text("this is not a database, it is a shopping list\n" * 100)
+    with pytest.raises(HistoryError, match="not an SQLite database") as caught:
+        HistoryStore.open(path)
+    assert str(path) in str(caught.value)
+
+
+def test_a_corrupt_header_is_a_history_error(tmp_path: Path) -> None:
+    path = tmp_path / "history.sqlite3"
+    with HistoryStore.open(path) as store:
+        store_run(store, [make_result()], started=1.0)
+    with path.open("r+b") as handle:
+        handle.write(b"\x00" * 100)  # wipe the header
+    with pytest.raises(HistoryError):
+        HistoryStore.open(path)
+
+
+def test_another_programs_database_is_refused_and_left_alone(tmp_path: Path) -> None:
+    path = tmp_path / "app.db"
+    connection = sqlite3.connect(path)
+    connection.execute("CREATE TABLE customers (name TEXT)")
+    connection.commit()
+    connection.close()
+    with pytest.raises(HistoryError, match="another program"):
+        HistoryStore.open(path)
+    assert raw_rows(path, "PRAGMA journal_mode") == [("delete",)]
+    assert raw_rows(path, "PRAGMA user_version") == [(0,)]
+
+
+def test_a_directory_in_place_of_the_file_is_a_history_error(tmp_path: Path) -> None:
+    with pytest.raises(HistoryError, match="cannot open"):
+        HistoryStore.open(tmp_path)
+
+
+def test_a_database_locked_by_a_writer_is_a_history_error(db_path: Path) -> None:
+    with HistoryStore.open(db_path, busy_timeout=0.05) as store:
+        other_writer = sqlite3.connect(db_path, isolation_level=None)
+        other_writer.execute("BEGIN IMMEDIATE")
+        try:
+            with pytest.raises(HistoryError, match="locked by another process"):
+                store.begin_run(RunInfo(started=1.0, command="x", version="0.1.0"))
+        finally:
+            other_writer.execute("ROLLBACK")
+            other_writer.close()
+        store.begin_run(RunInfo(started=1.0, command="x", version="0.1.0"))
+
+
+# --- the default location ----------------------------------------------------------------
+
+
+def test_default_path_follows_xdg_state_home() -> None:
+    environ = {"XDG_STATE_HOME": "/srv/state", "HOME": "/home/ops"}
+    assert default_db_path(environ) == Path("/srv/state/reachscan/history.sqlite3")
+
+
+@pytest.mark.parametrize("state_home", [None, "", "relative/state"])
+def test_default_path_falls_back_to_local_state(state_home: str | None) -> None:
+    environ = {"HOME": "/home/ops"}
+    if state_home is not None:
+        environ["XDG_STATE_HOME"] = state_home  # relative: invalid per the spec, ignored
+    assert default_db_path(environ) == Path("/home/ops/.local/state/reachscan/history.sqlite3")
