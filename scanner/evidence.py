@@ -23,6 +23,7 @@ from scanner.diagnose import (
     COMMON_PORTS,
     AddressCheck,
     Evidence,
+    History,
     LocalListener,
     PortCheck,
     diagnose,
@@ -44,6 +45,8 @@ from scanner.resolve import Resolver
 ProbeKey = tuple[str, int, Proto]
 Observation = tuple[State, Reason]
 ProbeRunner = Callable[[Sequence[Target]], Awaitable[dict[ProbeKey, Observation]]]
+HistoryLookup = Callable[[str, str, int, Proto], History]
+"""(host, address, port, proto) -> what earlier runs saw of that endpoint."""
 
 FRESH_ADDRESS_SOURCES = frozenset({ResolvedVia.HOSTS_FILE, ResolvedVia.PINNED})
 """Sources worth checking against a fresh DNS answer (a DNS answer is fresh already)."""
@@ -157,12 +160,14 @@ class EvidenceGatherer:
         run_probes: ProbeRunner,
         budget: DiagnosisBudget,
         families: frozenset[int],
+        history: HistoryLookup | None = None,
     ) -> None:
         self._index = index
         self._resolver = resolver
         self._run_probes = run_probes
         self._budget = budget
         self._families = families
+        self._history = history
         self._fresh: dict[str, tuple[tuple[str, ...] | None, str | None]] = {}
         self._local_addresses = local_addresses()
         self._listeners: dict[tuple[int, Proto], tuple[LocalListener, ...]] = {}
@@ -277,7 +282,9 @@ class EvidenceGatherer:
             probed_ports=index.probed_tcp_ports(address),
             is_local_address=local,
             local_listeners=self._local_listeners(endpoint.port, endpoint.proto) if local else (),
-            history=None,
+            history=None
+            if self._history is None
+            else self._history(endpoint.host, address, endpoint.port, endpoint.proto),
             budget_exhausted=budget_exhausted,
         )
 

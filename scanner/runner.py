@@ -34,19 +34,30 @@ from scanner.evidence import (
     ScanIndex,
     needs_explanation,
 )
+from scanner.history import ChangesOnlySink, HistoryError
 from scanner.host_sockets import local_addresses
 from scanner.inventory import InventoryError, InventoryItem, TargetSpec, iter_unique
 from scanner.model import Endpoint, Expect, Proto, Result, State, Target
 from scanner.net.base import Connector
 from scanner.net.tcp import TcpConnector
 from scanner.net.udp import UdpConnector
-from scanner.outputs import OutputClosed, OutputError, RunInfo, RunSummary, Sink, make_sink
+from scanner.outputs import (
+    OutputClosed,
+    OutputError,
+    OutputOptions,
+    RunInfo,
+    RunSummary,
+    Sink,
+    make_sink,
+)
+from scanner.outputs.nagios import NagiosSink
 from scanner.outputs.progress import Progress
 from scanner.outputs.quiet import QuietSink, run_had_trouble
 from scanner.pipeline import Pipeline, ScanSettings
 from scanner.probes import PayloadRegistry
 from scanner.resolve import Resolver, ResolverConfig
 from scanner.scope import Scope, broadcast_addresses, measure, oversize_message
+from scanner.session import HistoryPlan, HistorySession
 
 BATCH_SIZE = 512
 FLUSH_INTERVAL = 0.2
@@ -61,6 +72,7 @@ class ExitStatus(IntEnum):
     NOT_AS_EXPECTED = 1
     USAGE_OR_INVENTORY = 2
     OUTPUT_FAILED = 3
+    LOCKED = 75  # another run holds the lock (EX_TEMPFAIL: try again later)
     INTERRUPTED = 130
     STDOUT_CLOSED = 141
 
@@ -79,6 +91,9 @@ class ScanPlan:
     max_endpoints: int
     scope: Scope
     outputs: tuple[OutputSpec, ...]
+    output_options: OutputOptions
+    history: HistoryPlan | None  # None: --no-history
+    changes_only: bool
     resolver: ResolverConfig
     engine: EngineConfig
     strict: bool
@@ -271,12 +286,20 @@ def list_targets(plan: ScanPlan) -> ExitStatus:
     return ExitStatus.USAGE_OR_INVENTORY if tally.errors else ExitStatus.OK
 
 
-def open_sinks(plan: ScanPlan) -> list[Sink]:
+def open_sinks(plan: ScanPlan, history: HistorySession | None) -> list[Sink]:
+    """Every output of the run; what goes to stdout is filtered by -q and --changes-only."""
     sinks: list[Sink] = []
+    changes = history.change_filter() if history is not None and plan.changes_only else None
     try:
         for output in plan.outputs:
-            sink = make_sink(output.format, output.path, color=plan.color)
-            sinks.append(QuietSink(sink) if plan.quiet and output.path == "-" else sink)
+            sink = make_sink(output.format, output.path, plan.output_options)
+            if output.path == "-" and changes is not None:
+                sink = ChangesOnlySink(sink, changes)
+            if output.path == "-" and plan.quiet:
+                sink = QuietSink(sink)
+            sinks.append(sink)
+        if history is not None:
+            sinks.append(history.sink)
     except (OutputError, ValueError):
         for sink in sinks:
             sink.abort()
@@ -342,6 +365,7 @@ async def explain_refusals(
     resolver: Resolver,
     engine_config: EngineConfig,
     on_warning: Callable[[str], None],
+    history: HistorySession | None,
 ) -> None:
     """After the scan: gather evidence for the held refusals and emit them with causes."""
     if not fanout.held:
@@ -351,14 +375,19 @@ async def explain_refusals(
         return await run_follow_up_probes(engine_config, targets, on_warning)
 
     gatherer = EvidenceGatherer(
-        fanout.index, resolver, probes, plan.diagnosis_budget, plan.resolver.families
+        fanout.index,
+        resolver,
+        probes,
+        plan.diagnosis_budget,
+        plan.resolver.families,
+        history=None if history is None else history.history_for,
     )
     explained = await gatherer.explain(fanout.held)
     fanout.follow_up_probes = gatherer.follow_up_probes
     fanout.release_held(explained)
 
 
-async def run_plan(plan: ScanPlan) -> ExitStatus:
+async def run_plan(plan: ScanPlan, history: HistorySession | None = None) -> int:
     """Scan, write every output, and say how it went."""
     if plan.strict and validate_inventory(plan):
         report_error("reachscan: --strict: inventory errors above; nothing was scanned")
@@ -368,7 +397,7 @@ async def run_plan(plan: ScanPlan) -> ExitStatus:
         return ExitStatus.USAGE_OR_INVENTORY
     engine_config = fit_concurrency(plan.engine, raise_descriptor_limit())
     try:
-        sinks = open_sinks(plan)
+        sinks = open_sinks(plan, history)
     except (OutputError, ValueError) as exc:
         report_error(f"reachscan: {exc}")
         return ExitStatus.OUTPUT_FAILED
@@ -402,7 +431,7 @@ async def run_plan(plan: ScanPlan) -> ExitStatus:
             group.start_soon(watch_signals, group.cancel_scope, interrupted, progress)
             group.start_soon(fanout.flush_periodically)
             await pipeline.run(tally.endpoints(inventory(plan)))
-            await explain_refusals(fanout, plan, resolver, engine_config, warn)
+            await explain_refusals(fanout, plan, resolver, engine_config, warn, history)
             group.cancel_scope.cancel()
         if pipeline.excluded:
             warn(
@@ -428,10 +457,24 @@ async def run_plan(plan: ScanPlan) -> ExitStatus:
         report_error(f"reachscan: {failure}")
     if fanout.failures:
         return ExitStatus.OUTPUT_FAILED
+    if history is not None:
+        prune_history(history)
     if fanout.stdout_closed:
         silence_stdout()
         return ExitStatus.STDOUT_CLOSED
+    for sink in sinks:
+        if isinstance(sink, NagiosSink):
+            return sink.exit_status()  # a plugin's exit status is the verdict
     return exit_status(summary)
+
+
+def prune_history(history: HistorySession) -> None:
+    """--keep / --keep-days: housekeeping after the run is stored; a failure is reported
+    but does not change what the run found."""
+    try:
+        history.prune()
+    except HistoryError as exc:
+        report_error(f"reachscan: could not prune the history: {exc}")
 
 
 def silence_stdout() -> None:

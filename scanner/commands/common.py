@@ -28,8 +28,8 @@ def add_db_option(parser: argparse.ArgumentParser) -> None:
         type=Path,
         default=None,
         metavar="PATH",
-        help="history database (default: $XDG_STATE_HOME/reachscan/history.sqlite3, "
-        "i.e. ~/.local/state/reachscan/history.sqlite3)",
+        help="history database (default: $XDG_STATE_HOME/reachscan/history.sqlite, "
+        "i.e. ~/.local/state/reachscan/history.sqlite)",
     )
 
 

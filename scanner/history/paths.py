@@ -16,11 +16,11 @@ from pathlib import Path
 
 DIRECTORY_MODE = 0o700
 FILE_MODE = 0o600
-DB_NAME = "history.sqlite3"
+DB_NAME = "history.sqlite"
 
 
 def default_db_path(environ: Mapping[str, str] | None = None) -> Path:
-    """`$XDG_STATE_HOME/reachscan/history.sqlite3`, or `~/.local/state/reachscan/...`.
+    """`$XDG_STATE_HOME/reachscan/history.sqlite`, or `~/.local/state/reachscan/...`.
 
     The XDG Base Directory spec says a relative `$XDG_STATE_HOME` is invalid and must be
     ignored, and that run history ("state that should persist between restarts") belongs

@@ -89,7 +89,7 @@ def test_the_sink_passes_only_changes_and_everything_else_through() -> None:
 
 
 def test_against_the_stored_previous_run(tmp_path: Path) -> None:
-    with HistoryStore.open(tmp_path / "history.sqlite3") as store:
+    with HistoryStore.open(tmp_path / "history.sqlite") as store:
         store_run(store, [make_result(port=22), make_result(port=443)], started=1.0)
         store_run(store, [make_result(port=22, state=State.REFUSED)], started=2.0, interrupted=True)
         changes = ChangeFilter(store.previous_observations())

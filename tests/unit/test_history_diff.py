@@ -60,7 +60,7 @@ def test_identical_runs_have_no_changes() -> None:
 
 @pytest.fixture
 def db_path(tmp_path: Path) -> Path:
-    return tmp_path / "history.sqlite3"
+    return tmp_path / "history.sqlite"
 
 
 @pytest.fixture
@@ -192,7 +192,7 @@ def test_command_usage_errors_exit_2(
     args = parse(["diff", "1", "9", "--db", str(db_path)])
     assert args.handler(args) == 2
     assert "no run 9" in capsys.readouterr().err
-    missing = tmp_path / "nowhere" / "history.sqlite3"
+    missing = tmp_path / "nowhere" / "history.sqlite"
     args = parse(["diff", "--db", str(missing)])
     assert args.handler(args) == 2
     error = capsys.readouterr().err
@@ -204,7 +204,7 @@ def test_command_reads_the_default_location(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "state"))
-    with HistoryStore.open(tmp_path / "state" / "reachscan" / "history.sqlite3") as store:
+    with HistoryStore.open(tmp_path / "state" / "reachscan" / "history.sqlite") as store:
         two_runs(store)
     args = parse(["diff"])
     assert args.handler(args) == 0

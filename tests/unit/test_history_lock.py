@@ -70,7 +70,7 @@ class Holder:
 
 @pytest.fixture
 def db_path(tmp_path: Path) -> Path:
-    return tmp_path / "reachscan" / "history.sqlite3"
+    return tmp_path / "reachscan" / "history.sqlite"
 
 
 @pytest.fixture
@@ -139,7 +139,7 @@ def test_the_lock_file_is_private_and_beside_the_database(db_path: Path) -> None
     previous = os.umask(0o002)
     try:
         with RunLock(db_path, wait=0) as lock:
-            assert lock.lock_path == db_path.with_name("history.sqlite3.lock")
+            assert lock.lock_path == db_path.with_name("history.sqlite.lock")
             assert stat.S_IMODE(lock.lock_path.stat().st_mode) == 0o600
             assert stat.S_IMODE(db_path.parent.stat().st_mode) == 0o700
     finally:

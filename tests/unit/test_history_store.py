@@ -33,7 +33,7 @@ class FakeClock:
 
 @pytest.fixture
 def db_path(tmp_path: Path) -> Path:
-    return tmp_path / "state" / "reachscan" / "history.sqlite3"
+    return tmp_path / "state" / "reachscan" / "history.sqlite"
 
 
 @pytest.fixture
@@ -378,7 +378,7 @@ def umask(request: pytest.FixtureRequest) -> Iterator[int]:
 def test_files_are_private_whatever_the_umask(umask: int, db_path: Path) -> None:
     with HistoryStore.open(db_path) as store:
         store_run(store, [make_result()], started=1.0)
-        files = [db_path, *db_path.parent.glob("history.sqlite3-*")]
+        files = [db_path, *db_path.parent.glob("history.sqlite-*")]
         assert len(files) == 3  # the database, -wal and -shm while open
         for path in files:
             mode = stat.S_IMODE(path.stat().st_mode)
@@ -403,7 +403,7 @@ def test_a_file_that_is_not_sqlite_is_a_history_error(tmp_path: Path) -> None:
 
 
 def test_a_corrupt_header_is_a_history_error(tmp_path: Path) -> None:
-    path = tmp_path / "history.sqlite3"
+    path = tmp_path / "history.sqlite"
     with HistoryStore.open(path) as store:
         store_run(store, [make_result()], started=1.0)
     with path.open("r+b") as handle:
@@ -447,7 +447,7 @@ def test_a_database_locked_by_a_writer_is_a_history_error(db_path: Path) -> None
 
 def test_default_path_follows_xdg_state_home() -> None:
     environ = {"XDG_STATE_HOME": "/srv/state", "HOME": "/home/ops"}
-    assert default_db_path(environ) == Path("/srv/state/reachscan/history.sqlite3")
+    assert default_db_path(environ) == Path("/srv/state/reachscan/history.sqlite")
 
 
 @pytest.mark.parametrize("state_home", [None, "", "relative/state"])
@@ -455,4 +455,4 @@ def test_default_path_falls_back_to_local_state(state_home: str | None) -> None:
     environ = {"HOME": "/home/ops"}
     if state_home is not None:
         environ["XDG_STATE_HOME"] = state_home  # relative: invalid per the spec, ignored
-    assert default_db_path(environ) == Path("/home/ops/.local/state/reachscan/history.sqlite3")
+    assert default_db_path(environ) == Path("/home/ops/.local/state/reachscan/history.sqlite")

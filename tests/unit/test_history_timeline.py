@@ -38,7 +38,7 @@ def test_count_state_changes_skips_gaps() -> None:
 
 @pytest.fixture
 def db_path(tmp_path: Path) -> Path:
-    return tmp_path / "history.sqlite3"
+    return tmp_path / "history.sqlite"
 
 
 @pytest.fixture

@@ -64,7 +64,7 @@ def summary_of(results: Sequence[Result], **overrides: object) -> RunSummary:
 def write_xml(
     path: Path, results: Sequence[Result], *, run: RunInfo = RUN, **summary: object
 ) -> str:
-    sink = make_sink("nmap-xml", str(path), color=False)
+    sink = make_sink("nmap-xml", str(path))
     sink.start(run)
     half = len(results) // 2
     sink.write(results[:half])
@@ -316,7 +316,7 @@ def test_an_empty_run_is_still_a_valid_report(tmp_path: Path) -> None:
 
 
 def test_abort_leaves_no_file(tmp_path: Path) -> None:
-    sink = make_sink("nmap-xml", str(tmp_path / "scan.xml"), color=False)
+    sink = make_sink("nmap-xml", str(tmp_path / "scan.xml"))
     sink.start(RUN)
     sink.write(FLEET)
     sink.abort()

@@ -252,7 +252,7 @@ def test_jsonl_file_appears_only_at_finish_and_keeps_an_interrupted_runs_lines(
     tmp_path: Path,
 ) -> None:
     path = tmp_path / "results.jsonl"
-    sink = make_sink("jsonl", str(path), color=False)
+    sink = make_sink("jsonl", str(path))
     sink.start(RUN)
     sink.write([make_result(1), make_result(2)])
     sink.write([make_result(3)])
@@ -266,7 +266,7 @@ def test_jsonl_file_appears_only_at_finish_and_keeps_an_interrupted_runs_lines(
 def test_jsonl_abort_on_a_file_leaves_the_previous_results(tmp_path: Path) -> None:
     path = tmp_path / "results.jsonl"
     path.write_bytes(b'{"previous": true}\n')
-    sink = make_sink("jsonl", str(path), color=False)
+    sink = make_sink("jsonl", str(path))
     sink.write([make_result(1)])
     sink.abort()
     assert path.read_bytes() == b'{"previous": true}\n'
@@ -274,7 +274,7 @@ def test_jsonl_abort_on_a_file_leaves_the_previous_results(tmp_path: Path) -> No
 
 
 def test_jsonl_to_stdout_streams(capsysbinary: pytest.CaptureFixture[bytes]) -> None:
-    sink = make_sink("jsonl", "-", color=False)
+    sink = make_sink("jsonl", "-")
     sink.write([make_result(7)])
     assert orjson.loads(capsysbinary.readouterr().out)["port"] == 7
 
@@ -474,13 +474,13 @@ def test_registry_knows_jsonl_and_table() -> None:
 
 def test_unknown_format_lists_the_known_ones_and_creates_no_file(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="unknown output format 'xml'; known formats: jsonl"):
-        make_sink("xml", str(tmp_path / "out.xml"), color=False)
+        make_sink("xml", str(tmp_path / "out.xml"))
     assert list(tmp_path.iterdir()) == []
 
 
 def test_table_to_a_file(tmp_path: Path) -> None:
     path = tmp_path / "report.txt"
-    sink = make_sink("table", str(path), color=False)
+    sink = make_sink("table", str(path))
     sink.start(RUN)
     sink.write([make_result(22)])
     sink.finish(summary_of([make_result(22)]))

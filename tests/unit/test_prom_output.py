@@ -188,7 +188,7 @@ def test_every_metric_is_ours_and_documented(tmp_path: Path) -> None:
 def test_the_temporary_file_never_ends_in_prom(tmp_path: Path) -> None:
     """node_exporter reads `*.prom`: a half-written file must not match that pattern."""
     path = tmp_path / "reachscan.prom"
-    sink = make_sink("prom", str(path), color=False)
+    sink = make_sink("prom", str(path))
     sink.start(RUN)
     sink.write(FLEET)
 
@@ -204,7 +204,7 @@ def test_the_temporary_file_never_ends_in_prom(tmp_path: Path) -> None:
 def test_abort_leaves_the_previous_file_alone(tmp_path: Path) -> None:
     path = tmp_path / "reachscan.prom"
     path.write_text("# previous\n", encoding="utf-8")
-    sink = make_sink("prom", str(path), color=False)
+    sink = make_sink("prom", str(path))
     sink.start(RUN)
     sink.write(FLEET)
     sink.abort()
@@ -283,7 +283,7 @@ def test_every_series_of_a_metric_has_the_same_label_names(tmp_path: Path) -> No
 def test_a_repeated_endpoint_address_gives_one_series(tmp_path: Path) -> None:
     first = result("web1", 443, State.REFUSED, Reason.CONN_REFUSED)
     again = result("web1", 443, State.OPEN, Reason.SYN_ACK)
-    sink = make_sink("prom", str(tmp_path / "r.prom"), color=False)
+    sink = make_sink("prom", str(tmp_path / "r.prom"))
     sink.start(RUN)
     sink.write([first])
     sink.write([again])

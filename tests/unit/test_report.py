@@ -317,7 +317,7 @@ def test_report_json_sink_writes_the_document_at_finish() -> None:
 
 def test_report_json_is_a_registered_format() -> None:
     assert "report-json" in FORMATS
-    sink = make_sink("report-json", "-", color=False)
+    sink = make_sink("report-json", "-")
     assert isinstance(sink, ReportJsonSink)
 
 

@@ -1,0 +1,544 @@
+"""`reachscan scan`: its options, and the plan they make. Parsing and wiring only.
+
+argparse (standard library) rather than click: `--format`/`-o` come in ordered pairs
+("--format jsonl -o a.jsonl --format table"), which argparse's custom actions express
+directly, and it costs no dependency.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import itertools
+import shlex
+import sys
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, TextIO
+
+from scanner.engine import EngineConfig
+from scanner.evidence import DiagnosisBudget
+from scanner.history import HistoryError, LockBusy
+from scanner.inventory import (
+    DEFAULT_PORTS,
+    InventoryError,
+    PortSpec,
+    SpecError,
+    TargetSpec,
+    command_line_specs,
+    inventory_specs,
+    parse_ports,
+)
+from scanner.model import Expect
+from scanner.outputs import FORMATS, OutputOptions
+from scanner.resolve import ResolverConfig, parse_nameserver
+from scanner.runner import (
+    ExitStatus,
+    OutputSpec,
+    ScanPlan,
+    list_targets,
+    report_error,
+    run_plan,
+)
+from scanner.scope import (
+    DEFAULT_MAX_ENDPOINTS,
+    IpNetwork,
+    Scope,
+    ScopeError,
+    parse_exclusions,
+)
+from scanner.session import HistoryPlan, history_session
+
+if TYPE_CHECKING:
+    from scanner.commands.common import Subparsers
+
+DEFAULTS = EngineConfig()
+DEFAULT_KEEP_DAYS = 30.0
+DIAGNOSIS = DiagnosisBudget()
+
+FORMAT_BY_SUFFIX = {
+    ".jsonl": "jsonl",
+    ".json": "jsonl",
+    ".ndjson": "jsonl",
+    ".txt": "table",
+    ".prom": "prom",
+    ".xml": "nmap-xml",
+}
+
+
+class UsageError(Exception):
+    """A problem with the command line; exit status 2."""
+
+
+class OutputAction(argparse.Action):
+    """Collects `--format F` and `-o PATH` into ordered (format, path) pairs.
+
+    `--format F` opens a new output (to stdout until an `-o` follows); `-o PATH` gives the
+    latest output its path, or opens a new one whose format follows from the file suffix.
+    """
+
+    def __call__(
+        self,
+        parser: argparse.ArgumentParser,
+        namespace: argparse.Namespace,
+        values: str | Sequence[object] | None,
+        option_string: str | None = None,
+    ) -> None:
+        outputs: list[list[str | None]] = getattr(namespace, "outputs", None) or []
+        value = str(values)
+        if self.dest == "format":
+            outputs.append([value, None])
+        elif outputs and outputs[-1][1] is None:
+            outputs[-1][1] = value
+        else:
+            outputs.append([None, value])
+        namespace.outputs = outputs
+
+
+def positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, not {value}")
+    return value
+
+
+def non_negative_int(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, not {value}")
+    return value
+
+
+def positive_float(text: str) -> float:
+    value = float(text)
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be more than 0, not {text}")
+    return value
+
+
+def non_negative_float(text: str) -> float:
+    value = float(text)
+    if not value >= 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, not {text}")
+    return value
+
+
+def port_list(text: str) -> PortSpec:
+    try:
+        return parse_ports(text)
+    except SpecError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def register(subparsers: Subparsers) -> None:
+    parser = subparsers.add_parser(
+        "scan",
+        help="probe the endpoints of inventories and/or -t target specs",
+        description="Probe every endpoint and report open / refused / filtered with the "
+        "reason, and explain refusals.",
+    )
+    add_scan_arguments(parser)
+    add_output_arguments(parser)
+    parser.set_defaults(handler=run)
+
+
+def add_scan_arguments(parser: argparse.ArgumentParser) -> None:
+    """What to scan, how, and where history goes: shared by `scan` and `check`."""
+    parser.add_argument(
+        "inventories",
+        nargs="*",
+        metavar="INVENTORY",
+        help="inventory files: YAML (.yaml/.yml) or one target spec per line; - reads stdin",
+    )
+    what = parser.add_argument_group("what to scan")
+    what.add_argument(
+        "-t",
+        "--target",
+        action="append",
+        default=[],
+        metavar="SPEC",
+        help="HOST[:PORTS], e.g. db1:5432, 10.0.0.0/24:22,80, [::1]:U:53,T:80 (repeatable)",
+    )
+    what.add_argument(
+        "-p",
+        "--ports",
+        type=port_list,
+        default=DEFAULT_PORTS,
+        metavar="PORTS",
+        help="ports for specs and inventory lines that name none (default: 20 common TCP ports)",
+    )
+    what.add_argument(
+        "--expect",
+        choices=[expect.value for expect in Expect],
+        default=None,
+        help="what -t targets should be (default: no expectation, any measured state is fine)",
+    )
+    what.add_argument(
+        "--strict",
+        action="store_true",
+        help="check the whole inventory first and scan nothing if any entry is malformed",
+    )
+    what.add_argument(
+        "--max-endpoints",
+        type=positive_int,
+        default=DEFAULT_MAX_ENDPOINTS,
+        metavar="N",
+        help=f"refuse to scan an inventory that expands past N endpoints "
+        f"(default {DEFAULT_MAX_ENDPOINTS:,})",
+    )
+    what.add_argument(
+        "--exclude",
+        action="append",
+        default=[],
+        metavar="CIDR[,CIDR...]",
+        help="never probe these addresses or blocks (repeatable)",
+    )
+    what.add_argument(
+        "--exclude-file",
+        action="append",
+        default=[],
+        metavar="PATH",
+        help="never probe the addresses or blocks listed in PATH (masscan's format)",
+    )
+    what.add_argument(
+        "--include-special",
+        action="store_true",
+        help="also probe multicast and broadcast addresses (left out by default)",
+    )
+    what.add_argument(
+        "--list-targets",
+        action="store_true",
+        help="print the endpoints the inventory expands to and exit: nothing is resolved or sent",
+    )
+    why = parser.add_argument_group("explaining refusals")
+    why.add_argument(
+        "--no-diagnose",
+        action="store_true",
+        help="do not look for the cause of refusals (no follow-up probes)",
+    )
+    why.add_argument(
+        "--diagnose-budget",
+        type=non_negative_int,
+        default=DIAGNOSIS.per_run,
+        metavar="N",
+        help=f"follow-up probes per run at most (default {DIAGNOSIS.per_run})",
+    )
+    why.add_argument(
+        "--diagnose-per-endpoint",
+        type=non_negative_int,
+        default=DIAGNOSIS.per_endpoint,
+        metavar="N",
+        help=f"follow-up probes per refused endpoint at most (default {DIAGNOSIS.per_endpoint})",
+    )
+    names = parser.add_argument_group("name resolution")
+    names.add_argument(
+        "--hosts-file",
+        default="/etc/hosts",
+        metavar="PATH",
+        help="hosts file consulted before DNS (default: /etc/hosts; '' for none)",
+    )
+    names.add_argument(
+        "--nameserver",
+        action="append",
+        default=[],
+        metavar="HOST[:PORT]",
+        help="DNS server to query (repeatable; default: /etc/resolv.conf)",
+    )
+    family = names.add_mutually_exclusive_group()
+    family.add_argument("-4", dest="ipv4_only", action="store_true", help="IPv4 addresses only")
+    family.add_argument("-6", dest="ipv6_only", action="store_true", help="IPv6 addresses only")
+    pace = parser.add_argument_group("pace")
+    pace.add_argument(
+        "--concurrency",
+        type=positive_int,
+        default=DEFAULTS.concurrency,
+        metavar="N",
+        help=f"probes in flight at once (default {DEFAULTS.concurrency}, "
+        "capped by the descriptor limit)",
+    )
+    pace.add_argument(
+        "--per-host",
+        type=positive_int,
+        default=DEFAULTS.per_host,
+        metavar="N",
+        help=f"probes in flight per address (default {DEFAULTS.per_host})",
+    )
+    pace.add_argument(
+        "--rate",
+        type=positive_float,
+        default=None,
+        metavar="N",
+        help="new probes per second (default: no limit)",
+    )
+    pace.add_argument(
+        "--timeout",
+        type=positive_float,
+        default=DEFAULTS.timeout,
+        metavar="S",
+        help=f"seconds to wait for an answer (default {DEFAULTS.timeout})",
+    )
+    pace.add_argument(
+        "--min-timeout",
+        type=positive_float,
+        default=DEFAULTS.min_timeout,
+        metavar="S",
+        help="floor of the wait learned from a host's answers "
+        f"(default {DEFAULTS.min_timeout}; equal to --timeout for fixed waits)",
+    )
+    pace.add_argument(
+        "--retries",
+        type=non_negative_int,
+        default=DEFAULTS.retries,
+        metavar="N",
+        help=f"extra attempts for silent probes (default {DEFAULTS.retries})",
+    )
+    parser.add_argument(
+        "--loop",
+        choices=["auto", "uvloop", "asyncio"],
+        default="auto",
+        help="event loop (default: uvloop where installed)",
+    )
+    history = parser.add_argument_group("history and locking")
+    history.add_argument(
+        "--db",
+        type=Path,
+        default=None,
+        metavar="PATH",
+        help="history database (default: $XDG_STATE_HOME/reachscan/history.sqlite)",
+    )
+    history.add_argument(
+        "--no-history", action="store_true", help="do not record this run (and take no lock)"
+    )
+    history.add_argument(
+        "--keep",
+        type=positive_int,
+        default=None,
+        metavar="N",
+        help="keep only the newest N runs in the history",
+    )
+    history.add_argument(
+        "--keep-days",
+        type=positive_float,
+        default=DEFAULT_KEEP_DAYS,
+        metavar="D",
+        help=f"drop runs older than D days from the history (default {DEFAULT_KEEP_DAYS:g})",
+    )
+    history.add_argument(
+        "--wait-lock",
+        type=non_negative_float,
+        default=0.0,
+        metavar="S",
+        help="if another run holds the lock, wait up to S seconds (default 0: exit 75 at once)",
+    )
+
+
+def add_output_arguments(parser: argparse.ArgumentParser) -> None:
+    output = parser.add_argument_group("output")
+    output.add_argument(
+        "--format",
+        action=OutputAction,
+        choices=FORMATS,
+        help="output format (repeatable, each optionally followed by -o); "
+        "default: table on a terminal, jsonl otherwise",
+    )
+    output.add_argument(
+        "-o",
+        "--output",
+        dest="output",
+        action=OutputAction,
+        metavar="PATH",
+        help="write the preceding --format to PATH atomically (- for stdout)",
+    )
+    output.add_argument(
+        "-q",
+        "--quiet",
+        action="store_true",
+        help="print nothing when every expectation holds; on trouble, only what is wrong "
+        "(files given with -o are written in full either way)",
+    )
+    output.add_argument(
+        "--no-progress",
+        action="store_true",
+        help="no progress bar (it is shown only when stderr is a terminal)",
+    )
+    output.add_argument(
+        "--color",
+        choices=["auto", "always", "never"],
+        default="auto",
+        help="colour in the table output (default: auto)",
+    )
+    output.add_argument(
+        "--changes-only",
+        action="store_true",
+        help="print only what changed since the previous run (files get everything)",
+    )
+    output.add_argument(
+        "--prom-aggregates-only",
+        action="store_true",
+        help="--format prom: only run-level metrics, no per-endpoint series (huge fleets)",
+    )
+
+
+def resolve_outputs(
+    raw: list[list[str | None]] | None, stdout_is_terminal: bool
+) -> tuple[OutputSpec, ...]:
+    default_format = "table" if stdout_is_terminal else "jsonl"
+    if not raw:
+        return (OutputSpec(default_format, "-"),)
+    outputs = []
+    for format_name, path in raw:
+        if format_name is None:
+            assert path is not None
+            suffix = path[path.rfind(".") :] if "." in path else ""
+            format_name = FORMAT_BY_SUFFIX.get(
+                suffix.lower(), "jsonl" if path != "-" else default_format
+            )
+        outputs.append(OutputSpec(format_name, path or "-"))
+    to_stdout = [output for output in outputs if output.path == "-"]
+    if len(to_stdout) > 1:
+        raise UsageError("only one output can go to standard output; give the others -o PATH")
+    return tuple(outputs)
+
+
+def inventory_specs_of(
+    args: argparse.Namespace, expect: Expect | None, stdin: TextIO
+) -> Iterator[TargetSpec | InventoryError]:
+    return itertools.chain(
+        command_line_specs(args.target, default_ports=args.ports, expect=expect),
+        *(
+            inventory_specs(path, stdin=stdin, default_ports=args.ports)
+            for path in args.inventories
+        ),
+    )
+
+
+def replayable_stdin(args: argparse.Namespace) -> TextIO:
+    """The inventory is read twice (counted before the scan, then scanned); stdin can be
+    read only once, so an inventory on stdin is kept in memory."""
+    if "-" in args.inventories:
+        return io.StringIO(sys.stdin.read())
+    return sys.stdin
+
+
+def read_exclusions(args: argparse.Namespace) -> tuple[IpNetwork, ...]:
+    networks = parse_exclusions(args.exclude, "--exclude")
+    for path in args.exclude_file:
+        try:
+            with open(path, encoding="utf-8") as lines:
+                networks += parse_exclusions(lines, path)
+        except OSError as exc:
+            raise UsageError(f"--exclude-file {path}: {exc.strerror}") from None
+    return networks
+
+
+def make_plan(
+    args: argparse.Namespace,
+    outputs: tuple[OutputSpec, ...] | None = None,
+    output_options: OutputOptions | None = None,
+) -> ScanPlan:
+    """The plan for `scan` (or, with its own outputs and options, `check`)."""
+    if not args.target and not args.inventories:
+        raise UsageError("nothing to scan: give an INVENTORY file or -t SPEC")
+    if args.inventories.count("-") > 1:
+        raise UsageError("standard input (-) can be read only once")
+    try:
+        nameservers = tuple(parse_nameserver(text) for text in args.nameserver)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    families = frozenset({4} if args.ipv4_only else {6} if args.ipv6_only else {4, 6})
+    expect = Expect(args.expect) if args.expect else None
+    stdout_is_terminal = sys.stdout.isatty()
+    stderr_is_terminal = sys.stderr.isatty()
+    color = getattr(args, "color", "never")
+    use_color = color == "always" or (color == "auto" and stdout_is_terminal)
+    quiet = getattr(args, "quiet", False)
+    engine = EngineConfig(
+        concurrency=args.concurrency,
+        per_host=args.per_host,
+        rate=args.rate,
+        timeout=args.timeout,
+        min_timeout=min(args.min_timeout, args.timeout),
+        retries=args.retries,
+    )
+    stdin = replayable_stdin(args)
+
+    def specs() -> Iterator[TargetSpec | InventoryError]:
+        if isinstance(stdin, io.StringIO):
+            stdin.seek(0)
+        return inventory_specs_of(args, expect, stdin)
+
+    try:
+        scope = Scope(excluded=read_exclusions(args), include_special=args.include_special)
+    except ScopeError as exc:
+        raise UsageError(str(exc)) from None
+    if outputs is None:
+        outputs = resolve_outputs(getattr(args, "outputs", None), stdout_is_terminal)
+    if output_options is None:
+        output_options = OutputOptions(
+            color=use_color, aggregates_only=getattr(args, "prom_aggregates_only", False)
+        )
+    history = None
+    if not args.no_history:
+        history = HistoryPlan(
+            path=args.db, keep_runs=args.keep, keep_days=args.keep_days, wait_lock=args.wait_lock
+        )
+    changes_only = getattr(args, "changes_only", False)
+    if changes_only and history is None:
+        raise UsageError("--changes-only compares with the history: drop --no-history")
+    return ScanPlan(
+        specs=specs,
+        max_endpoints=args.max_endpoints,
+        scope=scope,
+        outputs=outputs,
+        output_options=output_options,
+        history=history,
+        changes_only=changes_only,
+        resolver=ResolverConfig(
+            hosts_file=args.hosts_file or None,
+            nameservers=nameservers,
+            families=families,
+        ),
+        engine=engine,
+        strict=args.strict,
+        quiet=quiet,
+        list_only=args.list_targets,
+        diagnose=not args.no_diagnose,
+        diagnosis_budget=DiagnosisBudget(
+            per_endpoint=args.diagnose_per_endpoint, per_run=args.diagnose_budget
+        ),
+        progress=stderr_is_terminal and not getattr(args, "no_progress", True) and not quiet,
+        color=use_color,
+        command=shlex.join(["reachscan", *sys.argv[1:]]),
+    )
+
+
+def run_async(plan: ScanPlan, loop_choice: str) -> int:
+    """Take the lock and open the history (before the loop: the lock waits by sleeping),
+    then run the scan on the chosen event loop."""
+    import anyio
+
+    options: dict[str, object] = {}
+    if loop_choice in ("auto", "uvloop"):
+        try:
+            import uvloop
+        except ImportError:
+            if loop_choice == "uvloop":
+                raise UsageError("--loop uvloop: uvloop is not installed") from None
+        else:
+            options["loop_factory"] = uvloop.new_event_loop
+    try:
+        with history_session(plan.history) as history:
+            return anyio.run(run_plan, plan, history, backend="asyncio", backend_options=options)
+    except LockBusy as busy:
+        report_error(f"reachscan: {busy}")
+        return ExitStatus.LOCKED
+    except HistoryError as exc:
+        report_error(f"reachscan: history: {exc}")
+        return ExitStatus.OUTPUT_FAILED
+
+
+def run(args: argparse.Namespace) -> int:
+    plan = make_plan(args)
+    if plan.list_only:
+        return list_targets(plan)
+    return run_async(plan, args.loop)

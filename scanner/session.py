@@ -1,0 +1,74 @@
+"""What one scan holds around the engine: the run lock and the history database.
+
+Taken before the event loop starts (the lock waits by sleeping) and released after the
+outputs are committed, so two cron runs can never interleave: the second waits up to
+`--wait-lock` seconds, then gives up with its own exit status. The history store records
+the run as it streams (a sink like any output), remembers what was open for the cause
+analysis, tells `--changes-only` what the previous run saw, and prunes old runs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from scanner.diagnose import History
+from scanner.history import (
+    ChangeFilter,
+    HistorySink,
+    HistoryStore,
+    RunLock,
+    default_db_path,
+)
+from scanner.model import Proto
+
+
+@dataclass(frozen=True, slots=True)
+class HistoryPlan:
+    """--db, --keep, --keep-days, --wait-lock; None in ScanPlan means --no-history."""
+
+    path: Path | None = None  # None: $XDG_STATE_HOME/reachscan/history.sqlite
+    keep_runs: int | None = None
+    keep_days: float | None = None
+    wait_lock: float = 0.0
+
+    def database(self) -> Path:
+        return self.path if self.path is not None else default_db_path()
+
+
+class HistorySession:
+    """The open store of one run (and the lock that keeps the run alone)."""
+
+    def __init__(self, plan: HistoryPlan, store: HistoryStore) -> None:
+        self.plan = plan
+        self.store = store
+        self.sink = HistorySink(store)
+
+    def change_filter(self) -> ChangeFilter:
+        """What the last complete run saw, for --changes-only."""
+        return ChangeFilter(self.store.previous_observations())
+
+    def history_for(self, host: str, address: str, port: int, proto: Proto) -> History:
+        return self.store.history_for(host, address, port, proto)
+
+    def prune(self) -> int:
+        if self.plan.keep_runs is None and self.plan.keep_days is None:
+            return 0
+        return self.store.retain(keep_runs=self.plan.keep_runs, keep_days=self.plan.keep_days)
+
+
+@contextmanager
+def history_session(plan: HistoryPlan | None) -> Iterator[HistorySession | None]:
+    """Lock, open, yield, close. Raises LockBusy or HistoryError."""
+    if plan is None:
+        yield None
+        return
+    database = plan.database()
+    with RunLock(database, plan.wait_lock):
+        store = HistoryStore.open(database)
+        try:
+            yield HistorySession(plan, store)
+        finally:
+            store.close()
