@@ -21,6 +21,7 @@ from scanner.evidence import DiagnosisBudget
 from scanner.history import HistoryError, LockBusy
 from scanner.inventory import (
     DEFAULT_PORTS,
+    INVENTORY_FORMATS,
     InventoryError,
     PortSpec,
     SpecError,
@@ -158,6 +159,13 @@ def add_scan_arguments(parser: argparse.ArgumentParser) -> None:
         default=[],
         metavar="SPEC",
         help="HOST[:PORTS], e.g. db1:5432, 10.0.0.0/24:22,80, [::1]:U:53,T:80 (repeatable)",
+    )
+    what.add_argument(
+        "--inventory-format",
+        choices=INVENTORY_FORMATS,
+        default="auto",
+        help="how to read INVENTORY files (default auto: YAML by suffix, Ansible INI/YAML/"
+        "JSON by content, else one target spec per line)",
     )
     what.add_argument(
         "-p",
@@ -406,7 +414,7 @@ def inventory_specs_of(
     return itertools.chain(
         command_line_specs(args.target, default_ports=args.ports, expect=expect),
         *(
-            inventory_specs(path, stdin=stdin, default_ports=args.ports)
+            inventory_specs(path, fmt=args.inventory_format, stdin=stdin, default_ports=args.ports)
             for path in args.inventories
         ),
     )

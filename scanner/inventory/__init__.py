@@ -1,6 +1,7 @@
 """Inventories in, endpoints out: the one door the rest of reachscan uses.
 
-Reads `-t` specs, plain-text spec files (or stdin) and YAML inventories, and turns them
+Reads `-t` specs, plain-text spec files (or stdin), YAML inventories and Ansible
+inventories (INI, YAML, `ansible-inventory --list` JSON), and turns them
 into de-duplicated `Endpoint`s interleaved with `InventoryError`s in input order. Nothing
 here raises for bad input: every problem is an error item with FILE:LINE, so the caller
 can report all of them and decide whether to scan at all.
@@ -15,6 +16,12 @@ from __future__ import annotations
 from collections.abc import Iterator, Sequence
 from typing import TextIO
 
+from scanner.inventory.ansible import (
+    INVENTORY_FORMATS,
+    detect_format,
+    read_ansible_inventory,
+    read_ansible_json,
+)
 from scanner.inventory.dedup import Deduplicator, iter_unique
 from scanner.inventory.errors import InventoryError, SpecError
 from scanner.inventory.ports import PortSpec
@@ -27,6 +34,7 @@ from scanner.model import Endpoint, Expect, Origin
 __all__ = [
     "COMMAND_LINE",
     "DEFAULT_PORTS",
+    "INVENTORY_FORMATS",
     "Deduplicator",
     "InventoryError",
     "InventoryItem",
@@ -35,6 +43,7 @@ __all__ = [
     "TargetSpec",
     "command_line_specs",
     "command_line_targets",
+    "detect_format",
     "inventory_specs",
     "iter_unique",
     "parse_ports",
@@ -47,33 +56,49 @@ COMMAND_LINE = "<command line>"
 InventoryItem = Endpoint | InventoryError
 """What the readers yield: an endpoint to probe, or a problem to report."""
 
-_YAML_SUFFIXES = (".yaml", ".yml")
-
 
 def read_inventory(
-    path: str, *, stdin: TextIO | None = None, default_ports: PortSpec = DEFAULT_PORTS
+    path: str,
+    *,
+    fmt: str = "auto",
+    stdin: TextIO | None = None,
+    default_ports: PortSpec = DEFAULT_PORTS,
 ) -> Iterator[InventoryItem]:
     """The unique endpoints of the inventory at `path`, with its errors, in file order.
 
     See `inventory_specs` for how the file is read.
     """
-    return iter_unique(inventory_specs(path, stdin=stdin, default_ports=default_ports))
+    return iter_unique(inventory_specs(path, fmt=fmt, stdin=stdin, default_ports=default_ports))
 
 
 def inventory_specs(
-    path: str, *, stdin: TextIO | None = None, default_ports: PortSpec = DEFAULT_PORTS
+    path: str,
+    *,
+    fmt: str = "auto",
+    stdin: TextIO | None = None,
+    default_ports: PortSpec = DEFAULT_PORTS,
 ) -> Iterator[TargetSpec | InventoryError]:
-    """The specs of the inventory at `path`: YAML for `.yaml`/`.yml`, else one spec a line.
+    """The specs of the inventory at `path`, read as `fmt` (one of INVENTORY_FORMATS).
 
-    `-` reads specs from `stdin` (default sys.stdin). Every entry of an inventory file
-    expects `open` unless it says otherwise: an inventory is a statement of what should be
-    reachable. `default_ports` apply to text specs without ports; YAML entries must name
-    their ports (or inherit them from the file's defaults), so the file alone says what
-    it checks. An unreadable file is one InventoryError at line 0.
+    `auto` picks by name and content (`detect_format`): reachscan YAML for `.yaml`/`.yml`,
+    Ansible INI/YAML/JSON where the file looks like one, else one spec a line. `-` reads
+    `stdin` (default sys.stdin). Every entry of an inventory file expects `open` unless it
+    says otherwise: an inventory is a statement of what should be reachable.
+    `default_ports` apply to text specs without ports and Ansible hosts without
+    `reachscan_ports`; reachscan YAML entries must name their ports (or inherit them from
+    the file's defaults), so the file alone says what it checks. An unreadable file is
+    one InventoryError at line 0.
     """
-    if path != "-" and path.lower().endswith(_YAML_SUFFIXES):
+    chosen = detect_format(path) if fmt == "auto" else fmt
+    if chosen == "yaml":
         return read_yaml_inventory(path)
-    return read_text_inventory(path, default_ports=default_ports, stdin=stdin)
+    if chosen == "ansible":
+        return read_ansible_inventory(path, default_ports=default_ports, stdin=stdin)
+    if chosen == "ansible-json":
+        return read_ansible_json(path, default_ports=default_ports, stdin=stdin)
+    if chosen == "specs":
+        return read_text_inventory(path, default_ports=default_ports, stdin=stdin)
+    raise ValueError(f"unknown inventory format {fmt!r}; expected one of {INVENTORY_FORMATS}")
 
 
 def command_line_targets(
