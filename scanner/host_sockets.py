@@ -173,12 +173,14 @@ def listeners(port: int, proto: Proto, proc: Path = PROC) -> tuple[LocalListener
     """Sockets on this machine listening on `port` (TCP) or bound to it (UDP), any address,
     with the owning process where it can be seen."""
     wanted_state = _LISTENING_STATE[proto]
-    entries = [
-        entry
-        for table in _TABLES[proto]
-        for entry in parse_socket_table(_read(proc / "net" / table))
-        if entry.port == port and entry.state == wanted_state
-    ]
+    # The kernel fills a large table over several reads; sockets opened or closed in
+    # between can make one listener appear twice. An inode is one socket: keep it once.
+    unique: dict[tuple[int, str], SocketEntry] = {}
+    for table in _TABLES[proto]:
+        for entry in parse_socket_table(_read(proc / "net" / table)):
+            if entry.port == port and entry.state == wanted_state:
+                unique.setdefault((entry.inode, entry.address), entry)
+    entries = list(unique.values())
     owners = socket_owners({entry.inode for entry in entries if entry.inode}, proc)
     return tuple(
         LocalListener(

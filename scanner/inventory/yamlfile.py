@@ -38,6 +38,7 @@ from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 from scanner.inventory.errors import InventoryError, SpecError
 from scanner.inventory.hosts import HostPattern, SingleHost
 from scanner.inventory.ports import PortSpec
+from scanner.inventory.services import lookup_service
 from scanner.inventory.specs import TargetSpec, parse_host_spec, parse_ports
 from scanner.model import Expect, Origin, Proto
 
@@ -60,7 +61,14 @@ _TOP_KEYS = ("defaults", "groups", "hosts")
 _DEFAULTS_KEYS = ("ports", "expect", "labels")
 _GROUP_KEYS = ("name", "labels", "ports", "expect", "hosts")
 _HOST_KEYS = ("host", "address", "ports", "expect", "labels")
-_PORT_KEYS = ("port", "proto", "expect")
+_PORT_KEYS = ("port", "proto", "expect", "service")
+
+
+def _named(ports: PortSpec, service: str) -> PortSpec:
+    """`{port: 15432, service: postgresql}`: a service on a port other than its own. The
+    name is kept, so the diagnosis can try the service's registered port (5432)."""
+    lookup_service(service)  # SpecError for a name we do not know
+    return PortSpec.of(ports.ranges, [(port, proto, service) for port, proto, _ in ports])
 
 
 def read_yaml_inventory(path: str) -> Iterator[TargetSpec | InventoryError]:
@@ -322,15 +330,19 @@ class _Walker:
             text = self.scalar(fields["port"], "'port'")
             proto = self.protocol(fields["proto"]) if "proto" in fields else None
             expect = self.expect(fields["expect"]) if "expect" in fields else None
+            service = self.scalar(fields["service"], "'service'") if "service" in fields else None
             if text is None or len(self.errors) > errors_before:
                 return None
         else:
             text = self.scalar(node, "a port")
-            proto = expect = None
+            proto = expect = service = None
             if text is None:
                 return None
         try:
-            return _PortChoice(parse_ports(text, proto=proto), expect, node)
+            ports = parse_ports(text, proto=proto)
+            if service is not None:
+                ports = _named(ports, service)
+            return _PortChoice(ports, expect, node)
         except SpecError as error:
             self.error(node, str(error))
             return None

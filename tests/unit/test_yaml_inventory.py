@@ -265,7 +265,7 @@ def test_one_spec_per_expectation_for_dedup() -> None:
         ),
         pytest.param(
             "hosts: [{host: a, ports: [{port: 1, protocol: udp}]}]\n",
-            ["1: unknown key 'protocol' in a port entry; allowed: port, proto, expect"],
+            ["1: unknown key 'protocol' in a port entry; allowed: port, proto, expect, service"],
             id="unknown-port-key",
         ),
         pytest.param(
@@ -351,7 +351,7 @@ def test_one_spec_per_expectation_for_dedup() -> None:
         pytest.param(
             "hosts:\n- host: a\n  ports: {http: 80}\n",
             [
-                "3: unknown key 'http' in a port entry; allowed: port, proto, expect",
+                "3: unknown key 'http' in a port entry; allowed: port, proto, expect, service",
                 "3: missing 'port' in a port entry",
             ],
             id="ports-mapping",
@@ -549,3 +549,17 @@ def test_deeply_nested_garbage_is_an_error_not_a_crash(
     result = parse(garbage)
     assert result
     assert all(isinstance(item, InventoryError) for item in result)
+
+
+def test_a_port_entry_may_name_the_service_that_runs_there() -> None:
+    """`{port: 15432, service: postgresql}`: the name is kept for the diagnosis (which then
+    also tries postgresql's registered port); an unknown name is an error at its line."""
+    data = b"hosts:\n  - host: db1\n    ports: [{port: 15432, service: postgresql}]\n"
+    items = list(parse_yaml_inventory(data, file="inv.yaml"))
+    (spec,) = items
+    assert isinstance(spec, TargetSpec)
+    (endpoint,) = spec.endpoints()
+    assert (endpoint.port, endpoint.service) == (15432, "postgresql")
+    bad = b"hosts:\n  - host: db1\n    ports:\n      - {port: 1, service: nosuch}\n"
+    (error,) = list(parse_yaml_inventory(bad, file="inv.yaml"))
+    assert str(error) == "inv.yaml:4: unknown service name 'nosuch'; write a port number"
