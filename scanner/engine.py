@@ -65,6 +65,7 @@ class EngineConfig:
     backoff_floor: int = 8  # concurrency never drops below this
     resource_retry_limit: int = 40  # scanner-side failures of one probe before it is `error`
     resource_backoff_max: float = 1.0  # longest wait before retrying such a failure
+    max_time: float | None = None  # seconds the whole scan may take (--max-time)
 
 
 @dataclass(slots=True, eq=False)
@@ -123,6 +124,8 @@ class EngineStats:
     self_connects: int = 0
     concurrency: int = 0
     lowest_concurrency: int = 0
+    out_of_time: bool = False  # --max-time ran out; the rest was not probed
+    not_probed: int = 0  # targets received but never probed when time ran out
 
 
 class Engine:
@@ -161,6 +164,7 @@ class Engine:
         self._feeder_waiter: asyncio.Future[None] | None = None
         self._rate_tokens = 0.0
         self._rate_stamp = 0.0
+        self._stop_at: float | None = None
 
     # ----------------------------------------------------------------- public
 
@@ -172,10 +176,13 @@ class Engine:
         """
         self._rate_stamp = self._clock()
         self._rate_tokens = self._rate_burst()
+        if self.config.max_time is not None:
+            self._stop_at = self._rate_stamp + self.config.max_time
         try:
             async with anyio.create_task_group() as group:
                 group.start_soon(self._feed, targets)
                 await self._dispatch()
+                group.cancel_scope.cancel()  # out of time: stop taking input
         finally:
             self._abandon_inflight()
         return self.stats
@@ -207,6 +214,9 @@ class Engine:
         loop = asyncio.get_running_loop()
         while True:
             now = self._clock()
+            if self._stop_at is not None and now >= self._stop_at:
+                self._run_out_of_time()
+                return
             self._expire(now)
             self._release_due_retries(now)
             rate_wait = self._launch(now)
@@ -246,6 +256,8 @@ class Engine:
             candidates.append(self._retries[0][0])
         if rate_wait is not None:
             candidates.append(self._clock() + rate_wait)
+        if self._stop_at is not None:
+            candidates.append(self._stop_at)
         return min(candidates) if candidates else None
 
     # ------------------------------------------------------------- launching
@@ -372,10 +384,10 @@ class Engine:
             host = self._release(job)
             self._settle(job, host, outcome)
 
-    def _settle(self, job: Job, host: HostState, outcome: Outcome) -> None:
-        """Turn an outcome into a retry or a result."""
+    def _settle(self, job: Job, host: HostState, outcome: Outcome, *, final: bool = False) -> None:
+        """Turn an outcome into a retry or a result (`final`: no more retries)."""
         target = job.target
-        if is_scanner_side(outcome):
+        if is_scanner_side(outcome) and not final:
             self._retry_scanner_side(job, host, outcome)
             return
         job.attempts += 1
@@ -385,7 +397,11 @@ class Engine:
             else:
                 host.rtt.update(outcome.rtt)
         verdict = classify(target.endpoint.proto, outcome)
-        if verdict.reason is Reason.NO_RESPONSE and job.attempts <= self.config.retries:
+        if (
+            verdict.reason is Reason.NO_RESPONSE
+            and job.attempts <= self.config.retries
+            and not final
+        ):
             self._retry_silence(job, host)
             return
         if outcome.icmp is not None and verdict.state in (State.REFUSED, State.FILTERED):
@@ -491,6 +507,36 @@ class Engine:
             host = self._host(address)
             host.pending_retries -= 1
             self._park(address, host, job, front=True)
+
+    # ------------------------------------------------------------- max time
+
+    def _run_out_of_time(self) -> None:
+        """--max-time ran out. Probes in flight are concluded from what their sockets say
+        now; a probe that was silent and waited for a retry is reported with the silence
+        it met (`filtered` or `open|filtered`, which is what "unconfirmed" means); targets
+        never probed are counted and left out, never guessed."""
+        self.stats.out_of_time = True
+        for job in list(self._inflight):
+            handle = job.handle
+            if handle is not None:
+                outcome = handle.expire()
+                self._settle(job, self._release(job), outcome, final=True)
+        silence = Outcome(Event.SILENCE)
+        waiting = [job for _when, _seq, job in self._retries]
+        self._retries.clear()
+        for host in self._hosts.values():
+            waiting.extend(host.queued)
+            host.queued.clear()
+            host.pending_retries = 0
+        self._ready_hosts.clear()
+        self._queued = 0
+        for job in waiting:
+            if job.attempts > 0:
+                self._settle(job, self._host(job.target.address), silence, final=True)
+            else:
+                self.stats.not_probed += 1
+        self.stats.not_probed += len(self._fresh)
+        self._fresh.clear()
 
     # ---------------------------------------------------------- cancellation
 

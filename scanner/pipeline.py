@@ -77,7 +77,13 @@ class Pipeline:
         target_send, target_receive = anyio.create_memory_object_stream[list[Target]](STREAM_BUFFER)
         name_send, name_receive = anyio.create_memory_object_stream[Endpoint](BATCH_SIZE)
         async with anyio.create_task_group() as group:
-            group.start_soon(self.engine.run, target_receive)
+
+            async def probe_then_stop() -> None:
+                await self.engine.run(target_receive)
+                if self.engine.stats.out_of_time:
+                    group.cancel_scope.cancel()  # --max-time: stop reading the inventory
+
+            group.start_soon(probe_then_stop)
             async with target_send:
                 for _ in range(RESOLVER_WORKERS):
                     group.start_soon(self._resolve_names, name_receive.clone(), target_send.clone())

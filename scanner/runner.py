@@ -72,6 +72,7 @@ class ExitStatus(IntEnum):
     NOT_AS_EXPECTED = 1
     USAGE_OR_INVENTORY = 2
     OUTPUT_FAILED = 3
+    OUT_OF_TIME = 4  # --max-time ran out: the results are partial
     LOCKED = 75  # another run holds the lock (EX_TEMPFAIL: try again later)
     INTERRUPTED = 130
     STDOUT_CLOSED = 141
@@ -431,8 +432,17 @@ async def run_plan(plan: ScanPlan, history: HistorySession | None = None) -> int
             group.start_soon(watch_signals, group.cancel_scope, interrupted, progress)
             group.start_soon(fanout.flush_periodically)
             await pipeline.run(tally.endpoints(inventory(plan)))
-            await explain_refusals(fanout, plan, resolver, engine_config, warn, history)
+            if not pipeline.engine.stats.out_of_time:
+                await explain_refusals(fanout, plan, resolver, engine_config, warn, history)
             group.cancel_scope.cancel()
+        out_of_time = pipeline.engine.stats.out_of_time
+        if out_of_time:
+            warn(
+                f"--max-time {engine_config.max_time:g} s ran out: the results are partial; "
+                f"{pipeline.engine.stats.not_probed} queued endpoint addresses and the rest of "
+                "the inventory were not probed (silent probes still waiting for a retry are "
+                "reported unconfirmed: filtered or open|filtered, no-response)"
+            )
         if pipeline.excluded:
             warn(
                 f"{pipeline.excluded} endpoint addresses not probed: excluded by --exclude, "
@@ -446,7 +456,10 @@ async def run_plan(plan: ScanPlan, history: HistorySession | None = None) -> int
         total=fanout.total,
         not_ok=fanout.not_ok,
         inventory_errors=tally.errors,
-        interrupted=interrupted.signal is not None or fanout.stdout_closed or bool(fanout.failures),
+        interrupted=interrupted.signal is not None
+        or fanout.stdout_closed
+        or bool(fanout.failures)
+        or out_of_time,
         follow_up_probes=fanout.follow_up_probes,
     )
     fanout.finish(summary)
@@ -465,6 +478,8 @@ async def run_plan(plan: ScanPlan, history: HistorySession | None = None) -> int
     for sink in sinks:
         if isinstance(sink, NagiosSink):
             return sink.exit_status()  # a plugin's exit status is the verdict
+    if out_of_time and interrupted.signal is None:
+        return ExitStatus.OUT_OF_TIME
     return exit_status(summary)
 
 

@@ -294,6 +294,14 @@ def add_scan_arguments(parser: argparse.ArgumentParser) -> None:
         f"(default {DEFAULTS.min_timeout}; equal to --timeout for fixed waits)",
     )
     pace.add_argument(
+        "--max-time",
+        type=positive_float,
+        default=None,
+        metavar="S",
+        help="stop after S seconds: report what finished (silent probes awaiting a retry "
+        "as unconfirmed), leave the rest unprobed, exit 4",
+    )
+    pace.add_argument(
         "--retries",
         type=non_negative_int,
         default=DEFAULTS.retries,
@@ -467,6 +475,7 @@ def make_plan(
         timeout=args.timeout,
         min_timeout=min(args.min_timeout, args.timeout),
         retries=args.retries,
+        max_time=args.max_time,
     )
     stdin = replayable_stdin(args)
 

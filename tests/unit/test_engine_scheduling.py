@@ -273,3 +273,20 @@ async def test_cancellation_abandons_every_probe_in_flight() -> None:
     assert results == []
     assert connector.cancelled == 100
     assert connector.inflight == 0
+
+
+@pytest.mark.asyncio
+async def test_max_time_reports_unconfirmed_silence_and_counts_what_was_never_probed() -> None:
+    # One probe in flight per host at a time, silent ports with retries pending, and far
+    # more targets than can be probed before the time runs out.
+    connector = FakeConnector(default=SILENT)
+    targets = make_targets(["10.0.0.1"], range(1, 201), Proto.UDP)
+    config = EngineConfig(timeout=0.05, retries=50, per_host=4, max_time=0.3)
+    results, _, engine = await run_engine(config, connector, targets)
+    assert engine.stats.out_of_time
+    assert results, "probes that were tried are reported"
+    assert {(r.state, r.reason) for r in results} == {(State.OPEN_FILTERED, Reason.NO_RESPONSE)}
+    probed = {r.endpoint.port for r in results}
+    assert len(probed) + engine.stats.not_probed <= 200
+    assert engine.stats.not_probed > 0
+    assert connector.inflight == 0
