@@ -17,6 +17,7 @@ import sys
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from enum import IntEnum
 from typing import Any
@@ -39,6 +40,7 @@ from scanner.host_sockets import local_addresses
 from scanner.inventory import InventoryError, InventoryItem, TargetSpec, iter_unique
 from scanner.model import Endpoint, Expect, Proto, Result, State, Target
 from scanner.net.base import Connector
+from scanner.net.poller import EpollPoller
 from scanner.net.tcp import TcpConnector
 from scanner.net.udp import UdpConnector
 from scanner.outputs import (
@@ -331,12 +333,18 @@ async def watch_signals(
             scope.cancel()
 
 
-def build_connectors() -> dict[Proto, Connector[Job]]:
+@contextmanager
+def probe_connectors() -> Iterator[dict[Proto, Connector[Job]]]:
+    """The real connectors, on the running loop; their poller is closed afterwards."""
     loop = asyncio.get_running_loop()
-    return {
-        Proto.TCP: TcpConnector[Job](loop),
-        Proto.UDP: UdpConnector[Job](loop, PayloadRegistry.load()),
-    }
+    poller = EpollPoller(loop)
+    try:
+        yield {
+            Proto.TCP: TcpConnector[Job](poller),
+            Proto.UDP: UdpConnector[Job](loop, PayloadRegistry.load()),
+        }
+    finally:
+        poller.close()
 
 
 async def run_follow_up_probes(
@@ -350,13 +358,14 @@ async def run_follow_up_probes(
             key = (result.address, result.endpoint.port, result.endpoint.proto)
             observed[key] = (result.state, result.reason)
 
-    engine = Engine(replace(config, retries=0), build_connectors(), record, on_warning)
     send, receive = anyio.create_memory_object_stream[Sequence[Target]](1)
-    async with anyio.create_task_group() as group:
-        group.start_soon(engine.run, receive)
-        async with send:
-            for start in range(0, len(targets), BATCH_SIZE):
-                await send.send(targets[start : start + BATCH_SIZE])
+    with probe_connectors() as connectors:
+        engine = Engine(replace(config, retries=0), connectors, record, on_warning)
+        async with anyio.create_task_group() as group:
+            group.start_soon(engine.run, receive)
+            async with send:
+                for start in range(0, len(targets), BATCH_SIZE):
+                    await send.send(targets[start : start + BATCH_SIZE])
     return observed
 
 
@@ -419,22 +428,23 @@ async def run_plan(plan: ScanPlan, history: HistorySession | None = None) -> int
             else:
                 progress.log(f"reachscan: {message}")
 
-        pipeline = Pipeline(
-            ScanSettings(engine=engine_config, families=plan.resolver.families, scope=scope),
-            resolver,
-            build_connectors(),
-            on_result=fanout.add,
-            on_warning=warn,
-            wall_clock=time.time,
-        )
-        async with anyio.create_task_group() as group:
-            fanout.stop = group.cancel_scope.cancel
-            group.start_soon(watch_signals, group.cancel_scope, interrupted, progress)
-            group.start_soon(fanout.flush_periodically)
-            await pipeline.run(tally.endpoints(inventory(plan)))
-            if not pipeline.engine.stats.out_of_time:
-                await explain_refusals(fanout, plan, resolver, engine_config, warn, history)
-            group.cancel_scope.cancel()
+        with probe_connectors() as connectors:
+            pipeline = Pipeline(
+                ScanSettings(engine=engine_config, families=plan.resolver.families, scope=scope),
+                resolver,
+                connectors,
+                on_result=fanout.add,
+                on_warning=warn,
+                wall_clock=time.time,
+            )
+            async with anyio.create_task_group() as group:
+                fanout.stop = group.cancel_scope.cancel
+                group.start_soon(watch_signals, group.cancel_scope, interrupted, progress)
+                group.start_soon(fanout.flush_periodically)
+                await pipeline.run(tally.endpoints(inventory(plan)))
+                if not pipeline.engine.stats.out_of_time:
+                    await explain_refusals(fanout, plan, resolver, engine_config, warn, history)
+                group.cancel_scope.cancel()
         out_of_time = pipeline.engine.stats.out_of_time
         if out_of_time:
             warn(

@@ -1,4 +1,4 @@
-"""TCP connect probes on sockets the engine owns, waited on with the loop's own poller.
+"""TCP connect probes on sockets the engine owns, waited on through one shared epoll set.
 
 Why not `loop.create_connection` or `anyio.connect_tcp`: neither lets us set `IP_RECVERR`
 before connecting, so an RST and a firewall's ICMP port-unreachable would look the same;
@@ -9,7 +9,6 @@ kept by the engine's single sweep.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import errno
 import socket
@@ -21,6 +20,7 @@ from typing import Generic, TypeVar
 from scanner.model import Event, Outcome, Target
 from scanner.net.boundary import error_outcome, outcome_from_exception, silence_outcome
 from scanner.net.errqueue import drain_error_queue, enable_error_queue
+from scanner.net.poller import WRITABLE, EpollPoller
 
 Token = TypeVar("Token")
 
@@ -75,7 +75,6 @@ class TcpProbe(Generic[Token]):
 
     def on_writable(self) -> None:
         """The connect finished (or failed): read SO_ERROR, then the error queue."""
-        self._connector.loop.remove_writer(self._fd)
         outcome = self._conclude(time.monotonic() - self._started)
         if outcome is None:  # writable yet not connected: cannot happen, but never hang
             outcome = silence_outcome(None, 0.0)
@@ -87,7 +86,7 @@ class TcpProbe(Generic[Token]):
         yet (with thousands in flight the loop runs behind the network): look at the
         socket itself before calling it silence, so the loop's own delay never turns an
         open or closed port into a filtered one."""
-        self._connector.loop.remove_writer(self._fd)
+        self._connector.poller.forget(self._fd)
         elapsed = time.monotonic() - self._started
         outcome = self._conclude(elapsed)
         if outcome is None:
@@ -119,15 +118,15 @@ class TcpProbe(Generic[Token]):
         return outcome
 
     def cancel(self) -> None:
-        self._connector.loop.remove_writer(self._fd)
+        self._connector.poller.forget(self._fd)
         self._sock.close()
 
 
 class TcpConnector(Generic[Token]):
-    """Starts TCP connect probes on the running event loop."""
+    """Starts TCP connect probes; completions arrive through the shared epoll poller."""
 
-    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
-        self.loop = loop
+    def __init__(self, poller: EpollPoller) -> None:
+        self.poller = poller
 
     def start(
         self, target: Target, token: Token, on_outcome: Callable[[Token, Outcome], None]
@@ -146,7 +145,7 @@ class TcpConnector(Generic[Token]):
             return outcome_from_exception(exc, immediate=True)
         if code in _IN_PROGRESS:
             probe = TcpProbe(self, sock, target, token, on_outcome, started)
-            self.loop.add_writer(probe._fd, probe.on_writable)
+            self.poller.watch(probe._fd, WRITABLE, probe.on_writable)
             return probe
         rtt = time.monotonic() - started
         if code == 0:  # loopback can complete at once
