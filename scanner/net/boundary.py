@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import errno as errno_codes
 import os
+from functools import lru_cache
 
 from scanner.model import Event, IcmpReport, Outcome
 
 
+@lru_cache(maxsize=256)
 def describe_errno(code: int) -> str:
     """`ECONNREFUSED: Connection refused`: the name operators search for, then the text."""
     name = errno_codes.errorcode.get(code, f"errno {code}")

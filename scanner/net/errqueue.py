@@ -24,6 +24,7 @@ _EXTENDED_ERR = struct.Struct("=IBBBBII")  # ee_errno, origin, type, code, pad, 
 _SOCKADDR_FAMILY = struct.Struct("=H")
 _AF_INET = socket.AF_INET
 _AF_INET6 = socket.AF_INET6
+_DRAIN_FLAGS = int(MSG_ERRQUEUE | socket.MSG_DONTWAIT)
 _CMSG_TYPES = frozenset({(SOL_IP, IP_RECVERR), (SOL_IPV6, IPV6_RECVERR)})
 _ORIGINS = {origin.value: origin for origin in IcmpOrigin}
 
@@ -99,9 +100,7 @@ def drain_error_queue(sock: socket.socket, target_address: str) -> IcmpReport | 
     report: IcmpReport | None = None
     while True:
         try:
-            _data, ancillary, _flags, _addr = sock.recvmsg(
-                0, 512, MSG_ERRQUEUE | socket.MSG_DONTWAIT
-            )
+            _data, ancillary, _flags, _addr = sock.recvmsg(0, 512, _DRAIN_FLAGS)
         except OSError:
             return report
         records = [payload for level, kind, payload in ancillary if (level, kind) in _CMSG_TYPES]

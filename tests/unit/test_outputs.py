@@ -517,3 +517,12 @@ def test_enabled_progress_draws_on_its_console_and_logs_above_the_bar() -> None:
     assert "lowering concurrency to 512: [out of file descriptors]" in drawn
     assert "3/4" in drawn
     assert "open 3" in drawn
+
+
+@given(st.floats(min_value=0, max_value=4e9, allow_nan=False))
+def test_the_fast_timestamp_matches_datetime_formatting(epoch: float) -> None:
+    """format_timestamp caches the seconds part; it must still print what datetime would."""
+    from datetime import UTC, datetime
+
+    expected = datetime.fromtimestamp(epoch, tz=UTC).isoformat(timespec="milliseconds")
+    assert format_timestamp(epoch) == expected.removesuffix("+00:00") + "Z"
