@@ -13,7 +13,7 @@ import sys
 from collections.abc import Sequence
 
 from scanner import __version__
-from scanner.commands import check, diff, history, scan
+from scanner.commands import check, diff, history, scan, serve
 from scanner.commands.scan import UsageError
 from scanner.runner import ExitStatus
 
@@ -29,6 +29,7 @@ def build_parser() -> argparse.ArgumentParser:
     check.register(commands)
     diff.register(commands)
     history.register(commands)
+    serve.register(commands)
     return parser
 
 

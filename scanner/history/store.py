@@ -17,6 +17,10 @@ became of its run afterwards, so `history_for` and `endpoint_history` use the re
 every run (interrupted and failed ones too). Comparisons between whole runs
 (`previous_observations`, the diff's defaults, the timeline) use complete runs only, since
 an endpoint missing from a partial run was merely not scanned.
+
+Reading a run back (`results`, `summary_of`) replays it into any sink, e.g. the Prometheus
+exposition `reachscan serve` renders; `open_readonly` is for such readers, which must
+never create, upgrade or write the file.
 """
 
 from __future__ import annotations
@@ -40,7 +44,17 @@ from scanner.history.records import (
     RunRecord,
     RunStatus,
 )
-from scanner.model import Proto, Reason, Result, State
+from scanner.model import (
+    Cause,
+    Endpoint,
+    Expect,
+    Labels,
+    Proto,
+    Reason,
+    ResolvedVia,
+    Result,
+    State,
+)
 from scanner.outputs.base import RunInfo, RunSummary
 
 __all__ = [
@@ -51,12 +65,15 @@ __all__ = [
     "UnknownRun",
     "default_db_path",
     "migrate",
+    "run_info_of",
+    "summary_of",
 ]
 
 APPLICATION_ID = 0x52534348  # "RSCH": marks the file as a reachscan history
 DEFAULT_BUSY_TIMEOUT = 5.0  # seconds to wait for another writer before giving up
+RESULT_FETCH_SIZE = 1_000  # rows per fetchmany: memory stays flat for any run size
 
-_Stored = TypeVar("_Stored", RunStatus, State, Reason, Proto)
+_Stored = TypeVar("_Stored", RunStatus, State, Reason, Proto, Expect, ResolvedVia)
 
 Migration = tuple[str, ...]
 """The statements that take the schema from one version to the next."""
@@ -217,6 +234,28 @@ def migrate(connection: sqlite3.Connection, migrations: Sequence[Migration], pat
         connection.execute("COMMIT")
 
 
+def _check_readable_schema(
+    connection: sqlite3.Connection, migrations: Sequence[Migration], path: Path
+) -> None:
+    """What a read-only opener checks instead of migrating: ours, and this version's."""
+    _check_ownership(connection, path)
+    version, target = _schema_version(connection), len(migrations)
+    if version == 0:
+        raise HistoryError(path, "no history stored yet (the file is empty)")
+    if version > target:
+        raise HistoryError(
+            path,
+            f"written by a newer reachscan (schema {version}, this version knows {target}): "
+            "upgrade reachscan",
+        )
+    if version < target:
+        raise HistoryError(
+            path,
+            f"written by an older reachscan (schema {version}, this version needs "
+            f"{target}): the next scan upgrades it",
+        )
+
+
 def _json(value: object) -> str:
     # default=str: an odd evidence value (an ip_address, a Path) must not lose the batch.
     return orjson.dumps(value, default=str).decode()
@@ -254,6 +293,61 @@ def _result_row(run_id: int, result: Result) -> tuple[object, ...]:
         None if result.cause is None else result.cause.kind,
         _cause_json(result),
         result.ts,
+    )
+
+
+def _labels_from_json(text: str) -> Labels:
+    """Labels as the model keeps them: sorted (key, value) pairs."""
+    stored = orjson.loads(text)
+    return tuple(sorted((str(key), str(value)) for key, value in stored.items()))
+
+
+def _immutable(value: object) -> object:
+    """JSON arrays back to tuples, as the diagnosis builds its evidence (`("alive_ports",
+    (22, 80))`), so a read-back cause compares equal to the stored one."""
+    if isinstance(value, list):
+        return tuple(_immutable(item) for item in value)
+    return value
+
+
+def _cause_from_json(text: str | None) -> Cause | None:
+    """The inverse of `_cause_json`, as far as JSON allows: evidence values stored with
+    `default=str` (an address object, a path) come back as their strings."""
+    if text is None:
+        return None
+    stored = orjson.loads(text)
+    return Cause(
+        kind=str(stored["kind"]),
+        confidence=float(stored["confidence"]),
+        evidence=tuple((str(key), _immutable(value)) for key, value in stored["evidence"].items()),
+        advice=str(stored["advice"]),
+    )
+
+
+def run_info_of(run: RunRecord) -> RunInfo:
+    """The header a sink saw when `run` started, for replaying a stored run into a sink."""
+    return RunInfo(started=run.started, command=run.command, version=run.version)
+
+
+_SUMMARISED = frozenset({RunStatus.COMPLETE, RunStatus.INTERRUPTED})
+
+
+def summary_of(run: RunRecord) -> RunSummary:
+    """The footer a sink saw when `run` finished, for replaying a stored run into a sink.
+
+    Only complete and interrupted runs have one: a running run has not finished and a
+    failed one stopped before its totals existed, so both raise ValueError. The number
+    of follow-up probes is not stored and comes back as 0.
+    """
+    if run.finished is None or run.total is None or run.status not in _SUMMARISED:
+        raise ValueError(f"run {run.id} is {run.status.value}: it has no totals to replay")
+    return RunSummary(
+        finished=run.finished,
+        counts={State(state): count for state, count in run.counts.items()},
+        total=run.total,
+        not_ok=run.not_ok or 0,
+        inventory_errors=run.inventory_errors or 0,
+        interrupted=run.status is RunStatus.INTERRUPTED,
     )
 
 
@@ -296,6 +390,34 @@ class HistoryStore:
                 connection.execute("PRAGMA journal_mode = WAL")
                 connection.execute("PRAGMA synchronous = NORMAL")
                 migrate(connection, migrations, path)
+        except BaseException:
+            connection.close()
+            raise
+        return cls(connection, path, clock)
+
+    @classmethod
+    def open_readonly(
+        cls,
+        path: Path,
+        *,
+        busy_timeout: float = DEFAULT_BUSY_TIMEOUT,
+        clock: Callable[[], float] = time.time,
+        migrations: Sequence[Migration] = MIGRATIONS,
+    ) -> Self:
+        """Open an existing history for reading only: never created, migrated or written.
+
+        For readers that must not change the file (`reachscan serve`, possibly running as
+        another user with read access only). A WAL reader never waits for the writer, so
+        a scan in progress does not delay it. A missing file, a file that is not a
+        reachscan history, and one whose schema differs from this version's raise
+        `HistoryError` (an older one is upgraded by the next scan).
+        """
+        uri = f"{path.absolute().as_uri()}?mode=ro"
+        with _translated(path):
+            connection = sqlite3.connect(uri, uri=True, timeout=busy_timeout, isolation_level=None)
+        try:
+            with _translated(path):
+                _check_readable_schema(connection, migrations, path)
         except BaseException:
             connection.close()
             raise
@@ -430,6 +552,33 @@ class HistoryStore:
             "SELECT {} FROM runs WHERE status = 'complete' ORDER BY id DESC LIMIT ?", (n,)
         )
 
+    def latest_complete_run(self) -> RunRecord | None:
+        """The newest complete run, or None when no run has completed yet."""
+        found = self.last_complete_runs(1)
+        return found[0] if found else None
+
+    def run_counts(self) -> dict[RunStatus, int]:
+        """How many runs are stored in each status (every status, zeros included)."""
+        with _translated(self.path):
+            rows = self._connection.execute(
+                "SELECT status, count(*) FROM runs GROUP BY status"
+            ).fetchall()
+        counts = dict.fromkeys(RunStatus, 0)
+        for status, count in rows:
+            counts[self._decode(RunStatus, status)] = int(count)
+        return counts
+
+    def last_success_time(self) -> float | None:
+        """When a stored run last ended with every endpoint as expected and a clean
+        inventory (what `reachscan_last_success_timestamp_seconds` means); None when no
+        stored run did, including when retention has deleted the ones that did."""
+        with _translated(self.path):
+            row = self._connection.execute(
+                "SELECT max(finished) FROM runs "
+                "WHERE status = 'complete' AND not_ok = 0 AND inventory_errors = 0"
+            ).fetchone()
+        return None if row is None or row[0] is None else float(row[0])
+
     def get_run(self, run_id: int) -> RunRecord:
         """One run by id; `UnknownRun` if there is none."""
         found = self._select_runs("SELECT {} FROM runs WHERE id = ?", (run_id,))
@@ -497,6 +646,76 @@ class HistoryStore:
             )
             for host, address, port, proto, state, reason, cause_kind in rows
         }
+
+    def results(self, run_id: int) -> Iterator[Result]:
+        """Rebuild run `run_id`'s results, in the order they were stored, a batch of rows
+        at a time: a run of a million results never sits in memory whole.
+
+        `UnknownRun` is raised here, before iterating. What the table does not keep comes
+        back as the model's defaults: the endpoint's pinned address (None; the probed
+        `address` is kept), service name, inventory origin, the ICMP offender, the
+        message and the attempt count (1). Iterate in the thread that opened the store.
+        """
+        self.get_run(run_id)
+        return self._stream_results(run_id)
+
+    def _stream_results(self, run_id: int) -> Iterator[Result]:
+        with _translated(self.path):
+            cursor = self._connection.execute(
+                "SELECT host, address, port, proto, state, reason, rtt_ms, resolved_via, "
+                "expect, labels, cause, ts FROM results WHERE run_id = ? ORDER BY id",
+                (run_id,),
+            )
+        try:
+            while True:
+                with _translated(self.path):
+                    rows = cursor.fetchmany(RESULT_FETCH_SIZE)
+                if not rows:
+                    return
+                for row in rows:
+                    yield self._result(row)
+        finally:
+            cursor.close()
+
+    def _result(self, row: tuple[Any, ...]) -> Result:
+        (
+            host,
+            address,
+            port,
+            proto,
+            state,
+            reason,
+            rtt_ms,
+            resolved_via,
+            expect,
+            labels,
+            cause,
+            ts,
+        ) = row
+        try:
+            stored_labels = _labels_from_json(labels)
+            stored_cause = _cause_from_json(cause)
+        except (orjson.JSONDecodeError, AttributeError, KeyError, TypeError, ValueError):
+            raise HistoryError(
+                self.path, f"a stored result of {host} port {port} is malformed: {row!r}"
+            ) from None
+        endpoint = Endpoint(
+            host=host,
+            port=int(port),
+            proto=self._decode(Proto, proto),
+            expect=None if expect is None else self._decode(Expect, expect),
+            labels=stored_labels,
+        )
+        return Result(
+            endpoint=endpoint,
+            address=address,
+            resolved_via=self._decode(ResolvedVia, resolved_via),
+            state=self._decode(State, state),
+            reason=self._decode(Reason, reason),
+            rtt_ms=None if rtt_ms is None else float(rtt_ms),
+            ts=float(ts),
+            cause=stored_cause,
+        )
 
     def previous_observations(
         self, before_run: int | None = None
