@@ -48,6 +48,10 @@ SELF_CONNECT_GIVE_UP = 8
 
 RTT_SAMPLES_BEFORE_ADAPTING = 4
 
+IDLE_HOSTS_REMEMBERED = 1024
+"""Idle hosts whose round trip or ICMP habits are kept for later probes. A sweep of many
+hosts with one port each gains nothing from more, and each costs memory."""
+
 
 @dataclass(frozen=True, slots=True)
 class EngineConfig:
@@ -91,6 +95,7 @@ class HostState:
     sent_icmp: bool = False  # an ICMP error from this host decided a probe: pace retries
     next_paced_retry: float = 0.0
     rtt: RttEstimator | None = None  # learned from this host's answers
+    best_try: int = 1  # the latest attempt (1 = the first) that drew an answer
 
 
 @dataclass(slots=True)
@@ -338,13 +343,23 @@ class Engine:
         heapq.heappush(self._deadlines, (job.deadline, next(self._sequence), job))
 
     def _wait_for(self, job: Job, host: HostState) -> float:
-        """The first attempt waits as long as the host's answers suggest (never less
-        than min_timeout); retries of silence always get the full --timeout, so a slow
-        answer costs time, never a wrong state."""
+        """The first attempt waits as long as the host's answers suggest (never less than
+        min_timeout, never more than --timeout); each retry doubles that wait, as TCP's
+        own retransmission timer backs off (RFC 6298 5.5), up to --timeout."""
         config = self.config
-        if job.attempts > 0 or host.rtt is None:
+        if host.rtt is None:
             return config.timeout
-        return host.rtt.wait(config.min_timeout, config.timeout)
+        first = host.rtt.wait(config.min_timeout, config.timeout)
+        backoff: float = 2.0**job.attempts
+        return min(config.timeout, first * backoff)
+
+    def _silence_retried(self, job: Job, host: HostState) -> bool:
+        """Retry a silent probe? At most --retries times, and, as nmap does, only one
+        try beyond the latest try that ever drew an answer from this host: a port that
+        DROPs stays silent however often it is asked, while a lossy path or a paced ICMP
+        limit shows itself by answering retries, which then earns more of them."""
+        allowed = min(self.config.retries, host.best_try)
+        return job.attempts <= allowed
 
     def _rate_burst(self) -> float:
         rate = self.config.rate
@@ -397,13 +412,12 @@ class Engine:
             else:
                 host.rtt.update(outcome.rtt)
         verdict = classify(target.endpoint.proto, outcome)
-        if (
-            verdict.reason is Reason.NO_RESPONSE
-            and job.attempts <= self.config.retries
-            and not final
-        ):
-            self._retry_silence(job, host)
-            return
+        if verdict.reason is Reason.NO_RESPONSE:
+            if not final and self._silence_retried(job, host):
+                self._retry_silence(job, host)
+                return
+        elif job.attempts > host.best_try:
+            host.best_try = job.attempts
         if outcome.icmp is not None and verdict.state in (State.REFUSED, State.FILTERED):
             host.sent_icmp = True
         offender = outcome.icmp.offender_address if outcome.icmp is not None else None
@@ -433,7 +447,7 @@ class Engine:
     def _forget_if_idle(self, address: str, host: HostState) -> None:
         idle = host.inflight == 0 and not host.queued and host.pending_retries == 0
         learned = host.sent_icmp or host.rtt is not None
-        worth_remembering = learned and len(self._hosts) <= self.config.lookahead * 4
+        worth_remembering = learned and len(self._hosts) <= IDLE_HOSTS_REMEMBERED
         if idle and not worth_remembering:
             self._hosts.pop(address, None)
 

@@ -261,7 +261,7 @@ def preflight(plan: ScanPlan) -> tuple[bool, Scope]:
     scope = plan.scope
     if not scope.include_special:
         specs = (item for item in plan.specs() if isinstance(item, TargetSpec))
-        scope = replace(scope, excluded=scope.excluded + broadcast_addresses(specs))
+        scope = scope.with_excluded(broadcast_addresses(specs))
     return True, scope
 
 

@@ -53,23 +53,28 @@ def parse_exclusions(lines: Iterable[str], source: str) -> tuple[IpNetwork, ...]
     return tuple(networks)
 
 
-@dataclass(frozen=True, slots=True)
 class Scope:
-    """Decides, address by address, whether a probe may be sent."""
+    """Decides, address by address, whether a probe may be sent (immutable)."""
 
-    excluded: tuple[IpNetwork, ...] = ()
-    include_special: bool = False
+    __slots__ = ("_check", "excluded", "include_special")
+
+    def __init__(self, excluded: tuple[IpNetwork, ...] = (), include_special: bool = False):
+        self.excluded = excluded
+        self.include_special = include_special
+        # A sweep asks about the same address once per port: remember recent answers.
+        self._check = lru_cache(maxsize=4096)(self._allowed)
 
     def allows(self, address: str) -> bool:
-        return _allowed(address, self.excluded, self.include_special)
+        return self._check(address)
 
+    def with_excluded(self, more: tuple[IpNetwork, ...]) -> Scope:
+        return Scope(self.excluded + more, self.include_special)
 
-@lru_cache(maxsize=65_536)
-def _allowed(address: str, excluded: tuple[IpNetwork, ...], include_special: bool) -> bool:
-    parsed = ipaddress.ip_address(address)
-    if not include_special and any(parsed in network for network in SPECIAL_NETWORKS):
-        return False
-    return not any(parsed in network for network in excluded)
+    def _allowed(self, address: str) -> bool:
+        parsed = ipaddress.ip_address(address)
+        if not self.include_special and any(parsed in network for network in SPECIAL_NETWORKS):
+            return False
+        return not any(parsed in network for network in self.excluded)
 
 
 def broadcast_addresses(specs: Iterable[TargetSpec]) -> tuple[IpNetwork, ...]:

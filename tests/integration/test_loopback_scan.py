@@ -642,7 +642,9 @@ def test_a_signal_mid_scan_stops_at_once_and_keeps_complete_finished_results(
     process = reachscan.start(
         "-t", f"{address}:T:{closed_tcp.start}-{closed_tcp.stop - 1}",
         "-t", f"{address}:U:{udp_list}",
-        "--timeout", "5", "-o", str(output), stdout=subprocess.DEVNULL,
+        # --min-timeout: the resets teach reachscan this host's round trip, and without a
+        # floor that high the silent ports would give up long before the signal.
+        "--timeout", "5", "--min-timeout", "5", "-o", str(output), stdout=subprocess.DEVNULL,
     )
     assert process.stderr is not None
     try:

@@ -179,14 +179,30 @@ async def test_concurrency_and_per_host_limits_hold() -> None:
 
 @pytest.mark.asyncio
 async def test_silence_is_retried_then_reported() -> None:
-    connector = FakeConnector(script={80: [SILENT], 81: [SILENT, SILENT, OPEN]})
-    targets = make_targets(["10.0.0.1"], [80, 81])
+    """A silent port gets one retry while no retry has ever drawn an answer from its host
+    (a DROP stays silent however often it is asked)."""
+    connector = FakeConnector(script={80: [SILENT]})
+    targets = make_targets(["10.0.0.1"], [80])
+    results, _, _ = await run_engine(EngineConfig(timeout=0.05, retries=2), connector, targets)
+    (result,) = results
+    assert (result.state, result.reason) == (State.FILTERED, Reason.NO_RESPONSE)
+    assert result.attempts == 2
+    assert connector.attempts[("10.0.0.1", 80)] == 2
+
+
+@pytest.mark.asyncio
+async def test_retries_that_draw_answers_earn_more_retries_up_to_the_limit() -> None:
+    """Port 81 answers its retry, so retries help on this host: port 82 may use all of
+    --retries, and port 83, silent for good, stops at the limit."""
+    connector = FakeConnector(
+        script={81: [SILENT, OPEN], 82: [SILENT, SILENT, OPEN], 83: [SILENT]}
+    )
+    targets = make_targets(["10.0.0.1"], [81, 82, 83])
     results, _, _ = await run_engine(EngineConfig(timeout=0.05, retries=2), connector, targets)
     by_port = {r.endpoint.port: r for r in results}
-    assert (by_port[80].state, by_port[80].reason) == (State.FILTERED, Reason.NO_RESPONSE)
-    assert by_port[80].attempts == 3
-    assert connector.attempts[("10.0.0.1", 80)] == 3
-    assert (by_port[81].state, by_port[81].attempts) == (State.OPEN, 3)
+    assert (by_port[81].state, by_port[81].attempts) == (State.OPEN, 2)
+    assert (by_port[82].state, by_port[82].attempts) == (State.OPEN, 3)
+    assert (by_port[83].state, by_port[83].attempts) == (State.FILTERED, 3)
 
 
 @pytest.mark.asyncio
