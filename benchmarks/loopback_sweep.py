@@ -1,0 +1,197 @@
+"""Full TCP sweep of 127.0.0.1 (ports 1-65535): reachscan against nmap -sT, alternating.
+
+The fastest target there is, so this measures the scanners themselves: connects per
+second, memory, and whether they stay right under load. ~300 listeners (a separate
+process, real backlog) sit on ports outside the ephemeral range; every run's open set is
+compared with /proc/net/tcp read just before and after it. reachscan runs at its default
+settings and at each `--concurrency` value given, which must all find the same open set;
+nmap runs at its default timing, -T4 and -T5 --max-retries 0.
+
+    python benchmarks/loopback_sweep.py [--runs N] [--quick] [--concurrency 1000,5000,20000]
+"""
+
+from __future__ import annotations
+
+import random
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+from common import (
+    Accuracy,
+    BoundTable,
+    Contender,
+    ListenerProcess,
+    alternate,
+    common_arguments,
+    compare_states,
+    format_table,
+    have_nmap,
+    loopback_truth,
+    nmap_command,
+    nmap_states,
+    ports_outside_ephemeral_range,
+    print_heading,
+    raise_descriptor_limit,
+    reachscan_command,
+    reachscan_states,
+    runs_from,
+    summarize,
+    summary_rows,
+    write_results,
+)
+
+ADDRESS = "127.0.0.1"
+ALL_PORTS = range(1, 65536)
+LISTENERS = 300
+QUICK_LISTENERS = 50
+REACHSCAN_TIMEOUT = 180.0
+NMAP_TIMEOUT = 180.0
+NMAP_TIMINGS: tuple[tuple[str, tuple[str, ...]], ...] = (
+    ("nmap -sT (default timing)", ()),
+    ("nmap -sT -T4", ("-T4",)),
+    ("nmap -sT -T5 --max-retries 0", ("-T5", "--max-retries", "0")),
+)
+BASELINE = "nmap -sT -T4"
+
+
+def concurrency_list(text: str) -> list[int]:
+    values = [int(part) for part in text.split(",") if part.strip()]
+    if any(value < 1 for value in values):
+        raise ValueError("concurrency values must be at least 1")
+    return values
+
+
+def reachscan_sweep(target: str, *options: str) -> Callable[[Path], list[str]]:
+    return lambda output: reachscan_command([target], output, *options)
+
+
+def nmap_sweep(*options: str) -> Callable[[Path], list[str]]:
+    return lambda output: nmap_command(output, *options)
+
+
+def contenders(concurrencies: list[int], with_nmap: bool) -> list[Contender]:
+    target = f"{ADDRESS}:1-65535"
+    found: list[Contender] = [
+        Contender(
+            name="reachscan (defaults)",
+            tool="reachscan",
+            command=reachscan_sweep(target),
+            read=reachscan_states,
+            timeout=REACHSCAN_TIMEOUT,
+            endpoints=len(ALL_PORTS),
+        )
+    ]
+    for concurrency in concurrencies:
+        found.append(
+            Contender(
+                name=f"reachscan --concurrency {concurrency}",
+                tool="reachscan",
+                command=reachscan_sweep(target, "--concurrency", str(concurrency)),
+                read=reachscan_states,
+                timeout=REACHSCAN_TIMEOUT,
+                endpoints=len(ALL_PORTS),
+            )
+        )
+    if with_nmap:
+        for name, options in NMAP_TIMINGS:
+            found.append(
+                Contender(
+                    name=name,
+                    tool="nmap",
+                    command=nmap_sweep("-sT", "-p-", *options, ADDRESS),
+                    read=nmap_states,
+                    timeout=NMAP_TIMEOUT,
+                    endpoints=len(ALL_PORTS),
+                )
+            )
+    return found
+
+
+def judge(
+    contender: Contender, output: Path, throughout: BoundTable, at_any_time: BoundTable
+) -> Accuracy:
+    expected, ignored = loopback_truth(
+        ((ADDRESS, port) for port in ALL_PORTS), throughout, at_any_time
+    )
+    return compare_states(expected, contender.read(output), ignore=ignored)
+
+
+def main() -> int:
+    parser = common_arguments(__doc__.splitlines()[0] if __doc__ else "")
+    parser.add_argument(
+        "--concurrency",
+        type=concurrency_list,
+        default=None,
+        help="extra reachscan runs at these --concurrency values (default 1000,5000,20000;"
+        " 5000 with --quick)",
+    )
+    args = parser.parse_args()
+    runs = runs_from(args)
+    concurrencies = args.concurrency or ([5000] if args.quick else [1000, 5000, 20000])
+    raise_descriptor_limit()
+    with_nmap = have_nmap()
+    if not with_nmap:
+        print("nmap is not installed: timing reachscan alone", file=sys.stderr)
+
+    rng = random.Random(2024)
+    wanted = QUICK_LISTENERS if args.quick else LISTENERS
+    ports = ports_outside_ephemeral_range(wanted, exclude=BoundTable.read("tcp").ports(), rng=rng)
+    with ListenerProcess([(ADDRESS, port) for port in ports]) as listeners:
+        print_heading(
+            f"loopback sweep: {ADDRESS}:1-65535, {len(listeners.bound)} listeners of ours "
+            f"(+ whatever else listens), {runs} alternating rounds"
+        )
+        for address, port, error in listeners.failed:
+            print(f"  could not listen on {address}:{port}: {error}")
+        compared = contenders(concurrencies, with_nmap)
+        records = alternate(compared, runs, judge)
+        our_ports = sorted(port for _, port in listeners.bound)
+
+    summaries = [summarize(contender, records[contender.name]) for contender in compared]
+    baseline = next((summary for summary in summaries if summary.name == BASELINE), None)
+    print_heading("medians")
+    headers, rows = summary_rows(summaries, baseline)
+    print(format_table(headers, rows))
+
+    # Every reachscan run, at every concurrency, must find exactly the kernel's listeners
+    # (judged per run against /proc/net/tcp, so all agreeing means all identical).
+    reachscan_runs = [
+        run
+        for contender in compared
+        if contender.tool == "reachscan"
+        for run in records[contender.name]
+    ]
+    consistent = all(
+        run.accuracy is not None and not run.accuracy.false_open and not run.accuracy.missed_open
+        for run in reachscan_runs
+    )
+    print(
+        "\nreachscan open sets identical to the kernel's in every run, at every concurrency: "
+        + ("yes" if consistent else "NO (see the accuracy column and the per-run lines)")
+    )
+    path = write_results(
+        "loopback_sweep",
+        {
+            "arguments": {"runs": runs, "quick": args.quick, "concurrency": concurrencies},
+            "target": f"{ADDRESS}:1-65535/tcp",
+            "listeners": our_ports,
+            "baseline": BASELINE,
+            "summaries": summaries,
+            "ratios_to_baseline": {
+                summary.name: (summary.median_wall_s / baseline.median_wall_s)
+                for summary in summaries
+                if baseline
+            },
+            "reachscan_open_sets_consistent": consistent,
+            "runs": {
+                name: [run.measurement for run in runs_of] for name, runs_of in records.items()
+            },
+        },
+    )
+    print(f"\nJSON: {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
