@@ -27,6 +27,7 @@ from scanner.model import Endpoint, Proto, Reason, ResolvedVia, Result, State, T
 from scanner.net.base import Connector
 from scanner.resolve import Resolver
 from scanner.scope import Scope
+from scanner.shards import ShardedEngine
 
 RESOLVER_WORKERS = 32
 STREAM_BUFFER = 16  # batches of targets
@@ -39,6 +40,7 @@ class ScanSettings:
     engine: EngineConfig
     families: frozenset[int] = frozenset({4, 6})
     scope: Scope = field(default_factory=Scope)
+    workers: int = 1  # processes probing (scanner/shards.py); 1 = in this process
 
 
 @lru_cache(maxsize=4096)
@@ -70,7 +72,11 @@ class Pipeline:
         self._resolver = resolver
         self._on_result = on_result
         self._wall_clock = wall_clock
-        self.engine = Engine(settings.engine, connectors, on_result, on_warning)
+        self.engine: Engine | ShardedEngine
+        if settings.workers > 1:
+            self.engine = ShardedEngine(settings.engine, settings.workers, on_result, on_warning)
+        else:
+            self.engine = Engine(settings.engine, connectors, on_result, on_warning)
         self.excluded = 0  # endpoint addresses left out by --exclude or as special
 
     async def run(self, endpoints: Iterable[Endpoint]) -> EngineStats:

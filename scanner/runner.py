@@ -8,7 +8,6 @@ was done); a reader that closes our stdout ends the run quietly.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import os
 import resource
@@ -17,7 +16,6 @@ import sys
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from enum import IntEnum
 from typing import Any
@@ -26,7 +24,7 @@ import anyio
 
 from scanner import __version__
 from scanner.diagnose import describe_filtered
-from scanner.engine import Engine, EngineConfig, Job
+from scanner.engine import Engine, EngineConfig
 from scanner.evidence import (
     DiagnosisBudget,
     EvidenceGatherer,
@@ -38,11 +36,8 @@ from scanner.evidence import (
 from scanner.history import ChangesOnlySink, HistoryError
 from scanner.host_sockets import local_addresses
 from scanner.inventory import InventoryError, InventoryItem, TargetSpec, iter_unique
-from scanner.model import Endpoint, Expect, Proto, Result, State, Target
-from scanner.net.base import Connector
-from scanner.net.poller import EpollPoller
-from scanner.net.tcp import TcpConnector
-from scanner.net.udp import UdpConnector
+from scanner.model import Endpoint, Expect, Result, State, Target
+from scanner.net.connectors import probe_connectors
 from scanner.outputs import (
     OutputClosed,
     OutputError,
@@ -56,7 +51,6 @@ from scanner.outputs.nagios import NagiosSink
 from scanner.outputs.progress import Progress
 from scanner.outputs.quiet import QuietSink, run_had_trouble
 from scanner.pipeline import Pipeline, ScanSettings
-from scanner.probes import PayloadRegistry
 from scanner.resolve import Resolver, ResolverConfig
 from scanner.scope import Scope, broadcast_addresses, measure, oversize_message
 from scanner.session import HistoryPlan, HistorySession
@@ -100,6 +94,7 @@ class ScanPlan:
     resolver: ResolverConfig
     engine: EngineConfig
     strict: bool
+    workers: int | None  # None: auto
     quiet: bool
     list_only: bool
     diagnose: bool
@@ -249,20 +244,48 @@ def validate_inventory(plan: ScanPlan) -> int:
     return tally.errors
 
 
-def preflight(plan: ScanPlan) -> tuple[bool, Scope]:
+@dataclass(frozen=True, slots=True)
+class Preflight:
+    """What counting the inventory decided, before anything is sent."""
+
+    within_limit: bool
+    scope: Scope
+    endpoints: int  # an upper bound (duplicates counted)
+
+
+def preflight(plan: ScanPlan) -> Preflight:
     """Count the inventory before anything is sent; refuse one past --max-endpoints.
 
-    Also returns the scope extended with the broadcast address of every IPv4 block in
-    the inventory (unless special addresses were asked for)."""
+    Also extends the scope with the broadcast address of every IPv4 block in the
+    inventory (unless special addresses were asked for)."""
     expansion = measure(plan.specs())
     if expansion.total > plan.max_endpoints:
         report_error(f"reachscan: {oversize_message(expansion, plan.max_endpoints)}")
-        return False, plan.scope
+        return Preflight(False, plan.scope, expansion.total)
     scope = plan.scope
     if not scope.include_special:
         specs = (item for item in plan.specs() if isinstance(item, TargetSpec))
         scope = scope.with_excluded(broadcast_addresses(specs))
-    return True, scope
+    return Preflight(True, scope, expansion.total)
+
+
+AUTO_WORKERS_FROM = 20_000
+"""Endpoints from which --workers auto probes in several processes."""
+
+AUTO_WORKERS_CORES = 4
+"""Cores needed before --workers auto uses worker processes. The parent's own share (the
+inventory, the results, the outputs) costs about as much per endpoint as a probe, so on
+two cores a worker process gains little (5 % on the loopback sweep, benchmarks/README.md);
+with more cores the probing spreads out."""
+
+
+def choose_workers(requested: int | None, endpoints: int) -> int:
+    if requested is not None:
+        return requested
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 1
+    if cores < AUTO_WORKERS_CORES or endpoints < AUTO_WORKERS_FROM:
+        return 1
+    return min(cores - 1, 8)
 
 
 def describe_endpoint(endpoint: Endpoint) -> str:
@@ -333,20 +356,6 @@ async def watch_signals(
             scope.cancel()
 
 
-@contextmanager
-def probe_connectors() -> Iterator[dict[Proto, Connector[Job]]]:
-    """The real connectors, on the running loop; their poller is closed afterwards."""
-    loop = asyncio.get_running_loop()
-    poller = EpollPoller(loop)
-    try:
-        yield {
-            Proto.TCP: TcpConnector[Job](poller),
-            Proto.UDP: UdpConnector[Job](loop, PayloadRegistry.load()),
-        }
-    finally:
-        poller.close()
-
-
 async def run_follow_up_probes(
     config: EngineConfig, targets: Sequence[Target], on_warning: Callable[[str], None]
 ) -> dict[ProbeKey, Observation]:
@@ -402,9 +411,11 @@ async def run_plan(plan: ScanPlan, history: HistorySession | None = None) -> int
     if plan.strict and validate_inventory(plan):
         report_error("reachscan: --strict: inventory errors above; nothing was scanned")
         return ExitStatus.USAGE_OR_INVENTORY
-    within_limit, scope = preflight(plan)
-    if not within_limit:
+    checked = preflight(plan)
+    if not checked.within_limit:
         return ExitStatus.USAGE_OR_INVENTORY
+    scope = checked.scope
+    workers = choose_workers(plan.workers, checked.endpoints)
     engine_config = fit_concurrency(plan.engine, raise_descriptor_limit())
     try:
         sinks = open_sinks(plan, history)
@@ -430,7 +441,12 @@ async def run_plan(plan: ScanPlan, history: HistorySession | None = None) -> int
 
         with probe_connectors() as connectors:
             pipeline = Pipeline(
-                ScanSettings(engine=engine_config, families=plan.resolver.families, scope=scope),
+                ScanSettings(
+                    engine=engine_config,
+                    families=plan.resolver.families,
+                    scope=scope,
+                    workers=workers,
+                ),
                 resolver,
                 connectors,
                 on_result=fanout.add,

@@ -124,6 +124,15 @@ def non_negative_float(text: str) -> float:
     return value
 
 
+def workers_option(text: str) -> int | None:
+    if text == "auto":
+        return None
+    value = positive_int(text)
+    if value > 64:
+        raise argparse.ArgumentTypeError(f"at most 64 workers, not {value}")
+    return value
+
+
 def port_list(text: str) -> PortSpec:
     try:
         return parse_ports(text)
@@ -292,6 +301,14 @@ def add_scan_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="S",
         help="floor of the wait learned from a host's answers "
         f"(default {DEFAULTS.min_timeout}; equal to --timeout for fixed waits)",
+    )
+    pace.add_argument(
+        "--workers",
+        type=workers_option,
+        default=None,
+        metavar="N|auto",
+        help="processes that probe (default auto: for 20,000 endpoints or more on 4+ cores, "
+        "one per core but one; else 1, in this process)",
     )
     pace.add_argument(
         "--max-time",
@@ -517,6 +534,7 @@ def make_plan(
         ),
         engine=engine,
         strict=args.strict,
+        workers=args.workers,
         quiet=quiet,
         list_only=args.list_targets,
         diagnose=not args.no_diagnose,

@@ -1,0 +1,151 @@
+"""A scan worker process: an ordinary `Engine` over the targets the parent sends.
+
+Started by scanner/shards.py as `python -m scanner.shard_worker READ_FD WRITE_FD`; see
+there for the protocol. Results go back as compact tuples, batched, and the worker ends
+when its input pipe closes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import sys
+import traceback
+
+import anyio
+
+from scanner.engine import Engine, EngineConfig
+from scanner.model import Endpoint, ResolvedVia, Result, Target
+from scanner.net.connectors import probe_connectors
+from scanner.shards import BATCH, PROTOS, FrameReader, encode
+
+FLUSH_INTERVAL = 0.02
+
+
+class Conversation:
+    """The worker's side of the pipes."""
+
+    def __init__(self, read_fd: int, write_fd: int) -> None:
+        self.read_fd = read_fd
+        self.write_fd = write_fd
+        self.reader = FrameReader()
+        self.results: list[tuple[object, ...]] = []
+
+    def send(self, frame: tuple[object, ...]) -> None:
+        data = memoryview(encode(frame))
+        while data:
+            written = os.write(self.write_fd, data)
+            data = data[written:]
+
+    def result(self, result: Result) -> None:
+        identity = int(result.endpoint.host)
+        self.results.append(
+            (
+                identity,
+                result.state.value,
+                result.reason.value,
+                result.rtt_ms,
+                result.ts,
+                result.offender,
+                result.message,
+                result.attempts,
+            )
+        )
+        if len(self.results) >= BATCH:
+            self.flush()
+
+    def flush(self) -> None:
+        if self.results:
+            batch, self.results = self.results, []
+            self.send(("results", batch))
+
+
+async def serve(conversation: Conversation) -> None:
+    loop = asyncio.get_running_loop()
+    frames: asyncio.Queue[tuple[object, ...] | None] = asyncio.Queue()
+
+    def readable() -> None:
+        data = os.read(conversation.read_fd, 1 << 20)
+        if not data:
+            loop.remove_reader(conversation.read_fd)
+            frames.put_nowait(None)
+            return
+        for frame in conversation.reader.feed(data):
+            frames.put_nowait(frame)
+
+    loop.add_reader(conversation.read_fd, readable)
+    first = await frames.get()
+    if first is None or first[0] != "config":
+        return
+    config = first[1]
+    assert isinstance(config, EngineConfig)
+    send, receive = anyio.create_memory_object_stream[list[Target]](4)
+
+    async def feed() -> None:
+        async with send:
+            while True:
+                frame = await frames.get()
+                if frame is None or frame[0] == "end":
+                    return
+                batch = frame[1]
+                assert isinstance(batch, list)
+                await send.send(
+                    [
+                        # The endpoint's host carries the parent's id for this target: the
+                        # parent keeps the real endpoint and rebuilds the result.
+                        Target(
+                            Endpoint(str(identity), port, PROTOS[proto], None),
+                            address,
+                            family,
+                            ResolvedVia.LITERAL,
+                        )
+                        for identity, address, family, port, proto in batch
+                    ]
+                )
+
+    async def flush_periodically() -> None:
+        while True:
+            await anyio.sleep(FLUSH_INTERVAL)
+            conversation.flush()
+
+    with probe_connectors() as connectors:
+        engine = Engine(
+            config,
+            connectors,
+            conversation.result,
+            lambda message: conversation.send(("warning", message)),
+        )
+        async with anyio.create_task_group() as group:
+            group.start_soon(feed)
+            group.start_soon(flush_periodically)
+            await engine.run(receive)
+            group.cancel_scope.cancel()
+    conversation.flush()
+    conversation.send(("done", engine.stats))
+
+
+def main(argv: list[str]) -> int:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides when to stop
+    conversation = Conversation(int(argv[0]), int(argv[1]))
+    options: dict[str, object] = {}
+    try:
+        import uvloop
+
+        options["loop_factory"] = uvloop.new_event_loop
+    except ImportError:
+        pass
+    try:
+        anyio.run(serve, conversation, backend="asyncio", backend_options=options)
+    except (BrokenPipeError, ConnectionResetError):
+        return 0  # the parent went away (interrupted): nothing left to report to
+    except Exception:
+        with contextlib.suppress(OSError):
+            conversation.send(("error", traceback.format_exc()))
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

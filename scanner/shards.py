@@ -1,0 +1,323 @@
+"""Both cores: the probes of one scan spread over worker processes, one loop each.
+
+One Python process saturates one core at roughly 45,000 connects a second; the parent
+also parses the inventory, builds results and writes outputs. So with `--workers N` the
+parent keeps the pipeline and the outputs, and N workers (scanner/shard_worker.py) each
+run an ordinary `Engine` over a shard of the targets. A target's shard is a hash of its
+address, so everything the engine learns per host (round trip, ICMP pacing, per-host
+limits) stays in one process.
+
+Wire protocol, over one pipe pair per worker (frames: 4-byte big-endian length, then a
+pickle): parent -> worker `("config", EngineConfig)`, then `("targets", [(id, address,
+family, port, proto), ...])` batches, then `("end",)`; worker -> parent `("results",
+[(id, state, reason, rtt_ms, ts, offender, message, attempts), ...])`, `("warning", text)`
+and finally `("done", EngineStats)`. The parent never blocks on a write: it buffers and
+writes when the pipe is writable, while it always reads promptly, so neither side can wait
+on the other forever. Targets in flight are bounded per worker (credits), so memory stays
+proportional to what is in flight.
+
+Workers ignore SIGINT (a Ctrl-C on the terminal reaches the whole process group): the
+parent decides, and an interrupt closes their pipes, which ends them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import pickle
+import struct
+import subprocess
+import sys
+import zlib
+from collections import deque
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
+
+from anyio.abc import ObjectReceiveStream
+
+from scanner.engine import EngineConfig, EngineStats, ResultCallback, WarningCallback
+from scanner.model import Proto, Reason, Result, State, Target
+
+FRAME_HEADER = struct.Struct(">I")
+BATCH = 512
+CREDITS_PER_WORKER = 8192  # targets sent to one worker and not yet answered
+
+PROTOS = {proto.value: proto for proto in Proto}
+STATES = {state.value: state for state in State}
+REASONS = {reason.value: reason for reason in Reason}
+
+Frame = tuple[object, ...]
+
+
+def encode(frame: Frame) -> bytes:
+    payload = pickle.dumps(frame, protocol=pickle.HIGHEST_PROTOCOL)
+    return FRAME_HEADER.pack(len(payload)) + payload
+
+
+class FrameReader:
+    """Splits a byte stream into frames."""
+
+    def __init__(self) -> None:
+        self._buffer = bytearray()
+
+    def feed(self, data: bytes) -> list[Frame]:
+        self._buffer += data
+        frames: list[Frame] = []
+        while len(self._buffer) >= FRAME_HEADER.size:
+            (size,) = FRAME_HEADER.unpack_from(self._buffer)
+            end = FRAME_HEADER.size + size
+            if len(self._buffer) < end:
+                break
+            frames.append(pickle.loads(bytes(self._buffer[FRAME_HEADER.size : end])))
+            del self._buffer[:end]
+        return frames
+
+
+def shard_of(address: str, workers: int) -> int:
+    return zlib.crc32(address.encode()) % workers
+
+
+@dataclass(eq=False)
+class Worker:
+    """One worker process and the parent's side of its pipes."""
+
+    process: subprocess.Popen[bytes]
+    to_worker: int  # write end
+    from_worker: int  # read end
+    outgoing: bytearray = field(default_factory=bytearray)
+    writing: bool = False
+    outstanding: int = 0
+    queue: deque[Target] = field(default_factory=deque)
+    reader: FrameReader = field(default_factory=FrameReader)
+    done: bool = False
+    stats: EngineStats | None = None
+
+
+class ShardedEngine:
+    """The `Engine` interface (run a stream of targets, report results), over processes."""
+
+    def __init__(
+        self,
+        config: EngineConfig,
+        workers: int,
+        on_result: ResultCallback,
+        on_warning: WarningCallback,
+    ) -> None:
+        self.config = config
+        self.workers = workers
+        self.stats = EngineStats(
+            concurrency=config.concurrency, lowest_concurrency=config.concurrency
+        )
+        self._on_result = on_result
+        self._on_warning = on_warning
+        self._pending: dict[int, Target] = {}
+        self._next_id = 0
+        self._workers: list[Worker] = []
+        self._changed: asyncio.Event | None = None
+        self._failure: str | None = None
+        self._input_done = False
+
+    async def run(self, targets: ObjectReceiveStream[Sequence[Target]]) -> EngineStats:
+        loop = asyncio.get_running_loop()
+        self._changed = asyncio.Event()
+        share = replace(
+            self.config,
+            concurrency=max(self.config.backoff_floor, self.config.concurrency // self.workers),
+            rate=None if self.config.rate is None else self.config.rate / self.workers,
+        )
+        try:
+            for _ in range(self.workers):
+                worker = self._spawn()
+                self._workers.append(worker)
+                loop.add_reader(worker.from_worker, self._on_readable, worker)
+                self._send(loop, worker, ("config", share))
+            async with targets:
+                async for batch in targets:
+                    for target in batch:
+                        self._route(loop, target)
+                    await self._wait_for_credit(loop)
+            self._input_done = True
+            for worker in self._workers:
+                self._flush_queue(loop, worker, final=True)
+            while any(worker.queue for worker in self._workers):
+                if self._failure is not None:
+                    raise RuntimeError(self._failure)
+                await self._wait_change()  # results return credits; _on_readable sends more
+            for worker in self._workers:
+                self._send(loop, worker, ("end",))
+            while not all(worker.done for worker in self._workers):
+                if self._failure is not None:
+                    raise RuntimeError(self._failure)
+                await self._wait_change()
+        finally:
+            self._stop(loop)
+        self._combine_stats()
+        return self.stats
+
+    # ------------------------------------------------------------------ sending
+
+    def _spawn(self) -> Worker:
+        parent_read, child_write = os.pipe()
+        child_read, parent_write = os.pipe()
+        process = subprocess.Popen(
+            [sys.executable, "-m", "scanner.shard_worker", str(child_read), str(child_write)],
+            pass_fds=(child_read, child_write),
+            close_fds=True,
+        )
+        os.close(child_read)
+        os.close(child_write)
+        os.set_blocking(parent_write, False)
+        return Worker(process, parent_write, parent_read)
+
+    def _route(self, loop: asyncio.AbstractEventLoop, target: Target) -> None:
+        worker = self._workers[shard_of(target.address, self.workers)]
+        worker.queue.append(target)
+        self._flush_queue(loop, worker)
+
+    def _flush_queue(
+        self, loop: asyncio.AbstractEventLoop, worker: Worker, final: bool = False
+    ) -> None:
+        while worker.queue and worker.outstanding < CREDITS_PER_WORKER:
+            if len(worker.queue) < BATCH and not final:
+                return
+            batch: list[tuple[int, str, int, int, str]] = []
+            while worker.queue and len(batch) < BATCH and worker.outstanding < CREDITS_PER_WORKER:
+                target = worker.queue.popleft()
+                identity = self._next_id
+                self._next_id += 1
+                self._pending[identity] = target
+                worker.outstanding += 1
+                batch.append(
+                    (
+                        identity,
+                        target.address,
+                        target.family,
+                        target.endpoint.port,
+                        target.endpoint.proto.value,
+                    )
+                )
+            self._send(loop, worker, ("targets", batch))
+
+    async def _wait_for_credit(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Stop reading the inventory while any worker has a full queue."""
+        while any(len(worker.queue) >= CREDITS_PER_WORKER for worker in self._workers):
+            if self._failure is not None:
+                raise RuntimeError(self._failure)
+            await self._wait_change()
+            for worker in self._workers:
+                self._flush_queue(loop, worker)
+
+    def _send(self, loop: asyncio.AbstractEventLoop, worker: Worker, frame: Frame) -> None:
+        worker.outgoing += encode(frame)
+        self._write(loop, worker)
+
+    def _write(self, loop: asyncio.AbstractEventLoop, worker: Worker) -> None:
+        try:
+            written = os.write(worker.to_worker, worker.outgoing)
+        except BlockingIOError:
+            written = 0
+        except OSError as exc:
+            self._fail(f"a scan worker stopped taking targets: {exc}")
+            return
+        del worker.outgoing[:written]
+        if worker.outgoing and not worker.writing:
+            loop.add_writer(worker.to_worker, self._write, loop, worker)
+            worker.writing = True
+        elif not worker.outgoing and worker.writing:
+            loop.remove_writer(worker.to_worker)
+            worker.writing = False
+
+    # ---------------------------------------------------------------- receiving
+
+    def _on_readable(self, worker: Worker) -> None:
+        try:
+            data = os.read(worker.from_worker, 1 << 20)
+        except BlockingIOError:
+            return
+        if not data:
+            asyncio.get_running_loop().remove_reader(worker.from_worker)
+            if not worker.done:
+                self._fail(f"a scan worker exited early (status {worker.process.poll()})")
+            return
+        for frame in worker.reader.feed(data):
+            self._handle(worker, frame)
+        self._flush_queue(asyncio.get_running_loop(), worker, final=self._input_done)
+        self._signal()
+
+    def _handle(self, worker: Worker, frame: Frame) -> None:
+        kind = frame[0]
+        if kind == "results":
+            batch = frame[1]
+            assert isinstance(batch, list)
+            worker.outstanding -= len(batch)
+            for identity, state, reason, rtt_ms, ts, offender, message, attempts in batch:
+                target = self._pending.pop(identity)
+                self._on_result(
+                    Result(
+                        endpoint=target.endpoint,
+                        address=target.address,
+                        resolved_via=target.resolved_via,
+                        state=STATES[state],
+                        reason=REASONS[reason],
+                        rtt_ms=rtt_ms,
+                        ts=ts,
+                        offender=offender,
+                        message=message,
+                        attempts=attempts,
+                    )
+                )
+        elif kind == "warning":
+            self._on_warning(str(frame[1]))
+        elif kind == "done":
+            stats = frame[1]
+            assert isinstance(stats, EngineStats)
+            worker.stats = stats
+            worker.done = True
+        elif kind == "error":
+            self._fail(f"a scan worker failed: {frame[1]}")
+
+    def _fail(self, message: str) -> None:
+        if self._failure is None:
+            self._failure = message
+        self._signal()
+
+    def _signal(self) -> None:
+        if self._changed is not None:
+            self._changed.set()
+
+    async def _wait_change(self) -> None:
+        assert self._changed is not None
+        await self._changed.wait()
+        self._changed.clear()
+
+    # ------------------------------------------------------------------ ending
+
+    def _stop(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Close the pipes (which ends a worker still running) and reap the processes."""
+        for worker in self._workers:
+            loop.remove_reader(worker.from_worker)
+            if worker.writing:
+                loop.remove_writer(worker.to_worker)
+            os.close(worker.to_worker)
+            os.close(worker.from_worker)
+        for worker in self._workers:
+            try:
+                worker.process.wait(timeout=1.0)
+            except subprocess.TimeoutExpired:
+                worker.process.kill()
+                worker.process.wait()
+
+    def _combine_stats(self) -> None:
+        parts = [worker.stats for worker in self._workers if worker.stats is not None]
+        stats = self.stats
+        for part in parts:
+            stats.probes += part.probes
+            stats.retries += part.retries
+            stats.scanner_side_errors += part.scanner_side_errors
+            stats.self_connects += part.self_connects
+            stats.not_probed += part.not_probed
+            stats.out_of_time = stats.out_of_time or part.out_of_time
+        if parts:
+            stats.concurrency = sum(part.concurrency for part in parts)
+            stats.lowest_concurrency = sum(part.lowest_concurrency for part in parts)
+        stats.not_probed += len(self._pending)

@@ -1,0 +1,137 @@
+"""`--workers N`: probing spread over processes must change nothing but the speed."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.support.listeners import LoopbackServices
+
+REPO = Path(__file__).resolve().parents[2]
+ADDRESSES = "127.81.0.1-4"
+
+
+def scan(tmp_path: Path, *arguments: str) -> dict[tuple[str, int, str], tuple[str, str]]:
+    hosts = tmp_path / "hosts"
+    hosts.write_text("")
+    completed = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "scanner",
+            "scan",
+            "--format",
+            "jsonl",
+            "--hosts-file",
+            str(hosts),
+            "--nameserver",
+            "127.0.0.1:9",
+            "--no-history",
+            "--no-progress",
+            *arguments,
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert completed.returncode == 0, completed.stderr
+    assert "Traceback" not in completed.stderr
+    verdicts = {}
+    for line in completed.stdout.splitlines():
+        record = json.loads(line)
+        key = (record["address"], record["port"], record["proto"])
+        assert key not in verdicts, f"{key} reported twice"
+        verdicts[key] = (record["state"], record["reason"])
+    return verdicts
+
+
+def test_two_workers_give_exactly_the_answers_of_one(tmp_path: Path) -> None:
+    with LoopbackServices() as services:
+        opened = {services.tcp(f"127.81.0.{host}") for host in (1, 3)}
+        udp_open = services.udp("127.81.0.2")
+        ports = f"T:20000-21999,{','.join(map(str, sorted(opened)))},U:{udp_open},40999"
+        alone = scan(tmp_path, "-t", f"{ADDRESSES}:{ports}", "--workers", "1")
+        sharded = scan(tmp_path, "-t", f"{ADDRESSES}:{ports}", "--workers", "2")
+    assert sharded == alone
+    assert len(alone) == 4 * (2000 + len(opened) + 2)
+    states = {verdict for verdict in alone.values()}
+    assert ("open", "syn-ack") in states and ("refused", "conn-refused") in states
+    assert ("open", "udp-response") in states and ("refused", "port-unreach") in states
+
+
+def test_an_interrupt_stops_the_workers_too(tmp_path: Path) -> None:
+    """SIGTERM to the parent: it exits 130 at once and leaves no worker behind."""
+    with LoopbackServices() as services:
+        silent = [services.udp("127.81.1.1", answer=False) for _ in range(200)]
+        output = tmp_path / "out" / "partial.jsonl"
+        output.parent.mkdir()
+        process = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "scanner",
+                "scan",
+                "-t",
+                f"127.81.1.1:U:{','.join(map(str, silent))}",
+                "--timeout",
+                "5",
+                "--min-timeout",
+                "5",
+                "--workers",
+                "2",
+                "--no-history",
+                "--no-progress",
+                "--hosts-file",
+                os.devnull,
+                "--nameserver",
+                "127.0.0.1:9",
+                "-o",
+                str(output),
+            ],
+            cwd=REPO,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+        )
+        time.sleep(2.0)
+        children = Path(f"/proc/{process.pid}/task/{process.pid}/children").read_text().split()
+        assert len(children) == 2, "two worker processes were started"
+        process.send_signal(signal.SIGTERM)
+        try:
+            status = process.wait(timeout=5)
+        finally:
+            process.kill()
+        assert process.stderr is not None
+        stderr = process.stderr.read().decode()
+        process.stderr.close()
+    assert status == 130, stderr
+    assert "Traceback" not in stderr
+    time.sleep(0.5)
+    for child in children:
+        assert (
+            not Path(f"/proc/{child}").exists()
+            or "zombie" in Path(f"/proc/{child}/status").read_text().lower()
+        ), f"worker {child} still running"
+    assert output.exists()
+
+
+@pytest.mark.parametrize("workers", ["0", "65", "many"])
+def test_a_bad_worker_count_is_a_usage_error(tmp_path: Path, workers: str) -> None:
+    completed = subprocess.run(
+        [sys.executable, "-m", "scanner", "scan", "-t", "127.81.2.1:1", "--workers", workers],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert completed.returncode == 2
+    assert "--workers" in completed.stderr
