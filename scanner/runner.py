@@ -231,9 +231,12 @@ def report_error(message: str) -> None:
         print(message, file=sys.stderr, flush=True)
 
 
-def inventory(plan: ScanPlan) -> Iterator[InventoryItem]:
-    """The inventory's unique endpoints and its errors, in order."""
-    return iter_unique(plan.specs())
+def inventory(
+    plan: ScanPlan, specs: Sequence[TargetSpec | InventoryError] | None = None
+) -> Iterator[InventoryItem]:
+    """The inventory's unique endpoints and its errors, in order (from `specs` when the
+    preflight kept them, else read again)."""
+    return iter_unique(plan.specs() if specs is None else iter(specs))
 
 
 def validate_inventory(plan: ScanPlan) -> int:
@@ -251,6 +254,12 @@ class Preflight:
     within_limit: bool
     scope: Scope
     endpoints: int  # an upper bound (duplicates counted)
+    specs: tuple[TargetSpec | InventoryError, ...] | None  # kept when few, so not re-read
+
+
+SPECS_KEPT = 50_000
+"""Inventory entries the preflight keeps in memory so the scan need not parse the files
+again; a larger inventory is read again (its memory stays bounded)."""
 
 
 def preflight(plan: ScanPlan) -> Preflight:
@@ -258,15 +267,33 @@ def preflight(plan: ScanPlan) -> Preflight:
 
     Also extends the scope with the broadcast address of every IPv4 block in the
     inventory (unless special addresses were asked for)."""
-    expansion = measure(plan.specs())
+    kept: list[TargetSpec | InventoryError] | None = []
+
+    def keeping(
+        items: Iterator[TargetSpec | InventoryError],
+    ) -> Iterator[TargetSpec | InventoryError]:
+        nonlocal kept
+        for item in items:
+            if kept is not None:
+                kept.append(item)
+                if len(kept) > SPECS_KEPT:
+                    kept = None
+            yield item
+
+    expansion = measure(keeping(plan.specs()))
+    specs = None if kept is None else tuple(kept)
     if expansion.total > plan.max_endpoints:
         report_error(f"reachscan: {oversize_message(expansion, plan.max_endpoints)}")
-        return Preflight(False, plan.scope, expansion.total)
+        return Preflight(False, plan.scope, expansion.total, specs)
     scope = plan.scope
     if not scope.include_special:
-        specs = (item for item in plan.specs() if isinstance(item, TargetSpec))
-        scope = scope.with_excluded(broadcast_addresses(specs))
-    return Preflight(True, scope, expansion.total)
+        blocks = (
+            item
+            for item in (plan.specs() if specs is None else specs)
+            if isinstance(item, TargetSpec)
+        )
+        scope = scope.with_excluded(broadcast_addresses(blocks))
+    return Preflight(True, scope, expansion.total, specs)
 
 
 AUTO_WORKERS_FROM = 20_000
@@ -457,7 +484,7 @@ async def run_plan(plan: ScanPlan, history: HistorySession | None = None) -> int
                 fanout.stop = group.cancel_scope.cancel
                 group.start_soon(watch_signals, group.cancel_scope, interrupted, progress)
                 group.start_soon(fanout.flush_periodically)
-                await pipeline.run(tally.endpoints(inventory(plan)))
+                await pipeline.run(tally.endpoints(inventory(plan, checked.specs)))
                 if not pipeline.engine.stats.out_of_time:
                     await explain_refusals(fanout, plan, resolver, engine_config, warn, history)
                 group.cancel_scope.cancel()
