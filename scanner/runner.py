@@ -368,12 +368,16 @@ class Interrupted:
 
 
 async def watch_signals(
-    scope: anyio.CancelScope, interrupted: Interrupted, progress: Progress
+    scope: anyio.CancelScope, interrupted: Interrupted, progress: Progress, sinks: Sequence[Sink]
 ) -> None:
-    """First SIGINT/SIGTERM: stop the scan, keep results. Second SIGINT: leave at once."""
+    """First SIGINT/SIGTERM: stop the scan, keep results. Second: leave at once, dropping
+    the outputs' half-written temporary files (each path keeps its previous whole file)."""
     with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
         async for received in signals:
             if interrupted.signal is not None:
+                for sink in sinks:
+                    with contextlib.suppress(Exception):
+                        sink.abort()
                 os._exit(ExitStatus.INTERRUPTED)
             interrupted.signal = received
             progress.log(
@@ -443,7 +447,8 @@ async def run_plan(plan: ScanPlan, history: HistorySession | None = None) -> int
         return ExitStatus.USAGE_OR_INVENTORY
     scope = checked.scope
     workers = choose_workers(plan.workers, checked.endpoints)
-    engine_config = fit_concurrency(plan.engine, raise_descriptor_limit())
+    descriptor_limit = raise_descriptor_limit()
+    engine_config = fit_concurrency(plan.engine, descriptor_limit)
     try:
         sinks = open_sinks(plan, history)
     except (OutputError, ValueError) as exc:
@@ -466,6 +471,12 @@ async def run_plan(plan: ScanPlan, history: HistorySession | None = None) -> int
             else:
                 progress.log(f"reachscan: {message}")
 
+        if engine_config.concurrency < plan.engine.concurrency:
+            warn(
+                f"concurrency capped at {engine_config.concurrency} (asked "
+                f"{plan.engine.concurrency}): this process may open {descriptor_limit} "
+                f"descriptors (ulimit -n) and keeps {DESCRIPTOR_RESERVE} for outputs and DNS"
+            )
         with probe_connectors() as connectors:
             pipeline = Pipeline(
                 ScanSettings(
@@ -482,7 +493,9 @@ async def run_plan(plan: ScanPlan, history: HistorySession | None = None) -> int
             )
             async with anyio.create_task_group() as group:
                 fanout.stop = group.cancel_scope.cancel
-                group.start_soon(watch_signals, group.cancel_scope, interrupted, progress)
+                group.start_soon(
+                    watch_signals, group.cancel_scope, interrupted, progress, fanout.sinks
+                )
                 group.start_soon(fanout.flush_periodically)
                 await pipeline.run(tally.endpoints(inventory(plan, checked.specs)))
                 if not pipeline.engine.stats.out_of_time:

@@ -28,4 +28,12 @@ class InventoryError:
     message: str
 
     def __str__(self) -> str:
-        return f"{self.origin}: {self.message}"
+        """`FILE:LINE: message` on one line, whatever the inventory's text held: a line
+        break or other control character quoted from the input is shown escaped."""
+        return f"{self.origin}: {self.message.translate(_ESCAPE_CONTROLS)}"
+
+
+_ESCAPE_CONTROLS = {
+    code: repr(chr(code))[1:-1] for code in (*range(0x20), 0x7F, 0x85, 0x2028, 0x2029)
+}
+"""Control characters and line separators -> their Python escapes (`\n`, `\x00`)."""

@@ -64,6 +64,32 @@ _HOST_KEYS = ("host", "address", "ports", "expect", "labels")
 _PORT_KEYS = ("port", "proto", "expect", "service")
 
 
+def non_printable_error(text: str, file: str) -> InventoryError | None:
+    """A character YAML refuses, at its line (PyYAML's own message names a position in
+    "<unicode string>" on a second line)."""
+    bad_character = _NON_PRINTABLE.search(text)
+    if bad_character is None:
+        return None
+    line = text.count("\n", 0, bad_character.start()) + 1
+    return InventoryError(
+        Origin(file, line), f"character {ord(bad_character[0]):#06x} is not allowed in YAML"
+    )
+
+
+def compose_error(error: yaml.YAMLError | RecursionError, text: str, file: str) -> InventoryError:
+    """One FILE:LINE error for whatever composing the document raised. PyYAML marks an
+    error at the end of a file without a final newline one line past the last line:
+    clamp it to a line that exists."""
+    if isinstance(error, RecursionError):
+        return InventoryError(Origin(file, 0), "YAML nested too deeply")
+    if isinstance(error, yaml.MarkedYAMLError):
+        mark = error.problem_mark or error.context_mark
+        last_line = max(1, text.count("\n") + (0 if text.endswith("\n") else 1))
+        line = min(mark.line + 1, last_line) if mark is not None else 0
+        return InventoryError(Origin(file, line), f"YAML syntax error: {error.problem}")
+    return InventoryError(Origin(file, 0), f"YAML error: {' '.join(str(error).split())}")
+
+
 def _named(ports: PortSpec, service: str) -> PortSpec:
     """`{port: 15432, service: postgresql}`: a service on a port other than its own. The
     name is kept, so the diagnosis can try the service's registered port (5432)."""
@@ -93,38 +119,26 @@ def parse_yaml_inventory(data: bytes, *, file: str) -> Iterator[TargetSpec | Inv
             f"invalid UTF-8 (byte 0x{data[error.start]:02x}); save the file as UTF-8",
         )
         return
-    bad_character = _NON_PRINTABLE.search(text)
-    if bad_character is not None:
-        line = text.count("\n", 0, bad_character.start()) + 1
-        yield InventoryError(
-            Origin(file, line),
-            f"character {ord(bad_character[0]):#06x} is not allowed in YAML",
-        )
+    unreadable = non_printable_error(text, file)
+    if unreadable is not None:
+        yield unreadable
         return
     try:
         documents: list[Node | None] = list(yaml.compose_all(text, Loader=_LOADER))
-    except yaml.MarkedYAMLError as error:
-        mark = error.problem_mark or error.context_mark
-        line = mark.line + 1 if mark is not None else 0
-        yield InventoryError(Origin(file, line), f"YAML syntax error: {error.problem}")
-        return
-    except yaml.YAMLError as error:
-        yield InventoryError(Origin(file, 0), f"YAML error: {error}")
-        return
-    except RecursionError:
-        yield InventoryError(Origin(file, 0), "YAML nested too deeply")
+    except (yaml.YAMLError, RecursionError) as error:
+        yield compose_error(error, text, file)
         return
     for document in documents:
         if document is None or _is_null(document):  # an empty document: nothing to read
             continue
-        problem = _graph_problem(document)
+        problem = graph_problem(document)
         if problem is not None:
             yield InventoryError(_origin(file, document), problem)
             continue
         yield from _Walker(file).document(document)
 
 
-def _graph_problem(root: Node) -> str | None:
+def graph_problem(root: Node) -> str | None:
     """Why the node graph may not be walked (a cycle, or too big expanded), or None.
 
     Aliases make the graph a DAG whose expanded size can be exponential in its node

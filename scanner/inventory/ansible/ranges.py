@@ -104,7 +104,7 @@ def _range_items(body: str, pattern: str) -> list[str]:
         if len(begin) != len(end):
             raise SpecError(
                 f"zero-padded range [{body}] in {pattern!r} needs begin and end of one width,"
-                f" e.g. [{begin}:{end.zfill(len(begin))}]"
+                f" e.g. [{begin.zfill(len(end))}:{end.zfill(len(begin))}]"
             )
         width = len(begin)
     numbers = range(first, last + 1, step)

@@ -34,7 +34,7 @@ from yaml.nodes import MappingNode, Node, ScalarNode
 from scanner.inventory.ansible.ranges import expand_host_pattern
 from scanner.inventory.ansible.tree import InventoryTree, OpaqueValue, Variable
 from scanner.inventory.errors import InventoryError, SpecError
-from scanner.inventory.yamlfile import _graph_problem
+from scanner.inventory.yamlfile import compose_error, graph_problem, non_printable_error
 from scanner.model import Origin
 
 _LOADER: type[yaml.SafeLoader] | type[yaml.CSafeLoader] = getattr(
@@ -56,19 +56,16 @@ def parse_yaml_inventory(data: bytes, *, file: str) -> tuple[InventoryTree, list
         line = data[: error.start].count(b"\n") + 1
         message = f"invalid UTF-8 (byte 0x{data[error.start]:02x}); save the file as UTF-8"
         return tree, [InventoryError(Origin(file, line), message)]
+    unreadable = non_printable_error(text, file)
+    if unreadable is not None:
+        return tree, [unreadable]
     try:
         root = yaml.compose(text, Loader=_LOADER)
-    except yaml.MarkedYAMLError as error:
-        mark = error.problem_mark or error.context_mark
-        line = mark.line + 1 if mark is not None else 0
-        return tree, [InventoryError(Origin(file, line), f"YAML syntax error: {error.problem}")]
-    except yaml.YAMLError as error:
-        return tree, [InventoryError(Origin(file, 0), f"YAML error: {error}")]
-    except RecursionError:
-        return tree, [InventoryError(Origin(file, 0), "YAML nested too deeply")]
+    except (yaml.YAMLError, RecursionError) as error:
+        return tree, [compose_error(error, text, file)]
     if root is None or _is_null(root):
         return tree, []
-    problem = _graph_problem(root)
+    problem = graph_problem(root)
     if problem is not None:
         return tree, [InventoryError(_origin(file, root), problem)]
     walker = _Walker(file, tree)

@@ -1,0 +1,164 @@
+"""Nasty inventory files through the real CLI: errors at FILE:LINE, exit 2, never a traceback,
+and nothing in an inventory is ever executed.
+
+The readers are fuzzed in-process by test_hostile_inventory_fuzz.py; this is the same
+promise end to end, where an exception would escape as a traceback: `--list-targets`
+(which sends nothing) and a real scan, on binary garbage, a billion-laughs alias bomb,
+10,000 levels of nesting and a hundred-million-host Ansible range. Each line on stderr
+must be a `reachscan: FILE:LINE: message`.
+
+Also here, regression tests for the few places where the fuzzing found a reader falling
+short of that form.
+"""
+
+from __future__ import annotations
+
+import random
+import re
+from pathlib import Path
+
+import pytest
+
+from scanner.inventory import DEFAULT_PORTS, InventoryError
+from scanner.inventory.ansible import parse_ansible_inventory
+from scanner.inventory.yamlfile import parse_yaml_inventory
+from tests.hostile.hostile_support import Reachscan, no_traceback
+
+pytestmark = pytest.mark.hostile
+
+
+def binary_garbage() -> bytes:
+    """Fifty lines of random bytes, each with an 0xff so no line can be a valid spec (a
+    line that happened to be a name would be resolved; the tests' resolver answers it, but
+    the test is about errors)."""
+    rng = random.Random(20_251_124)
+    return b"".join(
+        rng.randbytes(rng.randint(0, 60)).replace(b"\n", b"").replace(b"\r", b"") + b"\xff\n"
+        for _ in range(50)
+    )
+
+
+def billion_laughs() -> bytes:
+    lines = ['a0: &a0 ["lol"]']
+    for level in range(1, 10):
+        lines.append(f"a{level}: &a{level} [" + ", ".join([f"*a{level - 1}"] * 10) + "]")
+    lines.append("hosts: *a9")
+    return ("\n".join(lines) + "\n").encode()
+
+
+NASTY_FILES: dict[str, tuple[str, bytes, int]] = {
+    # id: (file name, content, how many errors at least)
+    "binary-garbage": ("garbage.txt", binary_garbage(), 50),
+    "alias-bomb": ("bomb.yaml", billion_laughs(), 1),
+    "deep-nesting": ("deep.yaml", b"hosts: " + b"[" * 10_000 + b"]" * 10_000 + b"\n", 1),
+    "deep-block-nesting": ("deep2.yaml", b"hosts:\n" + b"- " * 10_000 + b"x\n", 1),
+    "ansible-huge-range": ("hosts.ini", b"[web]\nweb[0:99999999].example.com\n", 1),
+    "nul-bytes": ("nul.txt", b"127.0.0.1:22\x00\n\x00\x00\x00\n", 2),
+}
+
+
+@pytest.mark.parametrize("mode", ["list-targets", "scan"])
+@pytest.mark.parametrize("case", NASTY_FILES.values(), ids=NASTY_FILES.keys())
+def test_a_nasty_inventory_exits_2_with_file_and_line_and_no_traceback(
+    reachscan: Reachscan, tmp_path: Path, case: tuple[str, bytes, int], mode: str
+) -> None:
+    name, content, least_errors = case
+    path = tmp_path / name
+    path.write_bytes(content)
+    extra = ["--list-targets"] if mode == "list-targets" else ["--timeout", "0.5"]
+
+    run = reachscan.run(str(path), *extra, timeout=60)
+
+    assert run.returncode == 2, run.stderr[-2000:]
+    no_traceback(run.stderr)
+    assert run.stdout == ""
+    lines = run.stderr.splitlines()
+    located = re.compile(re.escape(f"reachscan: {path}:") + r"\d+: \S")
+    errors = [line for line in lines if located.match(line)]
+    assert len(errors) >= least_errors, lines[:5]
+    assert len(errors) == len(lines), [line for line in lines if not located.match(line)][:5]
+
+
+SHELL_TRICKS = [
+    "$(touch {marker})",
+    "`touch {marker}`",
+    "127.0.0.1:22;touch${{IFS}}{marker}",
+    "127.0.0.1:22|touch${{IFS}}{marker}",
+    "127.0.0.1:22&&touch${{IFS}}{marker}",
+    "$(touch${{IFS}}{marker})",
+    "`touch${{IFS}}{marker}`:22",
+    "127.0.0.1:$(touch${{IFS}}{marker})",
+]
+
+
+def test_shell_metacharacters_in_inventories_are_errors_never_commands(
+    reachscan: Reachscan, tmp_path: Path
+) -> None:
+    """Text, YAML and Ansible inventories full of command substitutions: every entry is an
+    inventory error (none is a valid spec) and the marker file never appears."""
+    work = tmp_path / "work"
+    work.mkdir()
+    marker = work / "executed"
+    tricks = [trick.format(marker=marker) for trick in SHELL_TRICKS]
+    text = work / "tricks.txt"
+    text.write_text("".join(f"{trick}\n" for trick in tricks))
+    yaml_file = work / "tricks.yaml"
+    yaml_file.write_text(
+        "hosts:\n"
+        + "".join(f"  - host: '{trick}'\n    ports: ['$(touch {marker})']\n" for trick in tricks)
+    )
+    ini = work / "tricks.ini"
+    ini.write_text(
+        "[web]\n"
+        + "".join(
+            f"h{index} ansible_host='{trick}' reachscan_ports='$(touch {marker})'\n"
+            for index, trick in enumerate(tricks)
+        )
+    )
+
+    for inventory in (text, yaml_file, ini):
+        for extra in (["--list-targets"], ["--timeout", "0.5"]):
+            run = reachscan.run(str(inventory), *extra, timeout=60, cwd=work)
+
+            assert run.returncode == 2, run.stderr
+            no_traceback(run.stderr)
+            assert run.stdout == ""
+            assert run.stderr.count(f"reachscan: {inventory}:") >= len(tricks), run.stderr
+            assert not marker.exists()
+    assert sorted(entry.name for entry in work.iterdir()) == [
+        "tricks.ini",
+        "tricks.txt",
+        "tricks.yaml",
+    ]
+
+
+# --- shortfalls the fuzzing found ----------------------------------------------------------
+
+
+def test_a_control_character_in_an_ansible_yaml_inventory_is_reported_at_its_line() -> None:
+    data = b"all:\n  hosts:\n    a\x00b:\n"
+
+    items = list(
+        parse_ansible_inventory(data, file="hosts.yaml", kind="yaml", default_ports=DEFAULT_PORTS)
+    )
+
+    assert len(items) == 1 and isinstance(items[0], InventoryError)
+    assert str(items[0]).startswith("hosts.yaml:3: ")
+    assert "\n" not in str(items[0])
+
+
+def test_a_syntax_error_at_the_end_of_a_file_names_a_line_that_exists() -> None:
+    items = list(parse_yaml_inventory(b"hosts: [", file="inv.yaml"))
+
+    assert [str(item).split(" ", 1)[0] for item in items] == ["inv.yaml:1:"]
+
+
+def test_the_fix_suggested_for_a_zero_padded_range_is_a_different_range() -> None:
+    items = list(
+        parse_ansible_inventory(
+            b"[web]\nweb[01:999]\n", file="hosts", kind="ini", default_ports=DEFAULT_PORTS
+        )
+    )
+
+    assert len(items) == 1 and isinstance(items[0], InventoryError)
+    assert "e.g. [001:999]" in items[0].message

@@ -1,0 +1,212 @@
+"""Interrupts lose nothing: SIGINT or SIGTERM mid-scan, with every kind of output open.
+
+A real `reachscan` scans 3,000 loopback endpoints: 2,500 closed TCP ports (answered at
+once) and 500 bound-but-silent UDP ports on another address (each probe waits 5 s),
+writing JSONL and Prometheus files and the history database. Interrupted after about a
+second, with hundreds of probes in flight, it must stop within about two seconds and exit
+130, and every output must agree on what was finished: JSONL lines whole and valid, the history
+holding the run as `interrupted` with exactly as many results as the JSONL file, the
+.prom file parseable and marked `reachscan_run_interrupted 1`. A second Ctrl-C exits at
+once, and even then no file at an output path is ever half-written.
+
+(test_loopback_scan.py's signal test covers the JSONL file alone; this is the set.)
+"""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from tests.hostile.hostile_support import (
+    Reachscan,
+    history_runs,
+    no_traceback,
+    parse_records,
+    verdicts,
+    wait_for,
+)
+from tests.support.listeners import LoopbackServices
+from tests.support.proc_net import bound_sockets, ports_reaching
+
+pytestmark = pytest.mark.hostile
+
+ADDRESS = "127.77.50.1"
+SILENT_ADDRESS = "127.77.50.2"
+SILENT_UDP = ("open|filtered", "no-response")
+REFUSED_TCP = ("refused", "conn-refused")
+
+
+@dataclass(frozen=True, slots=True)
+class Outputs:
+    directory: Path
+    jsonl: Path
+    prom: Path
+    database: Path
+
+    def arguments(self) -> list[str]:
+        return [
+            "--format",
+            "jsonl",
+            "-o",
+            str(self.jsonl),
+            "--format",
+            "prom",
+            "-o",
+            str(self.prom),
+            "--db",
+            str(self.database),
+        ]
+
+
+@pytest.fixture
+def outputs(tmp_path: Path) -> Outputs:
+    directory = tmp_path / "out"
+    directory.mkdir()
+    return Outputs(
+        directory,
+        directory / "run.jsonl",
+        directory / "m.prom",
+        tmp_path / "history" / "history.sqlite",
+    )
+
+
+def closed_tcp_block(size: int) -> range:
+    """`size` consecutive ports below the ephemeral range with nothing bound on ADDRESS."""
+    taken = ports_reaching(ADDRESS, bound_sockets("tcp"), dual_stack=True)
+    start = 20_000
+    while start + size <= 32_768:
+        clash = [port for port in range(start, start + size) if port in taken]
+        if not clash:
+            return range(start, start + size)
+        start = max(clash) + 1
+    pytest.skip(f"no {size} unbound TCP ports below 32768 on {ADDRESS}")
+
+
+def scan_arguments(services: LoopbackServices) -> tuple[list[str], range]:
+    """The silent ports sit on an address of their own that never answers, and
+    --min-timeout equals --timeout, so no learned round trip can shorten their wait:
+    they are certainly in flight when the signal comes."""
+    silent = [services.udp(SILENT_ADDRESS, answer=False) for _ in range(500)]
+    closed = closed_tcp_block(2500)
+    return [
+        "-t",
+        f"{ADDRESS}:T:{closed.start}-{closed.stop - 1}",
+        "-t",
+        f"{SILENT_ADDRESS}:U:{','.join(map(str, silent))}",
+        "--timeout",
+        "5",
+        "--min-timeout",
+        "5",
+    ], closed
+
+
+def prom_samples(path: Path) -> dict[str, float]:
+    """Unlabelled samples of a .prom file, parsed by prometheus_client's own parser."""
+    samples: dict[str, float] = {}
+    for family in text_string_to_metric_families(path.read_text()):
+        for sample in family.samples:
+            if not sample.labels:
+                samples[sample.name] = sample.value
+    return samples
+
+
+def interrupt(
+    process: subprocess.Popen[bytes], outputs: Outputs, *signals: signal.Signals
+) -> tuple[int, float, str]:
+    """Wait until the scan is under way, send the signals 50 ms apart; return the exit
+    status, the seconds from the last signal to the exit, and stderr."""
+    assert process.stderr is not None
+    try:
+        wait_for(lambda: any(outputs.directory.glob(".run.jsonl.tmp-*")), within=20)
+        time.sleep(1.0)
+        for index, signal_number in enumerate(signals):
+            if index:
+                time.sleep(0.05)
+            process.send_signal(signal_number)
+        signalled = time.monotonic()
+        returncode = process.wait(timeout=30)
+        stopped_after = time.monotonic() - signalled
+    finally:
+        process.kill()
+        process.wait()
+    stderr = process.stderr.read().decode("utf-8", "replace")
+    process.stderr.close()
+    return returncode, stopped_after, stderr
+
+
+@pytest.mark.parametrize("signal_number", [signal.SIGINT, signal.SIGTERM], ids=["int", "term"])
+def test_an_interrupted_scan_commits_every_output_and_they_agree(
+    reachscan: Reachscan,
+    services: LoopbackServices,
+    outputs: Outputs,
+    signal_number: signal.Signals,
+) -> None:
+    arguments, closed = scan_arguments(services)
+    # A complete earlier run: its files must be replaced, not merged or left behind.
+    earlier = reachscan.run("-t", f"{ADDRESS}:{closed.start}", *outputs.arguments())
+    assert earlier.returncode == 0, earlier.stderr
+    assert prom_samples(outputs.prom)["reachscan_run_interrupted"] == 0
+
+    process = reachscan.start(*arguments, *outputs.arguments())
+    returncode, stopped_after, stderr = interrupt(process, outputs, signal_number)
+
+    assert returncode == 130, stderr
+    assert stopped_after < 3.0
+    no_traceback(stderr)
+    assert "interrupted" in stderr
+    # Only the committed files are left: no temporary file survives.
+    assert sorted(entry.name for entry in outputs.directory.iterdir()) == ["m.prom", "run.jsonl"]
+
+    text = outputs.jsonl.read_text()
+    assert text.endswith("\n")
+    records = parse_records(text)  # every line whole, valid, with the schema's keys
+    found = verdicts(records)
+    tcp = {key: verdict for key, verdict in found.items() if key[2] == "tcp"}
+    assert tcp == {(ADDRESS, port, "tcp"): REFUSED_TCP for port in closed}
+    assert {verdict for key, verdict in found.items() if key[2] == "udp"} <= {SILENT_UDP}
+    assert len(records) < 3000, "the scan finished before the signal: nothing was tested"
+
+    runs = history_runs(outputs.database)
+    assert [(status, count) for _, status, count in runs] == [
+        ("complete", 1),
+        ("interrupted", len(records)),
+    ]
+
+    samples = prom_samples(outputs.prom)
+    assert samples["reachscan_run_interrupted"] == 1
+    endpoint_counts = [
+        sample.value
+        for family in text_string_to_metric_families(outputs.prom.read_text())
+        for sample in family.samples
+        if sample.name == "reachscan_endpoints"
+    ]
+    assert sum(endpoint_counts) == len(records)
+
+
+def test_a_second_ctrl_c_exits_at_once_and_leaves_no_half_written_file(
+    reachscan: Reachscan, services: LoopbackServices, outputs: Outputs
+) -> None:
+    arguments, closed = scan_arguments(services)
+    earlier = reachscan.run("-t", f"{ADDRESS}:{closed.start}", *outputs.arguments())
+    assert earlier.returncode == 0, earlier.stderr
+    previous_jsonl = outputs.jsonl.read_bytes()
+
+    process = reachscan.start(*arguments, *outputs.arguments())
+    returncode, stopped_after, stderr = interrupt(process, outputs, signal.SIGINT, signal.SIGINT)
+
+    assert returncode == 130, stderr
+    assert stopped_after < 1.0
+    no_traceback(stderr)
+    # Whatever the second Ctrl-C cut short, each path holds a whole file: the previous
+    # one, or the new one committed before the exit.
+    jsonl = outputs.jsonl.read_bytes()
+    if jsonl != previous_jsonl:
+        assert jsonl.endswith(b"\n")
+        parse_records(jsonl.decode())
+    assert "reachscan_run_interrupted" in prom_samples(outputs.prom)
