@@ -80,7 +80,15 @@ def contenders(concurrencies: list[int], with_nmap: bool) -> list[Contender]:
             read=reachscan_states,
             timeout=REACHSCAN_TIMEOUT,
             endpoints=len(ALL_PORTS),
-        )
+        ),
+        Contender(
+            name="reachscan --workers 2",
+            tool="reachscan",
+            command=reachscan_sweep(target, "--workers", "2"),
+            read=reachscan_states,
+            timeout=REACHSCAN_TIMEOUT,
+            endpoints=len(ALL_PORTS),
+        ),
     ]
     for concurrency in concurrencies:
         found.append(
