@@ -16,14 +16,10 @@ expected (which every output shows anyway), plus the set of addresses seen per n
 
 from __future__ import annotations
 
-import io
 import ipaddress
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import MappingProxyType
-
-from rich.console import Console
-from rich.text import Text
 
 from scanner.diagnose import (
     KIND_FILTERED,
@@ -35,6 +31,7 @@ from scanner.diagnose import (
     who_filtered,
 )
 from scanner.model import Cause, Expect, Proto, Reason, ResolvedVia, Result, State
+from scanner.styled import Line, render
 
 SCHEMA = "reachscan-report/1"
 UNDIAGNOSED = "undiagnosed"
@@ -563,8 +560,6 @@ def _runs(numbers: Sequence[int]) -> list[tuple[int, int]]:
 
 # --- text ---------------------------------------------------------------------------------
 
-Segment = tuple[str, str]  # (text, rich style; "" for none)
-Line = list[Segment]
 ADVICE_MARK = "-> "
 
 
@@ -574,7 +569,7 @@ def render_text(report: Report, color: bool = False) -> str:
     lines = render_lines(report)
     if not lines:
         return ""
-    return _to_ansi(lines) if color else _to_plain(lines)
+    return render(lines, color=color)
 
 
 def render_lines(report: Report) -> list[Line]:
@@ -657,30 +652,6 @@ def _endpoints(count: int) -> str:
 
 def _are(count: int) -> str:
     return "is" if count == 1 else "are"
-
-
-def _to_plain(lines: Sequence[Line]) -> str:
-    return "".join("".join(text for text, _style in line).rstrip() + "\n" for line in lines)
-
-
-def _to_ansi(lines: Sequence[Line]) -> str:
-    buffer = io.StringIO()
-    console = Console(
-        file=buffer,
-        force_terminal=True,
-        color_system="standard",
-        highlight=False,
-        markup=False,
-        emoji=False,
-        soft_wrap=True,  # laid out already; never re-wrap
-    )
-    for line in lines:
-        text = Text()
-        for segment, style in line:
-            text.append(segment, style=style or None)
-        text.rstrip()
-        console.print(text)
-    return buffer.getvalue()
 
 
 # --- JSON ---------------------------------------------------------------------------------

@@ -7,8 +7,9 @@ it owns and reports exactly one `Outcome` for it, either at once (returned) or l
 
 from __future__ import annotations
 
+import socket
 from collections.abc import Callable
-from typing import Protocol, TypeVar
+from typing import Generic, Protocol, TypeVar
 
 from scanner.model import Outcome, Target
 
@@ -41,3 +42,25 @@ class Connector(Protocol[Token]):
         callback will not be called); otherwise exactly one of: the callback fires once,
         or the engine calls `expire()` or `cancel()` on the handle."""
         ...
+
+
+class SocketProbe(Generic[Token]):
+    """What every probe in flight holds: its socket, target, token and callback, and
+    when it was issued (round trips are measured from the connect or send)."""
+
+    __slots__ = ("_callback", "_fd", "_sock", "_started", "_target", "_token")
+
+    def __init__(
+        self,
+        sock: socket.socket,
+        target: Target,
+        token: Token,
+        callback: Callable[[Token, Outcome], None],
+        started: float,
+    ) -> None:
+        self._sock = sock
+        self._fd = sock.fileno()
+        self._target = target
+        self._token = token
+        self._callback = callback
+        self._started = started

@@ -18,6 +18,7 @@ from collections.abc import Callable
 from typing import Generic, TypeVar
 
 from scanner.model import Event, Outcome, Target
+from scanner.net.base import SocketProbe
 from scanner.net.boundary import error_outcome, outcome_from_exception, silence_outcome
 from scanner.net.errqueue import drain_error_queue, enable_error_queue
 from scanner.net.poller import WRITABLE, EpollPoller
@@ -51,10 +52,10 @@ def _is_self_connect(sock: socket.socket) -> bool:
         return False
 
 
-class TcpProbe(Generic[Token]):
+class TcpProbe(SocketProbe[Token]):
     """One connect in flight."""
 
-    __slots__ = ("_callback", "_connector", "_fd", "_sock", "_started", "_target", "_token")
+    __slots__ = ("_connector",)
 
     def __init__(
         self,
@@ -65,13 +66,8 @@ class TcpProbe(Generic[Token]):
         callback: Callable[[Token, Outcome], None],
         started: float,
     ) -> None:
+        super().__init__(sock, target, token, callback, started)
         self._connector = connector
-        self._sock = sock
-        self._fd = sock.fileno()
-        self._target = target
-        self._token = token
-        self._callback = callback
-        self._started = started
 
     def on_writable(self) -> None:
         """The connect finished (or failed): read SO_ERROR, then the error queue."""

@@ -17,6 +17,7 @@ from collections.abc import Callable
 from typing import Generic, TypeVar
 
 from scanner.model import Event, Outcome, Target
+from scanner.net.base import SocketProbe
 from scanner.net.boundary import error_outcome, outcome_from_exception, silence_outcome
 from scanner.net.errqueue import drain_error_queue, enable_error_queue
 from scanner.probes import PayloadRegistry
@@ -28,10 +29,10 @@ _FAMILIES = {4: int(socket.AF_INET), 6: int(socket.AF_INET6)}
 _RECV_SIZE = 2048
 
 
-class UdpProbe(Generic[Token]):
+class UdpProbe(SocketProbe[Token]):
     """One datagram sent, waiting for an answer or an ICMP error."""
 
-    __slots__ = ("_callback", "_connector", "_fd", "_sock", "_started", "_target", "_token")
+    __slots__ = ("_connector",)
 
     def __init__(
         self,
@@ -42,13 +43,8 @@ class UdpProbe(Generic[Token]):
         callback: Callable[[Token, Outcome], None],
         started: float,
     ) -> None:
+        super().__init__(sock, target, token, callback, started)
         self._connector = connector
-        self._sock = sock
-        self._fd = sock.fileno()
-        self._target = target
-        self._token = token
-        self._callback = callback
-        self._started = started
 
     def on_readable(self) -> None:
         sock = self._sock

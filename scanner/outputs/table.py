@@ -15,18 +15,15 @@ file or a ticket reads the same. Colour (through rich) is an optional layer on t
 
 from __future__ import annotations
 
-import io
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-
-from rich.console import Console
-from rich.text import Text
 
 from scanner.model import Reason, ResolvedVia, Result, State
 from scanner.outputs.base import OutputTarget, RunInfo, RunSummary
 from scanner.report import Report, ReportBuilder
 from scanner.report import render_lines as report_lines
+from scanner.styled import Line, render
 
 BORING_ROWS_SHOWN = 10
 """A group shows up to this many as-expected, not-open rows; more are collapsed to a count."""
@@ -43,9 +40,6 @@ _STATE_STYLES = {
     State.ERROR: "red",
 }
 _COLUMN_TITLES = ("PORT", "STATE", "REASON", "RTT", "EXPECT", "")
-
-Segment = tuple[str, str]  # (text, rich style; "" for none)
-Line = list[Segment]
 
 
 @dataclass(slots=True)
@@ -125,7 +119,7 @@ class TableSink:
     def finish(self, summary: RunSummary) -> None:
         report = self._report.build() if self._report is not None else None
         lines = render_lines(self._groups.values(), self._run, summary, self._show_cause, report)
-        text = _to_ansi(lines) if self._color else _to_plain(lines)
+        text = render(lines, color=self._color)
         self._target.write(text.encode("utf-8"))
         self._target.commit()
 
@@ -244,27 +238,3 @@ def _footer(run: RunInfo | None, summary: RunSummary) -> list[Line]:
     if summary.interrupted:
         lines.append([("INTERRUPTED — partial results", "bold red")])
     return lines
-
-
-def _to_plain(lines: Sequence[Line]) -> str:
-    return "".join("".join(text for text, _style in line).rstrip() + "\n" for line in lines)
-
-
-def _to_ansi(lines: Sequence[Line]) -> str:
-    buffer = io.StringIO()
-    console = Console(
-        file=buffer,
-        force_terminal=True,
-        color_system="standard",
-        highlight=False,
-        markup=False,
-        emoji=False,
-        soft_wrap=True,  # the table is laid out already; never re-wrap it
-    )
-    for line in lines:
-        text = Text()
-        for segment, style in line:
-            text.append(segment, style=style or None)
-        text.rstrip()
-        console.print(text)
-    return buffer.getvalue()
