@@ -443,7 +443,11 @@ def _service_down(evidence: Evidence) -> Cause | None:
         confidence = 0.7  # the host is up; the service may never have run here
     else:
         confidence = 0.5  # other ports answered in earlier runs, nothing answers now
+    # The streak of refusals began at the first stored refusal since it was last open, or
+    # with this result (not stored yet while it is being explained).
     first_refused = history.first_refused if history is not None else None
+    if first_refused is None and last_open is not None:
+        first_refused = result.ts
     facts: list[tuple[str, object]] = [
         ("address", result.address),
         ("port", result.endpoint.port),

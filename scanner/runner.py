@@ -351,6 +351,10 @@ def open_sinks(plan: ScanPlan, history: HistorySession | None) -> list[Sink]:
             if output.path == "-" and plan.quiet:
                 sink = QuietSink(sink)
             sinks.append(sink)
+        if plan.quiet and all(output.path != "-" for output in plan.outputs):
+            # Every output goes to a file: -q still owes cron a word when something is
+            # wrong, so the trouble goes to stdout as a table (and nothing otherwise).
+            sinks.append(QuietSink(make_sink("table", "-", plan.output_options)))
         if history is not None:
             sinks.append(history.sink)
     except (OutputError, ValueError):
