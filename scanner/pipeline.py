@@ -13,6 +13,7 @@ Every endpoint leaves as at least one result: one per address it resolved to, or
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import time
 from collections.abc import Callable, Iterable
@@ -90,11 +91,16 @@ class Pipeline:
                     group.cancel_scope.cancel()  # --max-time: stop reading the inventory
 
             group.start_soon(probe_then_stop)
-            async with target_send:
-                for _ in range(RESOLVER_WORKERS):
-                    group.start_soon(self._resolve_names, name_receive.clone(), target_send.clone())
-                name_receive.close()
-                await self._route(endpoints, target_send, name_send)
+            try:
+                async with target_send:
+                    for _ in range(RESOLVER_WORKERS):
+                        group.start_soon(
+                            self._resolve_names, name_receive.clone(), target_send.clone()
+                        )
+                    name_receive.close()
+                    await self._route(endpoints, target_send, name_send)
+            except anyio.BrokenResourceError:
+                pass  # the engine stopped taking targets (--max-time); it says so itself
         return self.engine.stats
 
     async def _route(
@@ -140,6 +146,12 @@ class Pipeline:
                 await targets.send(batch)
 
     async def _resolve_names(
+        self, names: ObjectReceiveStream[Endpoint], targets: ObjectSendStream[list[Target]]
+    ) -> None:
+        with contextlib.suppress(anyio.BrokenResourceError):  # the engine stopped early
+            await self._resolve_each(names, targets)
+
+    async def _resolve_each(
         self, names: ObjectReceiveStream[Endpoint], targets: ObjectSendStream[list[Target]]
     ) -> None:
         async with names, targets:

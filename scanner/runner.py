@@ -54,6 +54,7 @@ from scanner.pipeline import Pipeline, ScanSettings
 from scanner.resolve import Resolver, ResolverConfig
 from scanner.scope import Scope, broadcast_addresses, measure, oversize_message
 from scanner.session import HistoryPlan, HistorySession
+from scanner.shards import WorkerFailed
 
 BATCH_SIZE = 512
 FLUSH_INTERVAL = 0.2
@@ -69,6 +70,7 @@ class ExitStatus(IntEnum):
     USAGE_OR_INVENTORY = 2
     OUTPUT_FAILED = 3
     OUT_OF_TIME = 4  # --max-time ran out: the results are partial
+    SCANNER_FAILED = 5  # reachscan itself failed (a worker process died); partial results
     LOCKED = 75  # another run holds the lock (EX_TEMPFAIL: try again later)
     INTERRUPTED = 130
     STDOUT_CLOSED = 141
@@ -299,20 +301,18 @@ def preflight(plan: ScanPlan) -> Preflight:
 AUTO_WORKERS_FROM = 20_000
 """Endpoints from which --workers auto probes in several processes."""
 
-AUTO_WORKERS_CORES = 4
-"""Cores needed before --workers auto uses worker processes. The parent's own share (the
-inventory, the results, the outputs) costs about as much per endpoint as a probe, so on
-two cores a worker process gains little (5 % on the loopback sweep, benchmarks/README.md);
-with more cores the probing spreads out."""
-
 
 def choose_workers(requested: int | None, endpoints: int) -> int:
+    """--workers auto: probe in this process for small scans (a worker costs a start-up);
+    for large ones, one worker per core (two on a two-core machine: the parent's share —
+    inventory, results, outputs — and the workers' then fill both cores; 20 % faster on
+    the loopback sweep, benchmarks/README.md), at most eight."""
     if requested is not None:
         return requested
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 1
-    if cores < AUTO_WORKERS_CORES or endpoints < AUTO_WORKERS_FROM:
+    if cores < 2 or endpoints < AUTO_WORKERS_FROM:
         return 1
-    return min(cores - 1, 8)
+    return min(cores, 8)
 
 
 def describe_endpoint(endpoint: Endpoint) -> str:
@@ -468,6 +468,7 @@ async def run_plan(plan: ScanPlan, history: HistorySession | None = None) -> int
         resolver = Resolver(plan.resolver)
 
         held_warnings: list[str] = []
+        worker_failures: list[str] = []
 
         def warn(message: str) -> None:
             if plan.quiet:
@@ -501,8 +502,11 @@ async def run_plan(plan: ScanPlan, history: HistorySession | None = None) -> int
                     watch_signals, group.cancel_scope, interrupted, progress, fanout.sinks
                 )
                 group.start_soon(fanout.flush_periodically)
-                await pipeline.run(tally.endpoints(inventory(plan, checked.specs)))
-                if not pipeline.engine.stats.out_of_time:
+                try:
+                    await pipeline.run(tally.endpoints(inventory(plan, checked.specs)))
+                except* WorkerFailed as failed:
+                    worker_failures.extend(str(error) for error in failed.exceptions)
+                if not pipeline.engine.stats.out_of_time and not worker_failures:
                     await explain_refusals(fanout, plan, resolver, engine_config, warn, history)
                 group.cancel_scope.cancel()
         out_of_time = pipeline.engine.stats.out_of_time
@@ -529,7 +533,8 @@ async def run_plan(plan: ScanPlan, history: HistorySession | None = None) -> int
         interrupted=interrupted.signal is not None
         or fanout.stdout_closed
         or bool(fanout.failures)
-        or out_of_time,
+        or out_of_time
+        or bool(worker_failures),
         follow_up_probes=fanout.follow_up_probes,
     )
     fanout.finish(summary)
@@ -548,6 +553,11 @@ async def run_plan(plan: ScanPlan, history: HistorySession | None = None) -> int
     for sink in sinks:
         if isinstance(sink, NagiosSink):
             return sink.exit_status()  # a plugin's exit status is the verdict
+    if worker_failures:
+        for message in worker_failures:
+            report_error(f"reachscan: {message}")
+        report_error("reachscan: the results finished before the failure were written")
+        return ExitStatus.SCANNER_FAILED
     if out_of_time and interrupted.signal is None:
         return ExitStatus.OUT_OF_TIME
     return exit_status(summary)

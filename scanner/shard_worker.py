@@ -32,12 +32,20 @@ class Conversation:
         self.write_fd = write_fd
         self.reader = FrameReader()
         self.results: list[tuple[object, ...]] = []
+        self.closed = False
 
     def send(self, frame: tuple[object, ...]) -> None:
+        """Blocking writes are fine here: the parent always reads. Once the parent has
+        gone (an interrupt closes the pipes), everything else is dropped quietly."""
+        if self.closed:
+            return
         data = memoryview(encode(frame))
-        while data:
-            written = os.write(self.write_fd, data)
-            data = data[written:]
+        try:
+            while data:
+                written = os.write(self.write_fd, data)
+                data = data[written:]
+        except (BrokenPipeError, ConnectionResetError):
+            self.closed = True
 
     def result(self, result: Result) -> None:
         identity = int(result.endpoint.host)
@@ -91,19 +99,21 @@ async def serve(conversation: Conversation) -> None:
                     return
                 batch = frame[1]
                 assert isinstance(batch, list)
-                await send.send(
-                    [
-                        # The endpoint's host carries the parent's id for this target: the
-                        # parent keeps the real endpoint and rebuilds the result.
-                        Target(
-                            Endpoint(str(identity), port, PROTOS[proto], None),
-                            address,
-                            family,
-                            ResolvedVia.LITERAL,
-                        )
-                        for identity, address, family, port, proto in batch
-                    ]
-                )
+                targets = [
+                    # The endpoint's host carries the parent's id for this target: the
+                    # parent keeps the real endpoint and rebuilds the result.
+                    Target(
+                        Endpoint(str(identity), port, PROTOS[proto], None),
+                        address,
+                        family,
+                        ResolvedVia.LITERAL,
+                    )
+                    for identity, address, family, port, proto in batch
+                ]
+                try:
+                    await send.send(targets)
+                except anyio.BrokenResourceError:
+                    return  # --max-time ran out: the engine takes nothing more
 
     async def flush_periodically() -> None:
         while True:

@@ -49,6 +49,10 @@ REASONS = {reason.value: reason for reason in Reason}
 Frame = tuple[object, ...]
 
 
+class WorkerFailed(Exception):
+    """A worker process died or reported an error: reachscan's failure, not a target's."""
+
+
 def encode(frame: Frame) -> bytes:
     payload = pickle.dumps(frame, protocol=pickle.HIGHEST_PROTOCOL)
     return FRAME_HEADER.pack(len(payload)) + payload
@@ -116,6 +120,7 @@ class ShardedEngine:
         self._changed: asyncio.Event | None = None
         self._failure: str | None = None
         self._input_done = False
+        self._out_of_time = False
 
     async def run(self, targets: ObjectReceiveStream[Sequence[Target]]) -> EngineStats:
         loop = asyncio.get_running_loop()
@@ -133,21 +138,24 @@ class ShardedEngine:
                 self._send(loop, worker, ("config", share))
             async with targets:
                 async for batch in targets:
+                    if self._out_of_time:
+                        break  # --max-time ran out in the workers: read no further
                     for target in batch:
                         self._route(loop, target)
                     await self._wait_for_credit(loop)
             self._input_done = True
             for worker in self._workers:
                 self._flush_queue(loop, worker, final=True)
-            while any(worker.queue for worker in self._workers):
+            while any(worker.queue for worker in self._workers) and not self._out_of_time:
                 if self._failure is not None:
-                    raise RuntimeError(self._failure)
+                    raise WorkerFailed(self._failure)
                 await self._wait_change()  # results return credits; _on_readable sends more
             for worker in self._workers:
-                self._send(loop, worker, ("end",))
+                if not worker.done:
+                    self._send(loop, worker, ("end",))
             while not all(worker.done for worker in self._workers):
                 if self._failure is not None:
-                    raise RuntimeError(self._failure)
+                    raise WorkerFailed(self._failure)
                 await self._wait_change()
         finally:
             self._stop(loop)
@@ -177,6 +185,8 @@ class ShardedEngine:
     def _flush_queue(
         self, loop: asyncio.AbstractEventLoop, worker: Worker, final: bool = False
     ) -> None:
+        if worker.done:
+            return  # out of time: it takes no more targets
         while worker.queue and worker.outstanding < CREDITS_PER_WORKER:
             if len(worker.queue) < BATCH and not final:
                 return
@@ -200,9 +210,11 @@ class ShardedEngine:
 
     async def _wait_for_credit(self, loop: asyncio.AbstractEventLoop) -> None:
         """Stop reading the inventory while any worker has a full queue."""
-        while any(len(worker.queue) >= CREDITS_PER_WORKER for worker in self._workers):
+        while not self._out_of_time and any(
+            len(worker.queue) >= CREDITS_PER_WORKER for worker in self._workers
+        ):
             if self._failure is not None:
-                raise RuntimeError(self._failure)
+                raise WorkerFailed(self._failure)
             await self._wait_change()
             for worker in self._workers:
                 self._flush_queue(loop, worker)
@@ -273,8 +285,11 @@ class ShardedEngine:
             assert isinstance(stats, EngineStats)
             worker.stats = stats
             worker.done = True
+            if stats.out_of_time:
+                self._out_of_time = True
         elif kind == "error":
-            self._fail(f"a scan worker failed: {frame[1]}")
+            lines = str(frame[1]).strip().splitlines() or ["unknown error"]
+            self._fail(f"a scan worker failed: {lines[-1]}")  # the exception, not its trace
 
     def _fail(self, message: str) -> None:
         if self._failure is None:
@@ -321,3 +336,5 @@ class ShardedEngine:
             stats.concurrency = sum(part.concurrency for part in parts)
             stats.lowest_concurrency = sum(part.lowest_concurrency for part in parts)
         stats.not_probed += len(self._pending)
+        stats.not_probed += sum(len(worker.queue) for worker in self._workers)
+        stats.out_of_time = stats.out_of_time or self._out_of_time

@@ -307,8 +307,8 @@ def add_scan_arguments(parser: argparse.ArgumentParser) -> None:
         type=workers_option,
         default=None,
         metavar="N|auto",
-        help="processes that probe (default auto: for 20,000 endpoints or more on 4+ cores, "
-        "one per core but one; else 1, in this process)",
+        help="processes that probe (default auto: one per core, at most 8, for 20,000 "
+        "endpoints or more on 2+ cores; else 1, in this process)",
     )
     pace.add_argument(
         "--max-time",
