@@ -37,3 +37,14 @@ _ESCAPE_CONTROLS = {
     code: repr(chr(code))[1:-1] for code in (*range(0x20), 0x7F, 0x85, 0x2028, 0x2029)
 }
 """Control characters and line separators -> their Python escapes (`\n`, `\x00`)."""
+
+
+def decode_inventory(data: bytes, file: str) -> str | InventoryError:
+    """A whole inventory file as text (UTF-8, a BOM allowed), or the error that says at
+    which line it is not UTF-8."""
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as error:
+        line = data[: error.start].count(b"\n") + 1
+        message = f"invalid UTF-8 (byte 0x{data[error.start]:02x}); save the file as UTF-8"
+        return InventoryError(Origin(file, line), message)

@@ -35,7 +35,7 @@ from dataclasses import dataclass, field
 import yaml
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
-from scanner.inventory.errors import InventoryError, SpecError
+from scanner.inventory.errors import InventoryError, SpecError, decode_inventory
 from scanner.inventory.hosts import HostPattern, SingleHost
 from scanner.inventory.ports import PortSpec
 from scanner.inventory.services import lookup_service
@@ -110,14 +110,9 @@ def read_yaml_inventory(path: str) -> Iterator[TargetSpec | InventoryError]:
 
 def parse_yaml_inventory(data: bytes, *, file: str) -> Iterator[TargetSpec | InventoryError]:
     """Parse a YAML inventory's bytes into specs and errors, entry by entry."""
-    try:
-        text = data.decode("utf-8-sig")
-    except UnicodeDecodeError as error:
-        line = data[: error.start].count(b"\n") + 1
-        yield InventoryError(
-            Origin(file, line),
-            f"invalid UTF-8 (byte 0x{data[error.start]:02x}); save the file as UTF-8",
-        )
+    text = decode_inventory(data, file)
+    if isinstance(text, InventoryError):
+        yield text
         return
     unreadable = non_printable_error(text, file)
     if unreadable is not None:

@@ -14,6 +14,7 @@ from typing import Generic, Protocol, TypeVar
 from scanner.model import Outcome, Target
 
 Token = TypeVar("Token")
+ConnectorT = TypeVar("ConnectorT")
 
 
 class ProbeHandle(Protocol):
@@ -44,20 +45,23 @@ class Connector(Protocol[Token]):
         ...
 
 
-class SocketProbe(Generic[Token]):
-    """What every probe in flight holds: its socket, target, token and callback, and
-    when it was issued (round trips are measured from the connect or send)."""
+class SocketProbe(Generic[ConnectorT, Token]):
+    """What every probe in flight holds: the connector that started it, its socket,
+    target, token and callback, and when it was issued (round trips are measured from
+    the connect or send)."""
 
-    __slots__ = ("_callback", "_fd", "_sock", "_started", "_target", "_token")
+    __slots__ = ("_callback", "_connector", "_fd", "_sock", "_started", "_target", "_token")
 
     def __init__(
         self,
+        connector: ConnectorT,
         sock: socket.socket,
         target: Target,
         token: Token,
         callback: Callable[[Token, Outcome], None],
         started: float,
     ) -> None:
+        self._connector = connector
         self._sock = sock
         self._fd = sock.fileno()
         self._target = target

@@ -52,22 +52,10 @@ def _is_self_connect(sock: socket.socket) -> bool:
         return False
 
 
-class TcpProbe(SocketProbe[Token]):
+class TcpProbe(SocketProbe["TcpConnector[Token]", Token]):
     """One connect in flight."""
 
-    __slots__ = ("_connector",)
-
-    def __init__(
-        self,
-        connector: TcpConnector[Token],
-        sock: socket.socket,
-        target: Target,
-        token: Token,
-        callback: Callable[[Token, Outcome], None],
-        started: float,
-    ) -> None:
-        super().__init__(sock, target, token, callback, started)
-        self._connector = connector
+    __slots__ = ()
 
     def on_writable(self) -> None:
         """The connect finished (or failed): read SO_ERROR, then the error queue."""

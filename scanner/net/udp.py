@@ -29,22 +29,10 @@ _FAMILIES = {4: int(socket.AF_INET), 6: int(socket.AF_INET6)}
 _RECV_SIZE = 2048
 
 
-class UdpProbe(SocketProbe[Token]):
+class UdpProbe(SocketProbe["UdpConnector[Token]", Token]):
     """One datagram sent, waiting for an answer or an ICMP error."""
 
-    __slots__ = ("_connector",)
-
-    def __init__(
-        self,
-        connector: UdpConnector[Token],
-        sock: socket.socket,
-        target: Target,
-        token: Token,
-        callback: Callable[[Token, Outcome], None],
-        started: float,
-    ) -> None:
-        super().__init__(sock, target, token, callback, started)
-        self._connector = connector
+    __slots__ = ()
 
     def on_readable(self) -> None:
         sock = self._sock

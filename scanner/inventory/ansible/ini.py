@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 
 from scanner.inventory.ansible.ranges import expand_host_pattern
 from scanner.inventory.ansible.tree import ALL, UNGROUPED, InventoryTree, Variable
-from scanner.inventory.errors import InventoryError, SpecError
+from scanner.inventory.errors import InventoryError, SpecError, decode_inventory
 from scanner.model import Origin
 
 COMMENT_MARKERS = ("#", ";")
@@ -47,12 +47,9 @@ _SKIP = "skip"  # after a section header that could not be read
 def parse_ini_inventory(data: bytes, *, file: str) -> tuple[InventoryTree, list[InventoryError]]:
     """The tree an INI inventory declares, and its errors in line order."""
     tree = InventoryTree(file)
-    try:
-        text = data.decode("utf-8-sig")
-    except UnicodeDecodeError as error:
-        line = data[: error.start].count(b"\n") + 1
-        message = f"invalid UTF-8 (byte 0x{data[error.start]:02x}); save the file as UTF-8"
-        return tree, [InventoryError(Origin(file, line), message)]
+    text = decode_inventory(data, file)
+    if isinstance(text, InventoryError):
+        return tree, [text]
     reader = _IniReader(file, tree)
     for number, raw_line in enumerate(text.split("\n"), start=1):
         reader.line(Origin(file, number), raw_line.strip())

@@ -28,7 +28,7 @@ import re
 from dataclasses import dataclass, field
 
 from scanner.inventory.ansible.tree import InventoryTree, OpaqueValue, Variable
-from scanner.inventory.errors import InventoryError
+from scanner.inventory.errors import InventoryError, decode_inventory
 from scanner.model import Origin
 
 META = "_meta"
@@ -40,13 +40,11 @@ _STRING_TOKEN = re.compile(r'"(?:[^"\\]|\\.)*"')
 
 def parse_json_inventory(data: bytes, *, file: str) -> tuple[InventoryTree, list[InventoryError]]:
     """The tree an `ansible-inventory --list` document declares, and its errors."""
+    text = decode_inventory(data, file)
+    if isinstance(text, InventoryError):
+        return InventoryTree(file), [text]
     try:
-        text = data.decode("utf-8-sig")
         document = json.loads(text)
-    except UnicodeDecodeError as error:
-        line = data[: error.start].count(b"\n") + 1
-        message = f"invalid UTF-8 (byte 0x{data[error.start]:02x}); save the file as UTF-8"
-        return InventoryTree(file), [InventoryError(Origin(file, line), message)]
     except json.JSONDecodeError as error:
         message = f"not valid JSON: {error.msg}"
         return InventoryTree(file), [InventoryError(Origin(file, error.lineno), message)]

@@ -33,7 +33,7 @@ from yaml.nodes import MappingNode, Node, ScalarNode
 
 from scanner.inventory.ansible.ranges import expand_host_pattern
 from scanner.inventory.ansible.tree import InventoryTree, OpaqueValue, Variable
-from scanner.inventory.errors import InventoryError, SpecError
+from scanner.inventory.errors import InventoryError, SpecError, decode_inventory
 from scanner.inventory.yamlfile import compose_error, graph_problem, non_printable_error
 from scanner.model import Origin
 
@@ -50,12 +50,9 @@ _GROUP_HELP = "a group is a mapping with 'hosts', 'vars' and 'children'"
 def parse_yaml_inventory(data: bytes, *, file: str) -> tuple[InventoryTree, list[InventoryError]]:
     """The tree an Ansible YAML inventory declares, and its errors in line order."""
     tree = InventoryTree(file)
-    try:
-        text = data.decode("utf-8-sig")
-    except UnicodeDecodeError as error:
-        line = data[: error.start].count(b"\n") + 1
-        message = f"invalid UTF-8 (byte 0x{data[error.start]:02x}); save the file as UTF-8"
-        return tree, [InventoryError(Origin(file, line), message)]
+    text = decode_inventory(data, file)
+    if isinstance(text, InventoryError):
+        return tree, [text]
     unreadable = non_printable_error(text, file)
     if unreadable is not None:
         return tree, [unreadable]
