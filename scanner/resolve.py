@@ -22,17 +22,20 @@ import ipaddress
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field, replace
 from enum import Enum
+from typing import TYPE_CHECKING
 
 import anyio
-import dns.asyncresolver
-import dns.exception
-import dns.message
-import dns.name
-import dns.nameserver
-import dns.rdatatype
-import dns.resolver
 
 from scanner.model import Origin, Reason, ResolvedVia
+
+if TYPE_CHECKING:
+    import dns.asyncresolver
+    import dns.exception
+    import dns.name
+
+# dnspython is imported where it is used, not here: a scan of address literals never needs
+# it, and it is a sixth of reachscan's start-up.
+
 
 DEFAULT_DNS_PORT = 53
 
@@ -270,6 +273,9 @@ def _describe_server(server: str) -> str:
 
 def _describe_errors(errors: object) -> list[str]:
     """One line per distinct (server, error) from dnspython's `errors` trace."""
+    import dns.exception
+    import dns.message
+
     lines: list[str] = []
     if not isinstance(errors, list):
         return lines
@@ -292,6 +298,9 @@ def _translate_dns_error(
     error: dns.exception.DNSException, family: int, servers: str, lifetime: float
 ) -> _FamilyAnswer:
     """Turn what `dns.asyncresolver.Resolver.resolve` raised into a `_FamilyAnswer`."""
+    import dns.exception
+    import dns.resolver
+
     record_type = _RECORD_TYPE_FOR_FAMILY[family]
     if isinstance(error, dns.resolver.NXDOMAIN):
         return _FamilyAnswer(family, _AnswerKind.NXDOMAIN, message=f"NXDOMAIN from {servers}")
@@ -314,6 +323,8 @@ async def _query_family(
     resolver: dns.asyncresolver.Resolver, qname: dns.name.Name, family: int, servers: str
 ) -> _FamilyAnswer:
     """Ask DNS for the A or AAAA records of `qname`, translating every failure to a value."""
+    import dns.exception
+
     record_type = _RECORD_TYPE_FOR_FAMILY[family]
     try:
         answer = await resolver.resolve(qname, record_type, search=False)
@@ -482,6 +493,9 @@ class Resolver:
         return result if result.name == name else replace(result, name=name)
 
     async def _lookup_dns(self, name: str) -> Resolution:
+        import dns.exception
+        import dns.name
+
         try:
             qname = dns.name.from_text(name)  # absolute: no search domains, ndots irrelevant
         except (dns.exception.DNSException, UnicodeError) as error:
@@ -516,6 +530,9 @@ def _make_dns_client(config: ResolverConfig) -> dns.asyncresolver.Resolver:
     With explicit nameservers, `configure=False` keeps /etc/resolv.conf out of it
     entirely (tests rely on that: the machine's nameserver must never be queried).
     """
+    import dns.asyncresolver
+    import dns.nameserver
+
     if config.nameservers:
         resolver = dns.asyncresolver.Resolver(configure=False)
         resolver.nameservers = [

@@ -9,9 +9,6 @@ from __future__ import annotations
 import io
 from collections.abc import Sequence
 
-from rich.console import Console
-from rich.text import Text
-
 Segment = tuple[str, str]  # (text, rich style; "" for none)
 Line = list[Segment]
 
@@ -25,6 +22,9 @@ def to_plain(lines: Sequence[Line]) -> str:
 
 
 def to_ansi(lines: Sequence[Line]) -> str:
+    from rich.console import Console  # only when colour is wanted: rich is slow to import
+    from rich.text import Text
+
     buffer = io.StringIO()
     console = Console(
         file=buffer,

@@ -20,12 +20,7 @@ from scanner.outputs.base import (
     Sink,
     result_to_record,
 )
-from scanner.outputs.jsonl import JsonLinesSink
-from scanner.outputs.nagios import DEFAULT_CRITICAL, NagiosSink, Threshold
-from scanner.outputs.nmap_xml import NmapXmlSink
-from scanner.outputs.prom import PromSink
-from scanner.outputs.report_json import ReportJsonSink
-from scanner.outputs.table import TableSink
+from scanner.outputs.nagios import DEFAULT_CRITICAL, Threshold
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,22 +37,56 @@ class OutputOptions:
 SinkFactory = Callable[[OutputTarget, str, OutputOptions], Sink]
 """Build a sink writing to a target (opened on `path`), with the run's output options."""
 
+# Each factory imports its format's module when the format is asked for: most runs write
+# one or two formats, and prometheus_client and rich are a good part of start-up.
+
+
+def _jsonl(target: OutputTarget, path: str, options: OutputOptions) -> Sink:
+    from scanner.outputs.jsonl import JsonLinesSink
+
+    return JsonLinesSink(target)
+
+
+def _table(target: OutputTarget, path: str, options: OutputOptions) -> Sink:
+    from scanner.outputs.table import TableSink
+
+    return TableSink(target, color=options.color)
+
+
+def _report_json(target: OutputTarget, path: str, options: OutputOptions) -> Sink:
+    from scanner.outputs.report_json import ReportJsonSink
+
+    return ReportJsonSink(target, options.local_addresses)
+
+
+def _prom(target: OutputTarget, path: str, options: OutputOptions) -> Sink:
+    from scanner.outputs.prom import PromSink
+
+    return PromSink(
+        target, aggregates_only=options.aggregates_only, previous_path=None if path == "-" else path
+    )
+
+
+def _nmap_xml(target: OutputTarget, path: str, options: OutputOptions) -> Sink:
+    from scanner.outputs.nmap_xml import NmapXmlSink
+
+    return NmapXmlSink(target)
+
+
+def _nagios(target: OutputTarget, path: str, options: OutputOptions) -> Sink:
+    from scanner.outputs.nagios import NagiosSink
+
+    return NagiosSink(target, options.warning, options.critical)
+
+
 _FACTORIES: Mapping[str, SinkFactory] = MappingProxyType(
     {
-        "jsonl": lambda target, path, options: JsonLinesSink(target),
-        "table": lambda target, path, options: TableSink(target, color=options.color),
-        "report-json": lambda target, path, options: ReportJsonSink(
-            target, options.local_addresses
-        ),
-        "prom": lambda target, path, options: PromSink(
-            target,
-            aggregates_only=options.aggregates_only,
-            previous_path=None if path == "-" else path,
-        ),
-        "nmap-xml": lambda target, path, options: NmapXmlSink(target),
-        "nagios": lambda target, path, options: NagiosSink(
-            target, options.warning, options.critical
-        ),
+        "jsonl": _jsonl,
+        "table": _table,
+        "report-json": _report_json,
+        "prom": _prom,
+        "nmap-xml": _nmap_xml,
+        "nagios": _nagios,
     }
 )
 
@@ -79,17 +108,14 @@ def make_sink(format: str, path: str, options: OutputOptions | None = None) -> S
 __all__ = [
     "FORMATS",
     "AtomicWriter",
-    "JsonLinesSink",
     "OutputClosed",
     "OutputError",
     "OutputOptions",
     "OutputTarget",
-    "ReportJsonSink",
     "RunInfo",
     "RunSummary",
     "Sink",
     "StreamWriter",
-    "TableSink",
     "make_sink",
     "open_target",
     "result_to_record",

@@ -12,13 +12,13 @@ from __future__ import annotations
 import sys
 from collections.abc import Sequence
 from types import TracebackType
-from typing import Self
-
-import rich.progress
-from rich.console import Console
-from rich.text import Text
+from typing import TYPE_CHECKING, Self
 
 from scanner.model import Result, State
+
+if TYPE_CHECKING:
+    import rich.progress
+    from rich.console import Console
 
 _COUNTED_STATES = {
     State.OPEN: "open",
@@ -42,23 +42,10 @@ class Progress:
         self.counts = {"open": 0, "refused": 0, "filtered": 0}
         self._bar: rich.progress.Progress | None = None
         self._task: rich.progress.TaskID | None = None
-        if enabled:
-            self._bar = rich.progress.Progress(
-                rich.progress.TextColumn("scanning"),
-                rich.progress.BarColumn(),
-                _DoneColumn(),
-                _RateColumn(),
-                rich.progress.TimeElapsedColumn(),
-                rich.progress.TextColumn(
-                    "open {task.fields[open]}  refused {task.fields[refused]}  "
-                    "filtered {task.fields[filtered]}"
-                ),
-                console=console if console is not None else Console(stderr=True),
-                transient=True,
-                refresh_per_second=10,
-                # Results may be streaming to stdout; never let the bar capture them.
-                redirect_stdout=False,
-            )
+        if enabled:  # rich is imported only for a terminal: it is slow to import
+            from scanner.outputs.progress_bar import make_bar
+
+            self._bar = make_bar(console)
 
     def __enter__(self) -> Self:
         if self._bar is not None:
@@ -109,21 +96,3 @@ class Progress:
             self._bar.console.print(message, markup=False, highlight=False, emoji=False)
         else:
             print(message, file=sys.stderr, flush=True)
-
-
-class _DoneColumn(rich.progress.ProgressColumn):
-    """`done/total`, or just `done` while the total is unknown."""
-
-    def render(self, task: rich.progress.Task) -> Text:
-        done = int(task.completed)
-        if task.total is None:
-            return Text(f"{done}")
-        return Text(f"{done}/{int(task.total)}")
-
-
-class _RateColumn(rich.progress.ProgressColumn):
-    """Results per second, averaged by rich over its speed-estimate window."""
-
-    def render(self, task: rich.progress.Task) -> Text:
-        speed = task.speed
-        return Text("-/s" if speed is None else f"{speed:,.0f}/s")

@@ -15,11 +15,12 @@ from hypothesis import strategies as st
 from rich.console import Console
 
 from scanner.model import Cause, Endpoint, Expect, Proto, Reason, ResolvedVia, Result, State
-from scanner.outputs import FORMATS, JsonLinesSink, TableSink, make_sink
+from scanner.outputs import FORMATS, make_sink
 from scanner.outputs.atomic import StreamWriter
 from scanner.outputs.base import RunInfo, RunSummary, format_timestamp, result_to_record
+from scanner.outputs.jsonl import JsonLinesSink
 from scanner.outputs.progress import Progress
-from scanner.outputs.table import BORING_ROWS_SHOWN, NOT_OK_MARK
+from scanner.outputs.table import BORING_ROWS_SHOWN, NOT_OK_MARK, TableSink
 
 TS = 1795559401.123  # 2026-11-24T22:30:01.123Z
 RUN = RunInfo(started=TS - 1.5, command="reachscan 127.0.0.1", version="0.1.0")

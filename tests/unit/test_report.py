@@ -10,9 +10,11 @@ import orjson
 
 from scanner.diagnose import describe_filtered
 from scanner.model import Cause, Endpoint, Expect, Proto, Reason, ResolvedVia, Result, State
-from scanner.outputs import FORMATS, ReportJsonSink, TableSink, make_sink
+from scanner.outputs import FORMATS, make_sink
 from scanner.outputs.atomic import StreamWriter
 from scanner.outputs.base import RunInfo, RunSummary
+from scanner.outputs.report_json import ReportJsonSink
+from scanner.outputs.table import TableSink
 from scanner.report import (
     SCHEMA,
     UNDIAGNOSED,
@@ -310,8 +312,13 @@ def test_report_json_sink_writes_the_document_at_finish() -> None:
     document = orjson.loads(buffer.getvalue())
     run = document.pop("run")
     assert document == report_to_json(build_report(mixed_results()))
-    assert run == {"total": 4, "not_ok": 3, "interrupted": False, "inventory_errors": 0,
-                   "follow_up_probes": 9}
+    assert run == {
+        "total": 4,
+        "not_ok": 3,
+        "interrupted": False,
+        "inventory_errors": 0,
+        "follow_up_probes": 9,
+    }
     assert buffer.getvalue().startswith(b"{\n  ")  # indented
 
 
