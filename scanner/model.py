@@ -7,7 +7,7 @@ outputs see only `Result`, never a socket.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import Enum, StrEnum
 
 
@@ -216,10 +216,11 @@ class Result:
     message: str | None = None
     attempts: int = 1
     cause: Cause | None = None
+    ok: bool = field(init=False, compare=False)  # the state meets the expectation
 
-    @property
-    def ok(self) -> bool:
-        return state_meets_expectation(self.state, self.endpoint.expect)
+    def __post_init__(self) -> None:
+        # Computed once: every output, the counters and the history all ask.
+        object.__setattr__(self, "ok", state_meets_expectation(self.state, self.endpoint.expect))
 
 
 _SCAN_FAILURES = frozenset({State.UNRESOLVED, State.ERROR})

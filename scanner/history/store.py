@@ -276,20 +276,22 @@ def _cause_json(result: Result) -> str | None:
 
 
 def _result_row(run_id: int, result: Result) -> tuple[object, ...]:
+    """One row per result. The enums are `StrEnum`s, which sqlite3 stores as their text:
+    no `.value` on a path that runs once per endpoint."""
     endpoint = result.endpoint
     return (
         run_id,
         endpoint.host,
         result.address,
         endpoint.port,
-        endpoint.proto.value,
-        result.state.value,
-        result.reason.value,
+        endpoint.proto,
+        result.state,
+        result.reason,
         result.rtt_ms,
-        result.resolved_via.value,
-        None if endpoint.expect is None else endpoint.expect.value,
+        result.resolved_via,
+        endpoint.expect,
         int(result.ok),
-        _json(dict(endpoint.labels)),
+        _json(dict(endpoint.labels)) if endpoint.labels else "{}",
         None if result.cause is None else result.cause.kind,
         _cause_json(result),
         result.ts,

@@ -122,7 +122,7 @@ def result_to_record(result: Result) -> dict[str, object]:
         "resolved_via": result.resolved_via.value,
         "expect": None if endpoint.expect is None else endpoint.expect.value,
         "ok": result.ok,
-        "labels": dict(endpoint.labels),
+        "labels": dict(endpoint.labels) if endpoint.labels else {},
         "cause": _cause_to_record(result),
         "ts": format_timestamp(result.ts),
     }
