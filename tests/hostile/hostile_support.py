@@ -7,35 +7,40 @@ and `--no-progress`, so stderr carries only what the tests assert on.
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import sqlite3
-import subprocess
-import sys
 import time
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
+from tests.support.cli import (
+    RECORD_KEYS,
+    REPO_ROOT,
+    Reachscan,
+    ScanRun,
+    Verdicts,
+    parse_records,
+    verdicts,
+)
 
-RECORD_KEYS = [
-    "host",
-    "address",
-    "port",
-    "proto",
-    "state",
-    "reason",
-    "rtt_ms",
-    "resolved_via",
-    "expect",
-    "ok",
-    "labels",
-    "cause",
-    "ts",
+__all__ = [  # the shared CLI helpers, re-exported for the hostile tests
+    "CAN_UNSHARE",
+    "IN_PRIVATE_NETNS",
+    "IS_ROOT",
+    "RECORD_KEYS",
+    "REPO_ROOT",
+    "Reachscan",
+    "ScanRun",
+    "Verdicts",
+    "history_runs",
+    "needs_private_netns",
+    "no_traceback",
+    "parse_records",
+    "verdicts",
+    "wait_for",
 ]
 
 IS_ROOT = os.geteuid() == 0
@@ -47,99 +52,6 @@ needs_private_netns = pytest.mark.skipif(
 IN_PRIVATE_NETNS = ("unshare", "--net", "sh", "-c", 'ip link set lo up && exec "$@"', "sh")
 """A `prefix` that runs the command in a new network namespace with only loopback up:
 whatever it sends cannot leave the machine, so a guard that failed could harm nothing."""
-
-Verdicts = dict[tuple[object, object, object], tuple[object, object]]
-
-
-@dataclass(frozen=True, slots=True)
-class ScanRun:
-    """A finished `reachscan scan` subprocess."""
-
-    returncode: int
-    stdout: str
-    stderr: str
-
-    @property
-    def records(self) -> list[dict[str, object]]:
-        return parse_records(self.stdout)
-
-
-@dataclass(frozen=True, slots=True)
-class Reachscan:
-    """`python -m scanner scan` with the tests' resolver sources always given."""
-
-    hosts_file: str
-    nameserver: str
-
-    def command(self, *args: str) -> list[str]:
-        return [
-            sys.executable,
-            "-m",
-            "scanner",
-            "scan",
-            "--hosts-file",
-            self.hosts_file,
-            "--nameserver",
-            self.nameserver,
-            "--no-progress",
-            *args,
-        ]
-
-    def run(
-        self,
-        *args: str,
-        timeout: float = 90,
-        prefix: Sequence[str] = (),
-        cwd: Path = REPO_ROOT,
-        env: dict[str, str] | None = None,
-    ) -> ScanRun:
-        """Run to completion; `prefix` goes before the interpreter (prlimit, unshare)."""
-        environment = dict(os.environ if env is None else env)
-        environment["PYTHONPATH"] = str(REPO_ROOT)  # found from any working directory
-        completed = subprocess.run(
-            [*prefix, *self.command(*args)],
-            cwd=cwd,
-            capture_output=True,
-            timeout=timeout,
-            stdin=subprocess.DEVNULL,
-            check=False,
-            env=environment,
-        )
-        return ScanRun(
-            completed.returncode,
-            completed.stdout.decode("utf-8", "replace"),
-            completed.stderr.decode("utf-8", "replace"),
-        )
-
-    def start(self, *args: str, stdout: int | None = subprocess.DEVNULL) -> subprocess.Popen[bytes]:
-        return subprocess.Popen(
-            self.command(*args),
-            cwd=REPO_ROOT,
-            stdout=stdout,
-            stderr=subprocess.PIPE,
-            stdin=subprocess.DEVNULL,
-        )
-
-
-def parse_records(text: str) -> list[dict[str, object]]:
-    """Every JSONL line as a dict; a partial or invalid line fails the test here."""
-    records = []
-    for line in text.splitlines():
-        record = json.loads(line)
-        assert isinstance(record, dict), line
-        assert list(record) == RECORD_KEYS, line
-        records.append(record)
-    return records
-
-
-def verdicts(records: Sequence[dict[str, object]]) -> Verdicts:
-    """(address, port, proto) -> (state, reason); a repeated key fails the test."""
-    found: Verdicts = {}
-    for record in records:
-        key = (record["address"], record["port"], record["proto"])
-        assert key not in found, f"{key} reported twice"
-        found[key] = (record["state"], record["reason"])
-    return found
 
 
 def no_traceback(stderr: str) -> None:

@@ -153,7 +153,7 @@ def test_an_interrupted_scan_commits_every_output_and_they_agree(
     assert earlier.returncode == 0, earlier.stderr
     assert prom_samples(outputs.prom)["reachscan_run_interrupted"] == 0
 
-    process = reachscan.start(*arguments, *outputs.arguments())
+    process = reachscan.start(*arguments, *outputs.arguments(), stdout=subprocess.DEVNULL)
     returncode, stopped_after, stderr = interrupt(process, outputs, signal_number)
 
     assert returncode == 130, stderr
@@ -197,7 +197,7 @@ def test_a_second_ctrl_c_exits_at_once_and_leaves_no_half_written_file(
     assert earlier.returncode == 0, earlier.stderr
     previous_jsonl = outputs.jsonl.read_bytes()
 
-    process = reachscan.start(*arguments, *outputs.arguments())
+    process = reachscan.start(*arguments, *outputs.arguments(), stdout=subprocess.DEVNULL)
     returncode, stopped_after, stderr = interrupt(process, outputs, signal.SIGINT, signal.SIGINT)
 
     assert returncode == 130, stderr

@@ -25,8 +25,6 @@ from __future__ import annotations
 import json
 import os
 import random
-import subprocess
-import sys
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -36,6 +34,8 @@ import pytest
 import yaml
 
 from scanner.diagnose import related_ports
+from tests.support.cli import Reachscan as BaseReachscan
+from tests.support.cli import parse_records
 from tests.support.dns_responder import DnsResponder
 from tests.support.fixtures import HostsFileFactory
 from tests.support.listeners import LoopbackServices
@@ -57,60 +57,10 @@ Record = dict[str, Any]
 # --- running the command -------------------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
-class ScanRun:
-    returncode: int
-    stdout: str
-    stderr: str
+class Reachscan(BaseReachscan):
+    """The shared CLI runner, plus the scan every scenario here makes."""
 
-    @property
-    def records(self) -> list[Record]:
-        return parse_jsonl(self.stdout)
-
-
-def parse_jsonl(text: str) -> list[Record]:
-    records = []
-    for line in text.splitlines():
-        record = json.loads(line)
-        assert isinstance(record, dict), line
-        records.append(record)
-    return records
-
-
-@dataclass(frozen=True, slots=True)
-class Reachscan:
-    """The CLI with the tests' own resolver sources always given: never /etc/hosts or
-    /etc/resolv.conf."""
-
-    hosts_file: str
-    nameserver: str
-
-    def with_hosts(self, hosts_file: str) -> Reachscan:
-        return Reachscan(hosts_file, self.nameserver)
-
-    def run(self, *args: str, timeout: float = 90) -> ScanRun:
-        command = [
-            sys.executable,
-            "-m",
-            "scanner",
-            "scan",
-            "--hosts-file",
-            self.hosts_file,
-            "--nameserver",
-            self.nameserver,
-            "--no-progress",
-            *args,
-        ]
-        completed = subprocess.run(
-            command,
-            cwd=REPO_ROOT,
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-            stdin=subprocess.DEVNULL,
-            check=False,
-        )
-        return ScanRun(completed.returncode, completed.stdout, completed.stderr)
+    __slots__ = ()
 
     def jsonl(self, inventory: Path, *args: str) -> list[Record]:
         """Scan an inventory, JSON Lines on stdout; the run must end as documented."""
@@ -613,7 +563,7 @@ def test_thousands_of_refusals_stay_within_the_budget_and_all_get_a_cause(
 
     assert run.returncode == 1, run.stderr
     endpoints = BLOCK_SIZE * len(block_ports)
-    records = parse_jsonl(results_path.read_text(encoding="utf-8"))
+    records = parse_records(results_path.read_text(encoding="utf-8"))
     assert len(records) == endpoints
     assert {(record["state"], record["reason"]) for record in records} == {
         ("refused", "conn-refused")
@@ -674,7 +624,7 @@ def test_the_table_groups_refusals_by_cause_with_counts_and_advice(
     assert run.returncode == 1, run.stderr
     causes = [
         record["cause"]
-        for record in parse_jsonl(results_path.read_text(encoding="utf-8"))
+        for record in parse_records(results_path.read_text(encoding="utf-8"))
         if record["state"] == "refused"
     ]
     counts: dict[str, int] = {}

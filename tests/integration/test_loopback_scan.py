@@ -22,8 +22,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, replace
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Literal
 
@@ -34,18 +33,11 @@ import dns.rdataclass
 import dns.rdatatype
 import pytest
 
+from tests.support.cli import RECORD_KEYS, REPO_ROOT, Reachscan, parse_records, verdicts
 from tests.support.dns_responder import DnsResponder
 from tests.support.fixtures import HostsFileFactory
 from tests.support.listeners import LoopbackServices, free_port
 from tests.support.proc_net import bound_sockets, ports_reaching
-
-REPO_ROOT = Path(__file__).resolve().parents[2]
-
-RECORD_KEYS = [
-    "host", "address", "port", "proto", "state", "reason", "rtt_ms", "resolved_via",
-    "expect", "ok", "labels", "cause", "ts",
-]
-"""The JSONL schema, in order: scripts parse this, so it may only change on purpose."""
 
 OPEN_TCP = ("open", "syn-ack")
 REFUSED_TCP = ("refused", "conn-refused")
@@ -56,77 +48,6 @@ SILENT_UDP = ("open|filtered", "no-response")
 IS_ROOT = os.geteuid() == 0
 
 # --- running the command -----------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class ScanRun:
-    """A finished `reachscan scan` subprocess."""
-
-    returncode: int
-    stdout: str
-    stderr: str
-
-    @property
-    def records(self) -> list[dict[str, object]]:
-        return parse_records(self.stdout)
-
-
-def parse_records(text: str) -> list[dict[str, object]]:
-    """Every JSONL line as a dict; a partial or invalid line fails the test here."""
-    records = []
-    for line in text.splitlines():
-        record = json.loads(line)
-        assert isinstance(record, dict), line
-        records.append(record)
-    return records
-
-
-Verdicts = dict[tuple[object, object, object], tuple[object, object]]
-
-
-def verdicts(records: Sequence[dict[str, object]]) -> Verdicts:
-    """(address, port, proto) -> (state, reason); a repeated key fails the test."""
-    found: Verdicts = {}
-    for record in records:
-        key = (record["address"], record["port"], record["proto"])
-        assert key not in found, f"{key} reported twice"
-        found[key] = (record["state"], record["reason"])
-    return found
-
-
-@dataclass(frozen=True, slots=True)
-class Reachscan:
-    """The command line with the tests' own resolver sources always given.
-
-    `--hosts-file` and `--nameserver` go first on every run so no run can fall back to
-    /etc/hosts or /etc/resolv.conf; a test that needs another hosts file uses `with_hosts`.
-    """
-
-    hosts_file: str
-    nameserver: str
-
-    def with_hosts(self, hosts_file: str) -> Reachscan:
-        return replace(self, hosts_file=hosts_file)
-
-    def command(self, *args: str) -> list[str]:
-        return [
-            sys.executable, "-m", "scanner", "scan",
-            "--hosts-file", self.hosts_file, "--nameserver", self.nameserver,
-            "--no-progress", *args,
-        ]
-
-    def run(self, *args: str, timeout: float = 90) -> ScanRun:
-        completed = subprocess.run(
-            self.command(*args), cwd=REPO_ROOT, capture_output=True, text=True,
-            timeout=timeout, stdin=subprocess.DEVNULL, check=False,
-        )
-        return ScanRun(completed.returncode, completed.stdout, completed.stderr)
-
-    def start(self, *args: str, stdout: int | None = subprocess.PIPE) -> subprocess.Popen[bytes]:
-        return subprocess.Popen(
-            self.command(*args), cwd=REPO_ROOT, stdout=stdout, stderr=subprocess.PIPE,
-            stdin=subprocess.DEVNULL,
-        )
 
 
 @pytest.fixture

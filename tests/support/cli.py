@@ -1,0 +1,114 @@
+"""Running `reachscan scan` as a subprocess the way every CLI test does.
+
+`--hosts-file` and `--nameserver` go first on every run, so no test can fall back to
+/etc/hosts or /etc/resolv.conf (the machine's nameserver must never be asked).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+RECORD_KEYS = [
+    "host", "address", "port", "proto", "state", "reason", "rtt_ms", "resolved_via",
+    "expect", "ok", "labels", "cause", "ts",
+]  # fmt: skip
+"""The JSONL schema, in order: scripts parse this, so it may only change on purpose."""
+
+Record = dict[str, object]
+Verdicts = dict[tuple[object, object, object], tuple[object, object]]
+
+
+def parse_records(text: str) -> list[Record]:
+    """Every JSONL line as a dict with exactly the schema's keys; a partial or invalid line
+    fails the test here."""
+    records = []
+    for line in text.splitlines():
+        record = json.loads(line)
+        assert isinstance(record, dict), line
+        assert list(record) == RECORD_KEYS, line
+        records.append(record)
+    return records
+
+
+def verdicts(records: Sequence[Record]) -> Verdicts:
+    """(address, port, proto) -> (state, reason); a repeated key fails the test."""
+    found: Verdicts = {}
+    for record in records:
+        key = (record["address"], record["port"], record["proto"])
+        assert key not in found, f"{key} reported twice"
+        found[key] = (record["state"], record["reason"])
+    return found
+
+
+@dataclass(frozen=True, slots=True)
+class ScanRun:
+    """A finished `reachscan scan` subprocess."""
+
+    returncode: int
+    stdout: str
+    stderr: str
+
+    @property
+    def records(self) -> list[Record]:
+        return parse_records(self.stdout)
+
+
+@dataclass(frozen=True, slots=True)
+class Reachscan:
+    """`python -m scanner scan` with the tests' own resolver sources always given."""
+
+    hosts_file: str
+    nameserver: str
+
+    def with_hosts(self, hosts_file: str) -> Reachscan:
+        return replace(self, hosts_file=hosts_file)
+
+    def command(self, *args: str) -> list[str]:
+        return [
+            sys.executable, "-m", "scanner", "scan",
+            "--hosts-file", self.hosts_file, "--nameserver", self.nameserver,
+            "--no-progress", *args,
+        ]  # fmt: skip
+
+    def run(
+        self,
+        *args: str,
+        timeout: float = 90,
+        prefix: Sequence[str] = (),
+        cwd: Path = REPO_ROOT,
+        env: dict[str, str] | None = None,
+    ) -> ScanRun:
+        """Run to completion; `prefix` goes before the interpreter (prlimit, unshare)."""
+        environment = dict(os.environ if env is None else env)
+        environment["PYTHONPATH"] = str(REPO_ROOT)  # found from any working directory
+        completed = subprocess.run(
+            [*prefix, *self.command(*args)],
+            cwd=cwd,
+            capture_output=True,
+            timeout=timeout,
+            stdin=subprocess.DEVNULL,
+            check=False,
+            env=environment,
+        )
+        return ScanRun(
+            completed.returncode,
+            completed.stdout.decode("utf-8", "replace"),
+            completed.stderr.decode("utf-8", "replace"),
+        )
+
+    def start(self, *args: str, stdout: int | None = subprocess.PIPE) -> subprocess.Popen[bytes]:
+        return subprocess.Popen(
+            self.command(*args),
+            cwd=REPO_ROOT,
+            stdout=stdout,
+            stderr=subprocess.PIPE,
+            stdin=subprocess.DEVNULL,
+        )
