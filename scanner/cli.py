@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from scanner import __version__
 from scanner.commands import check, diff, history, scan, serve
 from scanner.commands.scan import UsageError
-from scanner.runner import ExitStatus
+from scanner.plan import ExitStatus
 
 
 def build_parser() -> argparse.ArgumentParser:

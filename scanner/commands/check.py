@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, NoReturn
 from scanner.commands import scan
 from scanner.outputs import OutputOptions
 from scanner.outputs.nagios import DEFAULT_CRITICAL, Status, Threshold
-from scanner.runner import OutputSpec
+from scanner.plan import OutputSpec
 
 if TYPE_CHECKING:
     from scanner.commands.common import Subparsers

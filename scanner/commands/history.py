@@ -27,7 +27,7 @@ from scanner.history.timeline import (
     timeline_to_json,
 )
 from scanner.model import Proto
-from scanner.runner import ExitStatus
+from scanner.plan import ExitStatus
 
 if TYPE_CHECKING:
     from scanner.commands.common import Subparsers

@@ -16,6 +16,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, TextIO
 
+from scanner.console import report_error
 from scanner.engine import EngineConfig
 from scanner.evidence import DiagnosisBudget
 from scanner.history import HistoryError, LockBusy
@@ -32,15 +33,10 @@ from scanner.inventory import (
 )
 from scanner.model import Expect
 from scanner.outputs import FORMATS, OutputOptions
+from scanner.plan import ExitStatus, OutputSpec, ScanPlan
+from scanner.preflight import list_targets
 from scanner.resolve import ResolverConfig, parse_nameserver
-from scanner.runner import (
-    ExitStatus,
-    OutputSpec,
-    ScanPlan,
-    list_targets,
-    report_error,
-    run_plan,
-)
+from scanner.runner import run_plan
 from scanner.scope import (
     DEFAULT_MAX_ENDPOINTS,
     IpNetwork,

@@ -57,7 +57,7 @@ from scanner.history.paths import default_db_path
 from scanner.history.records import RunRecord, RunStatus
 from scanner.history.store import HistoryError, HistoryStore, run_info_of, summary_of
 from scanner.outputs.prom import PREFIX, PromSink, run_succeeded
-from scanner.runner import ExitStatus
+from scanner.plan import ExitStatus
 
 if TYPE_CHECKING:
     from scanner.commands.common import Subparsers

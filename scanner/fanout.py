@@ -1,0 +1,126 @@
+"""Results on their way out: counted, batched, handed to every output and the progress bar.
+
+This runs inside the loop's I/O callbacks, so it never raises: an output that fails is
+set aside and the scan asked to stop. With diagnosis on, refusals of endpoints expected
+open are held back until they have a cause.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import replace
+from typing import Any
+
+import anyio
+
+from scanner.diagnose import describe_filtered
+from scanner.evidence import ScanIndex, needs_explanation
+from scanner.host_sockets import local_addresses
+from scanner.inventory import InventoryError, InventoryItem
+from scanner.model import Endpoint, Expect, Result, State
+from scanner.outputs import OutputClosed, OutputError, RunSummary, Sink
+from scanner.outputs.progress import Progress
+
+BATCH_SIZE = 512
+FLUSH_INTERVAL = 0.2
+
+
+class ResultFanout:
+    """Counts results, batches them and hands each batch to every sink and the progress bar.
+
+    With diagnosis on, refusals of endpoints expected open are held back until they have
+    their cause (or until the run is interrupted, when they go out without one).
+    """
+
+    def __init__(self, sinks: Sequence[Sink], progress: Progress, diagnosis: bool) -> None:
+        self.sinks = list(sinks)
+        self.stdout_closed = False
+        self.failures: list[OutputError] = []
+        self.stop: Callable[[], None] = lambda: None  # set to cancel the scan
+        self.follow_up_probes = 0
+        self.progress = progress
+        self.counts: Counter[State] = Counter()
+        self.not_ok = 0
+        self.total = 0
+        self._batch: list[Result] = []
+        self.diagnosis = diagnosis
+        self.index = ScanIndex()
+        self.held: list[Result] = []
+        self._local_addresses = local_addresses() if diagnosis else frozenset()
+
+    def add(self, result: Result) -> None:
+        """A result from the main scan."""
+        if self.diagnosis:
+            self.index.add(result)
+            if needs_explanation(result):
+                self.held.append(result)
+                return
+            if result.state is State.FILTERED and result.endpoint.expect is Expect.OPEN:
+                cause = describe_filtered(result, local_addresses=self._local_addresses)
+                result = replace(result, cause=cause)
+        self.emit(result)
+
+    def release_held(self, explained: Sequence[Result] | None = None) -> None:
+        """Emit the held refusals: explained, or as they were after an interrupt."""
+        held, self.held = self.held, []
+        for result in held if explained is None else explained:
+            self.emit(result)
+
+    def emit(self, result: Result) -> None:
+        self.counts[result.state] += 1
+        self.total += 1
+        if not result.ok:
+            self.not_ok += 1
+        self._batch.append(result)
+        if len(self._batch) >= BATCH_SIZE:
+            self.flush()
+
+    def flush(self) -> None:
+        """Hand the batch to every sink still working. Never raises: this runs inside the
+        loop's I/O callbacks, where an exception would only be logged; a sink that fails
+        is set aside, the failure recorded, and the scan asked to stop."""
+        if not self._batch:
+            return
+        batch, self._batch = self._batch, []
+        for sink in list(self.sinks):
+            self._guarded(sink, sink.write, batch)
+        self.progress.advance(batch)
+
+    def finish(self, summary: RunSummary) -> None:
+        for sink in list(self.sinks):
+            self._guarded(sink, sink.finish, summary)
+
+    def _guarded(self, sink: Sink, action: Callable[[Any], None], argument: Any) -> None:
+        try:
+            action(argument)
+        except OutputClosed:
+            self.sinks.remove(sink)
+            self.stdout_closed = True
+            self.stop()
+        except OutputError as failure:
+            self.sinks.remove(sink)
+            sink.abort()
+            self.failures.append(failure)
+            self.stop()
+
+    async def flush_periodically(self) -> None:
+        while True:
+            await anyio.sleep(FLUSH_INTERVAL)
+            self.flush()
+
+
+class InventoryTally:
+    """Passes endpoints through, reporting each inventory error on stderr as it is found."""
+
+    def __init__(self, report: Callable[[str], None]) -> None:
+        self.errors = 0
+        self._report = report
+
+    def endpoints(self, items: Iterator[InventoryItem]) -> Iterator[Endpoint]:
+        for item in items:
+            if isinstance(item, InventoryError):
+                self.errors += 1
+                self._report(f"reachscan: {item}")
+            else:
+                yield item
