@@ -1,8 +1,8 @@
 """`reachscan diff [RUN_A [RUN_B]]`: what changed between two stored runs.
 
 With no run ids, the last two complete runs; with one, that run against the newest
-complete run. Exit status 0 when the diff was printed (changes or not), 2 when the
-history or a run id is missing.
+complete run. Exit status 0 when the diff was printed (changes or not; with
+`--exit-code`, 1 when there were changes), 2 when the history or a run id is missing.
 """
 
 from __future__ import annotations
@@ -49,6 +49,12 @@ def register(subparsers: Subparsers) -> None:
     parser.add_argument(
         "--format", choices=["table", "json"], default="table", help="output (default: table)"
     )
+    parser.add_argument(
+        "--exit-code",
+        action="store_true",
+        help="exit 1 when something changed, 0 when nothing did (as `diff` and `git diff "
+        "--exit-code` do), for scripts and cron",
+    )
     parser.set_defaults(handler=run)
 
 
@@ -60,5 +66,9 @@ def run(args: argparse.Namespace) -> int:
         report_error(str(error))
         return int(ExitStatus.USAGE_OR_INVENTORY)
     if args.format == "json":
-        return emit_json(diff_to_json(diff))
-    return emit(render_diff_text(diff))
+        status = emit_json(diff_to_json(diff))
+    else:
+        status = emit(render_diff_text(diff))
+    if status == ExitStatus.OK and args.exit_code and diff.changes:
+        return int(ExitStatus.NOT_AS_EXPECTED)
+    return status

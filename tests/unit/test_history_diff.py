@@ -185,6 +185,17 @@ def test_command_prints_the_diff(
     assert len(orjson.loads(capsys.readouterr().out)["changes"]) == 4
 
 
+def test_exit_code_says_whether_anything_changed(
+    store: HistoryStore, db_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    two_runs(store)
+    args = parse(["diff", "--db", str(db_path), "--exit-code"])
+    assert args.handler(args) == 1  # four changes
+    args = parse(["diff", "2", "2", "--db", str(db_path), "--exit-code"])
+    assert args.handler(args) == 0  # a run against itself: nothing changed
+    capsys.readouterr()
+
+
 def test_command_usage_errors_exit_2(
     store: HistoryStore, db_path: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
