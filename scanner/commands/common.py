@@ -39,8 +39,10 @@ def report_error(message: str) -> None:
 
 
 def open_existing(db: Path | None) -> HistoryStore:
-    """Open the history for reading; a missing file is an error here, not a new history
-    (a typo in --db must not create an empty database and report "no runs")."""
+    """Open the history read-only; a missing file is an error here, not a new history
+    (a typo in --db must not create an empty database and report "no runs"). Read-only,
+    so a monitoring account that may only read the file can use `diff` and `history`,
+    and a scan writing it meanwhile is never blocked."""
     path = db if db is not None else default_db_path()
     if not path.exists():
         raise HistoryError(
@@ -48,7 +50,7 @@ def open_existing(db: Path | None) -> HistoryStore:
             "no such file: scans store their history there once history is enabled; "
             "pass --db PATH for another location",
         )
-    return HistoryStore.open(path)
+    return HistoryStore.open_readonly(path)
 
 
 def emit(text: str) -> int:
