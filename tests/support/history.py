@@ -8,6 +8,7 @@ from collections.abc import Sequence
 from scanner.history.store import HistoryStore
 from scanner.model import Cause, Endpoint, Expect, Proto, Reason, ResolvedVia, Result, State
 from scanner.outputs.base import RunInfo, RunSummary
+from tests.support.summaries import summarize
 
 DEFAULT_REASON = {
     State.OPEN: Reason.SYN_ACK,
@@ -55,17 +56,7 @@ def make_result(
 def summary_of(
     results: Sequence[Result], finished: float, *, interrupted: bool = False
 ) -> RunSummary:
-    counts: dict[State, int] = {}
-    for result in results:
-        counts[result.state] = counts.get(result.state, 0) + 1
-    return RunSummary(
-        finished=finished,
-        counts=counts,
-        total=len(results),
-        not_ok=sum(1 for result in results if not result.ok),
-        inventory_errors=0,
-        interrupted=interrupted,
-    )
+    return summarize(results, finished=finished, interrupted=interrupted)
 
 
 def store_run(

@@ -18,6 +18,7 @@ from scanner.outputs.nagios import (
     Threshold,
     status_for,
 )
+from tests.support.summaries import summarize
 
 STARTED = 1795559400.0
 FINISHED = 1795559401.234
@@ -73,19 +74,7 @@ def result(
 
 
 def summary_of(results: Sequence[Result], **overrides: object) -> RunSummary:
-    counts: dict[State, int] = {}
-    for each in results:
-        counts[each.state] = counts.get(each.state, 0) + 1
-    values: dict[str, object] = {
-        "finished": FINISHED,
-        "counts": counts,
-        "total": len(results),
-        "not_ok": sum(not each.ok for each in results),
-        "inventory_errors": 0,
-        "interrupted": False,
-    }
-    values.update(overrides)
-    return RunSummary(**values)  # type: ignore[arg-type]
+    return summarize(results, **{"finished": FINISHED, **overrides})  # type: ignore[arg-type]
 
 
 def run(

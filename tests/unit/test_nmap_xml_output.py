@@ -14,6 +14,7 @@ from scanner.model import Endpoint, Expect, Proto, Reason, ResolvedVia, Result, 
 from scanner.outputs import make_sink
 from scanner.outputs.base import RunInfo, RunSummary
 from scanner.outputs.nmap_xml import nmap_port_state, port_ranges
+from tests.support.summaries import summarize
 
 STARTED = 1795559400.0
 FINISHED = 1795559412.5
@@ -46,19 +47,7 @@ def result(
 
 
 def summary_of(results: Sequence[Result], **overrides: object) -> RunSummary:
-    counts: dict[State, int] = {}
-    for each in results:
-        counts[each.state] = counts.get(each.state, 0) + 1
-    values: dict[str, object] = {
-        "finished": FINISHED,
-        "counts": counts,
-        "total": len(results),
-        "not_ok": sum(not each.ok for each in results),
-        "inventory_errors": 0,
-        "interrupted": False,
-    }
-    values.update(overrides)
-    return RunSummary(**values)  # type: ignore[arg-type]
+    return summarize(results, **{"finished": FINISHED, **overrides})  # type: ignore[arg-type]
 
 
 def write_xml(
