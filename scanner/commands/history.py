@@ -16,6 +16,7 @@ from scanner.commands.common import (
     emit,
     emit_json,
     open_existing,
+    positive_int,
     report_error,
 )
 from scanner.history.store import HistoryError
@@ -74,16 +75,6 @@ def endpoint_query(text: str) -> EndpointQuery:
         raise argparse.ArgumentTypeError(str(error)) from None
 
 
-def at_least_one(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, not {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, not {value}")
-    return value
-
-
 def register(subparsers: Subparsers) -> None:
     parser = subparsers.add_parser(
         "history",
@@ -100,14 +91,14 @@ def register(subparsers: Subparsers) -> None:
     add_db_option(parser)
     parser.add_argument(
         "--runs",
-        type=at_least_one,
+        type=positive_int,
         default=DEFAULT_RUNS,
         metavar="N",
         help=f"how many complete runs to show (default {DEFAULT_RUNS})",
     )
     parser.add_argument(
         "--flap-threshold",
-        type=at_least_one,
+        type=positive_int,
         default=DEFAULT_FLAP_THRESHOLD,
         metavar="K",
         help="state changes within the runs shown that make an endpoint flapping "

@@ -16,6 +16,12 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, TextIO
 
+from scanner.commands.common import (
+    non_negative_float,
+    non_negative_int,
+    positive_float,
+    positive_int,
+)
 from scanner.console import report_error
 from scanner.engine import EngineConfig
 from scanner.evidence import DiagnosisBudget
@@ -90,34 +96,6 @@ class OutputAction(argparse.Action):
         else:
             outputs.append([None, value])
         namespace.outputs = outputs
-
-
-def positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, not {value}")
-    return value
-
-
-def non_negative_int(text: str) -> int:
-    value = int(text)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be 0 or more, not {value}")
-    return value
-
-
-def positive_float(text: str) -> float:
-    value = float(text)
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"must be more than 0, not {text}")
-    return value
-
-
-def non_negative_float(text: str) -> float:
-    value = float(text)
-    if not value >= 0:
-        raise argparse.ArgumentTypeError(f"must be 0 or more, not {text}")
-    return value
 
 
 def workers_option(text: str) -> int | None:
