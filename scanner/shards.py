@@ -3,9 +3,12 @@
 One Python process saturates one core at roughly 45,000 connects a second; the parent
 also parses the inventory, builds results and writes outputs. So with `--workers N` the
 parent keeps the pipeline and the outputs, and N workers (scanner/shard_worker.py) each
-run an ordinary `Engine` over a shard of the targets. A target's shard is a hash of its
-address, so everything the engine learns per host (round trip, ICMP pacing, per-host
-limits) stays in one process.
+run an ordinary `Engine` over a shard of the targets (`Sharding`). A single host's TCP
+ports are spread over the workers in blocks, so a sweep of one host uses every core; its
+UDP targets stay with one worker, because ICMP pacing must meet the host's one rate limit
+from one process. Each worker learns round trips and retry habits from its own share of
+a host's answers (plenty: they are per-host averages), and keeps its share of
+`--per-host`.
 
 Wire protocol, over one pipe pair per worker (frames: 4-byte big-endian length, then a
 pickle): parent -> worker `("config", EngineConfig)`, then `("targets", [(id, address,
@@ -77,8 +80,36 @@ class FrameReader:
         return frames
 
 
-def shard_of(address: str, workers: int) -> int:
-    return zlib.crc32(address.encode()) % workers
+SPREAD_BLOCK_BITS = 6
+"""TCP ports go to workers in blocks of 64: consecutive blocks of one host alternate."""
+
+SPREAD_MIN_PER_HOST = 64
+"""A smaller --per-host is a politeness limit to be kept exactly: hosts then stay whole
+on one worker rather than being split into shares that could round up."""
+
+
+@dataclass(frozen=True, slots=True)
+class Sharding:
+    """Which worker probes a target, and the per-host limit each worker keeps."""
+
+    workers: int
+    per_host: int
+
+    @property
+    def spread_hosts(self) -> bool:
+        return self.per_host >= SPREAD_MIN_PER_HOST
+
+    @property
+    def per_host_per_worker(self) -> int:
+        if not self.spread_hosts:
+            return self.per_host
+        return max(1, self.per_host // self.workers)
+
+    def shard_of(self, address: str, port: int, proto: Proto) -> int:
+        spot = zlib.crc32(address.encode())
+        if self.spread_hosts and proto is Proto.TCP:
+            spot += port >> SPREAD_BLOCK_BITS
+        return spot % self.workers
 
 
 @dataclass(eq=False)
@@ -117,6 +148,7 @@ class ShardedEngine:
         self._pending: dict[int, Target] = {}
         self._next_id = 0
         self._workers: list[Worker] = []
+        self._sharding = Sharding(workers, config.per_host)
         self._changed: asyncio.Event | None = None
         self._failure: str | None = None
         self._input_done = False
@@ -128,6 +160,7 @@ class ShardedEngine:
         share = replace(
             self.config,
             concurrency=max(self.config.backoff_floor, self.config.concurrency // self.workers),
+            per_host=self._sharding.per_host_per_worker,
             rate=None if self.config.rate is None else self.config.rate / self.workers,
         )
         try:
@@ -178,7 +211,10 @@ class ShardedEngine:
         return Worker(process, parent_write, parent_read)
 
     def _route(self, loop: asyncio.AbstractEventLoop, target: Target) -> None:
-        worker = self._workers[shard_of(target.address, self.workers)]
+        endpoint = target.endpoint
+        worker = self._workers[
+            self._sharding.shard_of(target.address, endpoint.port, endpoint.proto)
+        ]
         worker.queue.append(target)
         self._flush_queue(loop, worker)
 

@@ -6,7 +6,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from scanner.engine import EngineConfig
-from scanner.shards import FrameReader, encode, shard_of
+from scanner.model import Proto
+from scanner.shards import FrameReader, Sharding, encode
 
 
 @given(
@@ -29,8 +30,34 @@ def test_a_config_frame_round_trips() -> None:
     assert frame == ("config", EngineConfig(concurrency=7))
 
 
-def test_an_address_always_lands_on_the_same_shard() -> None:
-    shards = {shard_of("10.0.0.1", 4) for _ in range(10)}
+def test_an_address_always_lands_on_the_same_shard_for_udp() -> None:
+    sharding = Sharding(workers=4, per_host=1000)
+    shards = {sharding.shard_of("10.0.0.1", port, Proto.UDP) for port in range(1, 2000)}
     assert len(shards) == 1
-    spread = {shard_of(f"10.0.{a}.{b}", 4) for a in range(8) for b in range(32)}
+    spread = {
+        sharding.shard_of(f"10.0.{a}.{b}", 53, Proto.UDP) for a in range(8) for b in range(32)
+    }
     assert spread == {0, 1, 2, 3}
+
+
+def test_one_hosts_tcp_ports_are_spread_evenly_in_blocks() -> None:
+    sharding = Sharding(workers=2, per_host=1000)
+    counts = [0, 0]
+    for port in range(1, 65536):
+        counts[sharding.shard_of("127.0.0.1", port, Proto.TCP)] += 1
+    assert abs(counts[0] - counts[1]) <= 64
+    block = {sharding.shard_of("127.0.0.1", port, Proto.TCP) for port in range(64, 128)}
+    assert len(block) == 1  # neighbouring ports stay together
+
+
+def test_each_worker_keeps_its_share_of_the_per_host_limit() -> None:
+    assert Sharding(workers=2, per_host=1000).per_host_per_worker == 500
+    assert Sharding(workers=3, per_host=100).per_host_per_worker == 33
+
+
+def test_a_small_per_host_limit_keeps_hosts_whole_and_exact() -> None:
+    sharding = Sharding(workers=4, per_host=2)
+    assert not sharding.spread_hosts
+    assert sharding.per_host_per_worker == 2
+    shards = {sharding.shard_of("10.0.0.1", port, Proto.TCP) for port in range(1, 2000)}
+    assert len(shards) == 1
