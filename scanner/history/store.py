@@ -360,11 +360,16 @@ class HistoryStore:
     """
 
     def __init__(
-        self, connection: sqlite3.Connection, path: Path, clock: Callable[[], float]
+        self,
+        connection: sqlite3.Connection,
+        path: Path,
+        clock: Callable[[], float],
+        busy_timeout: float = DEFAULT_BUSY_TIMEOUT,
     ) -> None:
         self._connection = connection
         self.path = path
         self._clock = clock
+        self.busy_timeout = busy_timeout
 
     @classmethod
     def open(
@@ -395,7 +400,12 @@ class HistoryStore:
         except BaseException:
             connection.close()
             raise
-        return cls(connection, path, clock)
+        return cls(connection, path, clock, busy_timeout)
+
+    def open_twin(self) -> HistoryStore:
+        """Another connection to the same history, for another thread (a connection is
+        never shared between threads)."""
+        return type(self).open(self.path, busy_timeout=self.busy_timeout, clock=self._clock)
 
     @classmethod
     def open_readonly(
@@ -423,7 +433,7 @@ class HistoryStore:
         except BaseException:
             connection.close()
             raise
-        return cls(connection, path, clock)
+        return cls(connection, path, clock, busy_timeout)
 
     def close(self) -> None:
         self._connection.close()

@@ -196,6 +196,20 @@ def test_a_batch_is_stored_whole_or_not_at_all(store: HistoryStore, db_path: Pat
     assert len(store.observations(run_id)) == 1
 
 
+def test_the_sink_stores_every_batch_in_order_from_its_writer_thread(
+    store: HistoryStore,
+) -> None:
+    sink = HistorySink(store)
+    sink.start(RunInfo(started=1_000.0, command="reachscan scan x", version="0.1.0"))
+    batches = [[make_result(port=batch * 10 + n) for n in range(10)] for batch in range(200)]
+    for batch in batches:  # more batches than the queue holds: write waits, never drops
+        sink.write(batch)
+    sink.finish(summary_of([result for batch in batches for result in batch], 1_002.0))
+    assert sink.run_id is not None
+    assert store.get_run(sink.run_id).status is RunStatus.COMPLETE
+    assert [result.endpoint.port for result in store.results(sink.run_id)] == list(range(2000))
+
+
 def test_a_locked_database_is_an_output_error_for_the_sink(db_path: Path) -> None:
     with HistoryStore.open(db_path, busy_timeout=0.05) as store:
         sink = HistorySink(store)
@@ -203,8 +217,11 @@ def test_a_locked_database_is_an_output_error_for_the_sink(db_path: Path) -> Non
         other_writer = sqlite3.connect(db_path, isolation_level=None)
         other_writer.execute("BEGIN IMMEDIATE")
         try:
+            sink.write([make_result()])  # queued: the writer thread meets the lock
             with pytest.raises(OutputError, match="locked by another process"):
-                sink.write([make_result()])
+                sink.finish(summary_of([make_result()], 1_001.0))
+            with pytest.raises(OutputError, match="locked by another process"):
+                sink.write([make_result()])  # and every later write says so too
             sink.abort()  # cannot write either, and must not raise
         finally:
             other_writer.execute("ROLLBACK")
