@@ -15,7 +15,7 @@ packet can reach anything but the two namespaces.
 
 Needs root, iproute2 and nftables; skips with the reason otherwise.
 
-    python benchmarks/filtered.py [--runs N] [--slow-runs N] [--quick]
+    python benchmarks/filtered.py [--runs N] [--slow-runs N] [--quick] [--part 1|2]
 """
 
 from __future__ import annotations
@@ -123,6 +123,60 @@ def scenario(
     }
 
 
+def part_one(
+    address: str,
+    dropped: range,
+    dropped_spec: str,
+    rounds: int,
+    scanner_ns: str,
+    with_nmap: bool,
+) -> tuple[list[Summary], dict[str, Any]]:
+    """Only the dropped ports: reachscan against the fixed-timeout bound and nmap -T4."""
+    only_dropped = [
+        Contender(
+            name="reachscan --timeout 1 --retries 0",
+            tool="reachscan",
+            command=lambda output: reachscan_command(
+                [f"{address}:{dropped_spec}"], output, *FAST_OPTIONS
+            ),
+            read=reachscan_states,
+            timeout=REACHSCAN_LIMIT,
+            endpoints=len(dropped),
+        )
+    ]
+    if with_nmap:
+        only_dropped.append(
+            Contender(
+                name=SLOW_BASELINE,
+                tool="nmap",
+                command=lambda output: nmap_command(
+                    output,
+                    "-sT",
+                    "-Pn",
+                    "-p",
+                    dropped_spec,
+                    "-T4",
+                    "--max-retries",
+                    "0",
+                    address,
+                ),
+                read=nmap_states,
+                timeout=NMAP_LIMIT,
+                endpoints=len(dropped),
+            )
+        )
+    return scenario(
+        f"part 1: {len(dropped)} dropped ports on {address}",
+        only_dropped,
+        rounds,
+        address,
+        dropped,
+        dropped,
+        scanner_ns,
+        SLOW_BASELINE,
+    )
+
+
 def main() -> int:
     parser = common_arguments(__doc__.splitlines()[0] if __doc__ else "")
     parser.add_argument(
@@ -131,6 +185,13 @@ def main() -> int:
         default=None,
         help=f"rounds for part 1, where nmap takes ~100 s a run (default {DEFAULT_SLOW_RUNS},"
         " 1 with --quick)",
+    )
+    parser.add_argument(
+        "--part",
+        type=int,
+        choices=(1, 2),
+        default=None,
+        help="run only part 1 (the dropped ports) or part 2 (the full range); default both",
     )
     args = parser.parse_args()
     runs = runs_from(args)
@@ -156,111 +217,85 @@ def main() -> int:
         topology.wait_reachable(scanner_ns, address, 9)
 
         dropped_spec = f"{dropped.start}-{dropped.stop - 1}"
-        only_dropped = [
-            Contender(
-                name="reachscan --timeout 1 --retries 0",
-                tool="reachscan",
-                command=lambda output: reachscan_command(
-                    [f"{address}:{dropped_spec}"], output, *FAST_OPTIONS
-                ),
-                read=reachscan_states,
-                timeout=REACHSCAN_LIMIT,
-                endpoints=len(dropped),
+        slow_summaries: list[Summary] = []
+        slow_runs_json: dict[str, Any] = {}
+        if args.part in (None, 1):
+            slow_summaries, slow_runs_json = part_one(
+                address, dropped, dropped_spec, slow_runs, scanner_ns, with_nmap
             )
-        ]
-        if with_nmap:
-            only_dropped.append(
-                Contender(
-                    name=SLOW_BASELINE,
-                    tool="nmap",
-                    command=lambda output: nmap_command(
-                        output,
-                        "-sT",
-                        "-Pn",
-                        "-p",
-                        dropped_spec,
-                        "-T4",
-                        "--max-retries",
-                        "0",
-                        address,
-                    ),
-                    read=nmap_states,
-                    timeout=NMAP_LIMIT,
-                    endpoints=len(dropped),
-                )
+            reachscan_fast = slow_summaries[0]
+            print(
+                f"\nfixed-timeout bound: ceil({len(dropped)} / {in_flight} in flight)"
+                f" x {TIMEOUT_S:g} s = {theory_s:g} s; reachscan median"
+                f" {reachscan_fast.median_wall_s:.2f} s"
+                f" = {reachscan_fast.median_wall_s / theory_s:.2f}x the bound"
             )
-        slow_summaries, slow_runs_json = scenario(
-            f"part 1: {len(dropped)} dropped ports on {address}",
-            only_dropped,
-            slow_runs,
-            address,
-            dropped,
-            dropped,
-            scanner_ns,
-            SLOW_BASELINE,
-        )
-        reachscan_fast = slow_summaries[0]
-        print(
-            f"\nfixed-timeout bound: ceil({len(dropped)} / {in_flight} in flight) x {TIMEOUT_S:g} s"
-            f" = {theory_s:g} s; reachscan median {reachscan_fast.median_wall_s:.2f} s"
-            f" = {reachscan_fast.median_wall_s / theory_s:.2f}x the bound"
-        )
 
-        all_ports = range(1, 65536)
-        full_range = [
-            Contender(
-                name="reachscan --timeout 1 --retries 0",
-                tool="reachscan",
-                command=lambda output: reachscan_command(
-                    [f"{address}:1-65535"], output, *FAST_OPTIONS
-                ),
-                read=reachscan_states,
-                timeout=REACHSCAN_LIMIT,
-                endpoints=len(all_ports),
-            ),
-            Contender(
-                name="reachscan (defaults)",
-                tool="reachscan",
-                command=lambda output: reachscan_command([f"{address}:1-65535"], output),
-                read=reachscan_states,
-                timeout=REACHSCAN_LIMIT,
-                endpoints=len(all_ports),
-            ),
-        ]
-        if with_nmap:
-            full_range.append(
+        full_summaries: list[Summary] = []
+        full_runs_json: dict[str, Any] = {}
+        if args.part in (None, 2):
+            all_ports = range(1, 65536)
+            full_range = [
                 Contender(
-                    name=FULL_BASELINE,
-                    tool="nmap",
-                    command=lambda output: nmap_command(
-                        output, "-sT", "-Pn", "-p-", "-T5", "--max-retries", "0", address
+                    name="reachscan --timeout 1 --retries 0",
+                    tool="reachscan",
+                    command=lambda output: reachscan_command(
+                        [f"{address}:1-65535"], output, *FAST_OPTIONS
                     ),
-                    read=nmap_states,
-                    timeout=NMAP_LIMIT,
+                    read=reachscan_states,
+                    timeout=REACHSCAN_LIMIT,
                     endpoints=len(all_ports),
+                ),
+                Contender(
+                    name="reachscan (defaults)",
+                    tool="reachscan",
+                    command=lambda output: reachscan_command([f"{address}:1-65535"], output),
+                    read=reachscan_states,
+                    timeout=REACHSCAN_LIMIT,
+                    endpoints=len(all_ports),
+                ),
+            ]
+            if with_nmap:
+                full_range.append(
+                    Contender(
+                        name=FULL_BASELINE,
+                        tool="nmap",
+                        command=lambda output: nmap_command(
+                            output, "-sT", "-Pn", "-p-", "-T5", "--max-retries", "0", address
+                        ),
+                        read=nmap_states,
+                        timeout=NMAP_LIMIT,
+                        endpoints=len(all_ports),
+                    )
                 )
+            full_summaries, full_runs_json = scenario(
+                f"part 2: {address}:1-65535 ({len(dropped)} dropped, {len(LISTENING)} open,"
+                " the rest resetting)",
+                full_range,
+                runs,
+                address,
+                all_ports,
+                dropped,
+                scanner_ns,
+                FULL_BASELINE,
             )
-        full_summaries, full_runs_json = scenario(
-            f"part 2: {address}:1-65535 ({len(dropped)} dropped, {len(LISTENING)} open,"
-            " the rest resetting)",
-            full_range,
-            runs,
-            address,
-            all_ports,
-            dropped,
-            scanner_ns,
-            FULL_BASELINE,
-        )
 
     path = write_results(
         "filtered",
         {
-            "arguments": {"runs": runs, "slow_runs": slow_runs, "quick": args.quick},
+            "arguments": {
+                "runs": runs,
+                "slow_runs": slow_runs,
+                "quick": args.quick,
+                "part": args.part,
+            },
             "dropped_ports": f"{dropped.start}-{dropped.stop - 1}",
             "listening_ports": LISTENING,
             "fixed_timeout_bound_s": theory_s,
             "in_flight_per_host": in_flight,
-            "reachscan_over_bound": reachscan_fast.median_wall_s / theory_s,
+            "reachscan_over_bound": slow_summaries[0].median_wall_s / theory_s
+            if slow_summaries
+            else None,
             "part1_dropped_only": {
                 "baseline": SLOW_BASELINE,
                 "summaries": slow_summaries,
