@@ -61,7 +61,7 @@ class EngineConfig:
     per_host: int = 1000
     rate: float | None = None  # new probes per second, None for no limit
     timeout: float = 1.5  # seconds a probe may wait for an answer (the ceiling)
-    min_timeout: float = 0.25  # floor of the adaptive wait learned from a host's answers
+    min_timeout: float = 0.1  # floor of the adaptive wait (nmap's at default and -T4 timing)
     retries: int = 2  # extra attempts for silent probes
     icmp_pace_v4: float = 1.05  # net.ipv4.icmp_ratelimit is 1000 ms by default
     icmp_pace_v6: float = 0.25  # net.ipv6.icmp.ratelimit is 100 ms by default
