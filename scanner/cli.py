@@ -3,41 +3,47 @@
 Each module's `register(subparsers)` adds its parser and sets `handler`; this module only
 dispatches and turns a usage error into the documented exit status. `reachscan check`
 is parsed on its own because Nagios wants exit status 3, not argparse's 2, for a usage
-error.
+error. When the first argument names a subcommand, only that subcommand's module is
+imported: `reachscan scan` from cron need not load the HTTP server and Prometheus
+client of `serve` (start-up is part of every run's time).
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib
 import sys
 from collections.abc import Sequence
 
 from scanner import __version__
-from scanner.commands import check, diff, history, scan, serve
 from scanner.commands.scan import UsageError
 from scanner.plan import ExitStatus
 
+COMMANDS = ("scan", "check", "diff", "history", "serve")
+"""In the order `reachscan --help` lists them; each is the module scanner.commands.NAME."""
 
-def build_parser() -> argparse.ArgumentParser:
+
+def build_parser(only: str | None = None) -> argparse.ArgumentParser:
+    """The parser of every subcommand, or of `only` (the one named on the command line)."""
     parser = argparse.ArgumentParser(
         prog="reachscan",
         description="Bulk TCP/UDP reachability scanner that explains refusals.",
     )
     parser.add_argument("--version", action="version", version=f"reachscan {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    scan.register(commands)
-    check.register(commands)
-    diff.register(commands)
-    history.register(commands)
-    serve.register(commands)
+    for name in COMMANDS if only is None else (only,):
+        importlib.import_module(f"scanner.commands.{name}").register(commands)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     arguments = list(sys.argv[1:] if argv is None else argv)
     if arguments[:1] == ["check"]:
+        from scanner.commands import check
+
         return check.main(arguments[1:])
-    parser = build_parser()
+    named = arguments[0] if arguments and arguments[0] in COMMANDS else None
+    parser = build_parser(named)
     args = parser.parse_args(arguments)
     try:
         return int(args.handler(args))

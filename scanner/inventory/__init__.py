@@ -16,19 +16,13 @@ from __future__ import annotations
 from collections.abc import Iterator, Sequence
 from typing import TextIO
 
-from scanner.inventory.ansible import (
-    INVENTORY_FORMATS,
-    detect_format,
-    read_ansible_inventory,
-    read_ansible_json,
-)
+from scanner.inventory.ansible.detect import INVENTORY_FORMATS, detect_format
 from scanner.inventory.dedup import Deduplicator, iter_unique
 from scanner.inventory.errors import InventoryError, SpecError
 from scanner.inventory.ports import PortSpec
 from scanner.inventory.services import DEFAULT_PORTS
 from scanner.inventory.specs import TargetSpec, parse_ports, parse_target_spec
 from scanner.inventory.textfile import read_text_inventory
-from scanner.inventory.yamlfile import read_yaml_inventory
 from scanner.model import Endpoint, Expect, Origin
 
 __all__ = [
@@ -89,12 +83,20 @@ def inventory_specs(
     the file's defaults), so the file alone says what it checks. An unreadable file is
     one InventoryError at line 0.
     """
+    # The YAML and Ansible readers (and PyYAML) are imported when a file needs them: a
+    # scan of -t specs or a text inventory starts faster without them.
     chosen = detect_format(path) if fmt == "auto" else fmt
     if chosen == "yaml":
+        from scanner.inventory.yamlfile import read_yaml_inventory
+
         return read_yaml_inventory(path)
     if chosen == "ansible":
+        from scanner.inventory.ansible import read_ansible_inventory
+
         return read_ansible_inventory(path, default_ports=default_ports, stdin=stdin)
     if chosen == "ansible-json":
+        from scanner.inventory.ansible import read_ansible_json
+
         return read_ansible_json(path, default_ports=default_ports, stdin=stdin)
     if chosen == "specs":
         return read_text_inventory(path, default_ports=default_ports, stdin=stdin)

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import errno
 import os
-import secrets
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
@@ -57,7 +56,7 @@ class AtomicWriter:
         self._fd: int | None = None
         self.temp_path = ""
         for _ in range(_NAME_ATTEMPTS):
-            candidate = os.path.join(directory, f".{basename}.tmp-{secrets.token_hex(4)}")
+            candidate = os.path.join(directory, f".{basename}.tmp-{os.urandom(4).hex()}")
             try:
                 flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC
                 self._fd = os.open(candidate, flags, _NEW_FILE_MODE)

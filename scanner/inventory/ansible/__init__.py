@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Iterator
-from typing import BinaryIO, Literal, TextIO
+from typing import TYPE_CHECKING, BinaryIO, Literal, TextIO
 
 from scanner.inventory.ansible.detect import (
     INVENTORY_FORMATS,
@@ -25,15 +25,14 @@ from scanner.inventory.ansible.detect import (
     detect_format,
 )
 from scanner.inventory.ansible.ini import parse_ini_inventory
-from scanner.inventory.ansible.jsonsource import parse_json_inventory
 from scanner.inventory.ansible.ranges import expand_host_pattern
-from scanner.inventory.ansible.settings import tree_specs
-from scanner.inventory.ansible.tree import InventoryTree
-from scanner.inventory.ansible.yamlsource import parse_yaml_inventory
 from scanner.inventory.errors import InventoryError
 from scanner.inventory.ports import PortSpec
 from scanner.inventory.specs import TargetSpec
 from scanner.model import Origin
+
+if TYPE_CHECKING:
+    from scanner.inventory.ansible.tree import InventoryTree
 
 __all__ = [
     "INVENTORY_FORMATS",
@@ -86,6 +85,12 @@ def parse_ansible_inventory(
     The whole source is read before the first spec, because a host's settings can come
     from a group declared at the end of the file.
     """
+    # Imported here, not at the top: `detect_format` is imported by every scan, and
+    # these (PyYAML above all) only by scans of Ansible inventories.
+    from scanner.inventory.ansible.jsonsource import parse_json_inventory
+    from scanner.inventory.ansible.settings import tree_specs
+    from scanner.inventory.ansible.yamlsource import parse_yaml_inventory
+
     tree: InventoryTree
     if kind == "ini":
         tree, errors = parse_ini_inventory(data, file=file)
