@@ -52,8 +52,8 @@ class Conversation:
         self.results.append(
             (
                 identity,
-                result.state.value,
-                result.reason.value,
+                result.state._value_,
+                result.reason._value_,
                 result.rtt_ms,
                 result.ts,
                 result.offender,

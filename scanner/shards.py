@@ -173,8 +173,9 @@ class ShardedEngine:
                 async for batch in targets:
                     if self._out_of_time:
                         break  # --max-time ran out in the workers: read no further
-                    for target in batch:
-                        self._route(loop, target)
+                    self._route(batch)
+                    for worker in self._workers:
+                        self._flush_queue(loop, worker)
                     await self._wait_for_credit(loop)
             self._input_done = True
             for worker in self._workers:
@@ -210,13 +211,12 @@ class ShardedEngine:
         os.set_blocking(parent_write, False)
         return Worker(process, parent_write, parent_read)
 
-    def _route(self, loop: asyncio.AbstractEventLoop, target: Target) -> None:
-        endpoint = target.endpoint
-        worker = self._workers[
-            self._sharding.shard_of(target.address, endpoint.port, endpoint.proto)
-        ]
-        worker.queue.append(target)
-        self._flush_queue(loop, worker)
+    def _route(self, batch: Sequence[Target]) -> None:
+        workers = self._workers
+        shard_of = self._sharding.shard_of
+        for target in batch:
+            endpoint = target.endpoint
+            workers[shard_of(target.address, endpoint.port, endpoint.proto)].queue.append(target)
 
     def _flush_queue(
         self, loop: asyncio.AbstractEventLoop, worker: Worker, final: bool = False

@@ -8,14 +8,13 @@ names and types users script against are defined once, here.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import lru_cache
 from typing import Protocol
 
-from scanner.model import Result, State
+from scanner.model import Cause, Result, State
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,27 +110,28 @@ def result_to_record(result: Result) -> dict[str, object]:
     Enums become their string values, so the record holds only JSON-native types.
     """
     endpoint = result.endpoint
+    expect = endpoint.expect
+    rtt_ms = result.rtt_ms
+    # `_value_`, the plain attribute behind the `value` property: half the cost, and this
+    # runs once per endpoint.
     return {
         "host": endpoint.host,
         "address": result.address,
         "port": endpoint.port,
-        "proto": endpoint.proto.value,
-        "state": result.state.value,
-        "reason": result.reason.value,
-        "rtt_ms": None if result.rtt_ms is None else round(result.rtt_ms, 3),
-        "resolved_via": result.resolved_via.value,
-        "expect": None if endpoint.expect is None else endpoint.expect.value,
+        "proto": endpoint.proto._value_,
+        "state": result.state._value_,
+        "reason": result.reason._value_,
+        "rtt_ms": None if rtt_ms is None else round(rtt_ms, 3),
+        "resolved_via": result.resolved_via._value_,
+        "expect": None if expect is None else expect._value_,
         "ok": result.ok,
         "labels": dict(endpoint.labels) if endpoint.labels else {},
-        "cause": _cause_to_record(result),
+        "cause": None if result.cause is None else _cause_to_record(result.cause),
         "ts": format_timestamp(result.ts),
     }
 
 
-def _cause_to_record(result: Result) -> dict[str, object] | None:
-    cause = result.cause
-    if cause is None:
-        return None
+def _cause_to_record(cause: Cause) -> dict[str, object]:
     return {
         "kind": cause.kind,
         "confidence": cause.confidence,
@@ -145,11 +145,14 @@ def format_timestamp(epoch_seconds: float) -> str:
 
     Results arrive tens of thousands a second, nearly all within the same second: the
     date and time part is formatted once per second, the milliseconds appended."""
-    whole = math.floor(epoch_seconds)
+    whole = int(epoch_seconds // 1)
     microseconds = round((epoch_seconds - whole) * 1_000_000)  # as datetime rounds
     if microseconds == 1_000_000:
         whole, microseconds = whole + 1, 0
-    return f"{_second(whole)}.{microseconds // 1000:03d}Z"
+    return _second(whole) + _MILLISECONDS[microseconds // 1000]
+
+
+_MILLISECONDS = tuple(f".{milliseconds:03d}Z" for milliseconds in range(1000))
 
 
 @lru_cache(maxsize=64)

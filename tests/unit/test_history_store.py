@@ -144,6 +144,26 @@ def test_endpoint_history_matches_the_host_or_its_address(store: HistoryStore) -
     assert [entry.run_id for entry in store.endpoint_history("db1.example", limit=1)] == [2]
 
 
+def test_batches_read_back_the_same_inserted_as_json_or_row_by_row(tmp_path: Path) -> None:
+    """The JSON path (one statement a batch) must store exactly what row-by-row
+    inserts store: every type, NULL, nested JSON text and float, bit for bit."""
+    results = [
+        make_result(port=22, rtt_ms=0.123, ts=1_764_032_465.123_456_7),
+        make_result(port=5432, state=State.REFUSED, cause_kind="service-down", ts=1.5e9),
+        make_result(host="gone.example", address=None, state=State.UNRESOLVED, labels=()),
+        make_result(host='odd "name"\\', port=1, rtt_ms=1e-05, labels=(("k", "ü\n"),)),
+    ]
+    stored = []
+    for json_insert in (True, False):
+        with HistoryStore.open(tmp_path / f"{json_insert}.sqlite") as store:
+            store._json_insert = json_insert
+            run_id = store_run(store, results, started=1_000.0)
+            stored.append(list(store.results(run_id)))
+            stored.append(raw_rows(store.path, "SELECT * FROM results ORDER BY id"))
+    assert stored[0] == stored[2] == results
+    assert stored[1] == stored[3]
+
+
 # --- runs written by the sink ------------------------------------------------------------
 
 
