@@ -29,6 +29,7 @@ from scanner.net.base import Connector
 from scanner.resolve import Resolver
 from scanner.scope import Scope
 from scanner.shards import ShardedEngine
+from scanner.worker_pool import WorkerPool
 
 RESOLVER_WORKERS = 32
 STREAM_BUFFER = 16  # batches of targets
@@ -41,7 +42,6 @@ class ScanSettings:
     engine: EngineConfig
     families: frozenset[int] = frozenset({4, 6})
     scope: Scope = field(default_factory=Scope)
-    workers: int = 1  # processes probing (scanner/shards.py); 1 = in this process
 
 
 @lru_cache(maxsize=4096)
@@ -68,14 +68,17 @@ class Pipeline:
         on_result: Callable[[Result], None],
         on_warning: Callable[[str], None],
         wall_clock: Callable[[], float],
+        workers: WorkerPool | None = None,
     ) -> None:
+        """`workers`: forked processes to probe in (scanner/shards.py); without any, the
+        probes run in this process."""
         self.settings = settings
         self._resolver = resolver
         self._on_result = on_result
         self._wall_clock = wall_clock
         self.engine: Engine | ShardedEngine
-        if settings.workers > 1:
-            self.engine = ShardedEngine(settings.engine, settings.workers, on_result, on_warning)
+        if workers is not None and workers.processes:
+            self.engine = ShardedEngine(settings.engine, workers, on_result, on_warning)
         else:
             self.engine = Engine(settings.engine, connectors, on_result, on_warning)
         self.excluded = 0  # endpoint addresses left out by --exclude or as special

@@ -117,10 +117,10 @@ AUTO_WORKERS_FROM = 20_000
 
 
 def choose_workers(requested: int | None, endpoints: int) -> int:
-    """--workers auto: probe in this process for small scans (a worker costs a start-up);
-    for large ones, one worker per core (two on a two-core machine: the parent's share —
-    inventory, results, outputs — and the workers' then fill both cores; 20 % faster on
-    the loopback sweep, benchmarks/README.md), at most eight."""
+    """--workers auto: probe in this process for small scans; for large ones, one worker
+    per core (two on a two-core machine: the parent's share — inventory, results,
+    outputs — and the workers' then fill both cores; see benchmarks/README.md), at most
+    eight."""
     if requested is not None:
         return requested
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 1

@@ -14,7 +14,7 @@ import signal
 import sys
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import replace
+from dataclasses import dataclass, replace
 
 import anyio
 
@@ -44,6 +44,7 @@ from scanner.pipeline import Pipeline, ScanSettings
 from scanner.plan import ExitStatus, ScanPlan
 from scanner.preflight import (
     DESCRIPTOR_RESERVE,
+    Preflight,
     choose_workers,
     fit_concurrency,
     inventory,
@@ -54,6 +55,7 @@ from scanner.preflight import (
 from scanner.resolve import Resolver
 from scanner.session import HistorySession
 from scanner.shards import WorkerFailed
+from scanner.worker_pool import WorkerPool
 
 
 def open_sinks(plan: ScanPlan, history: HistorySession | None) -> list[Sink]:
@@ -158,18 +160,46 @@ async def explain_refusals(
     fanout.release_held(explained)
 
 
-async def run_plan(plan: ScanPlan, history: HistorySession | None = None) -> int:
-    """Scan, write every output, and say how it went."""
+@dataclass(frozen=True, slots=True)
+class Prepared:
+    """What is decided before the event loop starts (and before any worker is forked)."""
+
+    checked: Preflight
+    workers: int  # processes to probe in; 1 = this one
+    descriptor_limit: int
+    engine: EngineConfig
+
+
+def prepare(plan: ScanPlan) -> Prepared | ExitStatus:
+    """--strict, counting the inventory, the descriptor limit and the worker count; an
+    exit status when the scan must not start."""
     if plan.strict and validate_inventory(plan):
         report_error("reachscan: --strict: inventory errors above; nothing was scanned")
         return ExitStatus.USAGE_OR_INVENTORY
     checked = preflight(plan)
     if not checked.within_limit:
         return ExitStatus.USAGE_OR_INVENTORY
-    scope = checked.scope
-    workers = choose_workers(plan.workers, checked.endpoints)
     descriptor_limit = raise_descriptor_limit()
-    engine_config = fit_concurrency(plan.engine, descriptor_limit)
+    return Prepared(
+        checked=checked,
+        workers=choose_workers(plan.workers, checked.endpoints),
+        descriptor_limit=descriptor_limit,
+        engine=fit_concurrency(plan.engine, descriptor_limit),
+    )
+
+
+async def run_plan(
+    plan: ScanPlan,
+    prepared: Prepared,
+    history: HistorySession | None = None,
+    workers: WorkerPool | None = None,
+) -> int:
+    """Scan, write every output, and say how it went (`workers`: forked by the caller,
+    before the loop, when `prepared.workers` asks for more than this process)."""
+    checked = prepared.checked
+    scope = checked.scope
+    descriptor_limit = prepared.descriptor_limit
+    engine_config = prepared.engine
     try:
         sinks = open_sinks(plan, history)
     except (OutputError, ValueError) as exc:
@@ -205,13 +235,13 @@ async def run_plan(plan: ScanPlan, history: HistorySession | None = None) -> int
                     engine=engine_config,
                     families=plan.resolver.families,
                     scope=scope,
-                    workers=workers,
                 ),
                 resolver,
                 connectors,
                 on_result=fanout.add,
                 on_warning=warn,
                 wall_clock=time.time,
+                workers=workers,
             )
             async with anyio.create_task_group() as group:
                 fanout.stop = group.cancel_scope.cancel

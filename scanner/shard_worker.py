@@ -1,8 +1,8 @@
 """A scan worker process: an ordinary `Engine` over the targets the parent sends.
 
-Started by scanner/shards.py as `python -m scanner.shard_worker READ_FD WRITE_FD`; see
-there for the protocol. Results go back as compact tuples, batched, and the worker ends
-when its input pipe closes.
+Forked by scanner/worker_pool.py, which calls `serve`; see scanner/shards.py for the
+protocol. Results go back as compact tuples, batched, and the worker ends when its input
+pipe closes.
 """
 
 from __future__ import annotations
@@ -11,7 +11,6 @@ import asyncio
 import contextlib
 import os
 import signal
-import sys
 import traceback
 
 import anyio
@@ -70,7 +69,7 @@ class Conversation:
             self.send(("results", batch))
 
 
-async def serve(conversation: Conversation) -> None:
+async def converse(conversation: Conversation) -> None:
     loop = asyncio.get_running_loop()
     frames: asyncio.Queue[tuple[object, ...] | None] = asyncio.Queue()
 
@@ -136,9 +135,11 @@ async def serve(conversation: Conversation) -> None:
     conversation.send(("done", engine.stats))
 
 
-def main(argv: list[str]) -> int:
+def serve(read_fd: int, write_fd: int) -> int:
+    """The worker's whole run on its own event loop; returns its exit status."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides when to stop
-    conversation = Conversation(int(argv[0]), int(argv[1]))
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    conversation = Conversation(read_fd, write_fd)
     options: dict[str, object] = {}
     try:
         import uvloop
@@ -147,7 +148,7 @@ def main(argv: list[str]) -> int:
     except ImportError:
         pass
     try:
-        anyio.run(serve, conversation, backend="asyncio", backend_options=options)
+        anyio.run(converse, conversation, backend="asyncio", backend_options=options)
     except (BrokenPipeError, ConnectionResetError):
         return 0  # the parent went away (interrupted): nothing left to report to
     except Exception:
@@ -155,7 +156,3 @@ def main(argv: list[str]) -> int:
             conversation.send(("error", traceback.format_exc()))
         return 1
     return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))

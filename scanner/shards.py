@@ -2,13 +2,13 @@
 
 One Python process saturates one core at roughly 45,000 connects a second; the parent
 also parses the inventory, builds results and writes outputs. So with `--workers N` the
-parent keeps the pipeline and the outputs, and N workers (scanner/shard_worker.py) each
-run an ordinary `Engine` over a shard of the targets (`Sharding`). A single host's TCP
-ports are spread over the workers in blocks, so a sweep of one host uses every core; its
-UDP targets stay with one worker, because ICMP pacing must meet the host's one rate limit
-from one process. Each worker learns round trips and retry habits from its own share of
-a host's answers (plenty: they are per-host averages), and keeps its share of
-`--per-host`.
+parent keeps the pipeline and the outputs, and N workers (forked before the loop starts
+by scanner/worker_pool.py, running scanner/shard_worker.py) each run an ordinary
+`Engine` over a shard of the targets (`Sharding`). A single host's TCP ports are spread
+over the workers in blocks, so a sweep of one host uses every core; its UDP targets stay
+with one worker, because ICMP pacing must meet the host's one rate limit from one
+process. Each worker learns round trips and retry habits from its own share of a host's
+answers (plenty: they are per-host averages), and keeps its share of `--per-host`.
 
 Wire protocol, over one pipe pair per worker (frames: 4-byte big-endian length, then a
 pickle): parent -> worker `("config", EngineConfig)`, then `("targets", [(id, address,
@@ -29,8 +29,6 @@ import asyncio
 import os
 import pickle
 import struct
-import subprocess
-import sys
 import zlib
 from collections import deque
 from collections.abc import Sequence
@@ -40,6 +38,7 @@ from anyio.abc import ObjectReceiveStream
 
 from scanner.engine import EngineConfig, EngineStats, ResultCallback, WarningCallback
 from scanner.model import Proto, Reason, Result, State, Target
+from scanner.worker_pool import WorkerPool, WorkerProcess
 
 FRAME_HEADER = struct.Struct(">I")
 BATCH = 512
@@ -114,11 +113,9 @@ class Sharding:
 
 @dataclass(eq=False)
 class Worker:
-    """One worker process and the parent's side of its pipes."""
+    """The parent's side of one worker: its pipes, what waits to be sent, what is out."""
 
-    process: subprocess.Popen[bytes]
-    to_worker: int  # write end
-    from_worker: int  # read end
+    process: WorkerProcess
     outgoing: bytearray = field(default_factory=bytearray)
     writing: bool = False
     outstanding: int = 0
@@ -134,12 +131,13 @@ class ShardedEngine:
     def __init__(
         self,
         config: EngineConfig,
-        workers: int,
+        pool: WorkerPool,
         on_result: ResultCallback,
         on_warning: WarningCallback,
     ) -> None:
         self.config = config
-        self.workers = workers
+        self.workers = workers = len(pool.processes)
+        self._pool = pool
         self.stats = EngineStats(
             concurrency=config.concurrency, lowest_concurrency=config.concurrency
         )
@@ -164,10 +162,10 @@ class ShardedEngine:
             rate=None if self.config.rate is None else self.config.rate / self.workers,
         )
         try:
-            for _ in range(self.workers):
-                worker = self._spawn()
+            for process in self._pool.processes:
+                worker = Worker(process)
                 self._workers.append(worker)
-                loop.add_reader(worker.from_worker, self._on_readable, worker)
+                loop.add_reader(process.from_worker, self._on_readable, worker)
                 self._send(loop, worker, ("config", share))
             async with targets:
                 async for batch in targets:
@@ -197,19 +195,6 @@ class ShardedEngine:
         return self.stats
 
     # ------------------------------------------------------------------ sending
-
-    def _spawn(self) -> Worker:
-        parent_read, child_write = os.pipe()
-        child_read, parent_write = os.pipe()
-        process = subprocess.Popen(
-            [sys.executable, "-m", "scanner.shard_worker", str(child_read), str(child_write)],
-            pass_fds=(child_read, child_write),
-            close_fds=True,
-        )
-        os.close(child_read)
-        os.close(child_write)
-        os.set_blocking(parent_write, False)
-        return Worker(process, parent_write, parent_read)
 
     def _route(self, batch: Sequence[Target]) -> None:
         workers = self._workers
@@ -261,7 +246,7 @@ class ShardedEngine:
 
     def _write(self, loop: asyncio.AbstractEventLoop, worker: Worker) -> None:
         try:
-            written = os.write(worker.to_worker, worker.outgoing)
+            written = os.write(worker.process.to_worker, worker.outgoing)
         except BlockingIOError:
             written = 0
         except OSError as exc:
@@ -269,23 +254,23 @@ class ShardedEngine:
             return
         del worker.outgoing[:written]
         if worker.outgoing and not worker.writing:
-            loop.add_writer(worker.to_worker, self._write, loop, worker)
+            loop.add_writer(worker.process.to_worker, self._write, loop, worker)
             worker.writing = True
         elif not worker.outgoing and worker.writing:
-            loop.remove_writer(worker.to_worker)
+            loop.remove_writer(worker.process.to_worker)
             worker.writing = False
 
     # ---------------------------------------------------------------- receiving
 
     def _on_readable(self, worker: Worker) -> None:
         try:
-            data = os.read(worker.from_worker, 1 << 20)
+            data = os.read(worker.process.from_worker, 1 << 20)
         except BlockingIOError:
             return
         if not data:
-            asyncio.get_running_loop().remove_reader(worker.from_worker)
+            asyncio.get_running_loop().remove_reader(worker.process.from_worker)
             if not worker.done:
-                self._fail(f"a scan worker exited early (status {worker.process.poll()})")
+                self._fail(f"a scan worker exited early (status {self._pool.poll(worker.process)})")
             return
         for frame in worker.reader.feed(data):
             self._handle(worker, frame)
@@ -346,17 +331,10 @@ class ShardedEngine:
     def _stop(self, loop: asyncio.AbstractEventLoop) -> None:
         """Close the pipes (which ends a worker still running) and reap the processes."""
         for worker in self._workers:
-            loop.remove_reader(worker.from_worker)
+            loop.remove_reader(worker.process.from_worker)
             if worker.writing:
-                loop.remove_writer(worker.to_worker)
-            os.close(worker.to_worker)
-            os.close(worker.from_worker)
-        for worker in self._workers:
-            try:
-                worker.process.wait(timeout=1.0)
-            except subprocess.TimeoutExpired:
-                worker.process.kill()
-                worker.process.wait()
+                loop.remove_writer(worker.process.to_worker)
+        self._pool.close()
 
     def _combine_stats(self) -> None:
         parts = [worker.stats for worker in self._workers if worker.stats is not None]

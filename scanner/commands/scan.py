@@ -42,7 +42,7 @@ from scanner.outputs import FORMATS, OutputOptions
 from scanner.plan import ExitStatus, OutputSpec, ScanPlan
 from scanner.preflight import list_targets
 from scanner.resolve import ResolverConfig, parse_nameserver
-from scanner.runner import run_plan
+from scanner.runner import prepare, run_plan
 from scanner.scope import (
     DEFAULT_MAX_ENDPOINTS,
     IpNetwork,
@@ -51,6 +51,7 @@ from scanner.scope import (
     parse_exclusions,
 )
 from scanner.session import HistoryPlan, history_session
+from scanner.worker_pool import WorkerPool
 
 if TYPE_CHECKING:
     from scanner.commands.common import Subparsers
@@ -537,7 +538,20 @@ def run_async(plan: ScanPlan, loop_choice: str) -> int:
             options["loop_factory"] = uvloop.new_event_loop
     try:
         with history_session(plan.history) as history:
-            return anyio.run(run_plan, plan, history, backend="asyncio", backend_options=options)
+            prepared = prepare(plan)
+            if isinstance(prepared, ExitStatus):
+                return prepared
+            # Forked here, before the loop and any thread exist (scanner/worker_pool.py).
+            with WorkerPool.fork(prepared.workers) as workers:
+                return anyio.run(
+                    run_plan,
+                    plan,
+                    prepared,
+                    history,
+                    workers,
+                    backend="asyncio",
+                    backend_options=options,
+                )
     except LockBusy as busy:
         report_error(f"reachscan: {busy}")
         return ExitStatus.LOCKED

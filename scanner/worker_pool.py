@@ -1,0 +1,140 @@
+"""The worker processes of `--workers`, forked before the event loop starts.
+
+Why fork: a worker started as a new interpreter spends some 80 ms importing what this
+process has already imported (over 150 ms while both cores are busy with the scan's
+start), which is a tenth of a full loopback sweep; a forked worker is ready at once, with
+every module in place.
+
+Why then: forking is only safe in a process with one thread and no running event loop
+(the child keeps just the forking thread, and a copy of any lock another thread held). So
+the scan command forks the pool after counting the inventory and before `anyio.run`: no
+thread, no loop and no socket of the scan exist yet. The child closes every pipe end that
+is not its own (a worker holding another's write end would keep it from ever seeing the
+end of its input), runs `scanner.shard_worker.serve`, and leaves with `os._exit`, so
+nothing of the parent's (buffered output, atexit handlers, the history database) is
+flushed or closed a second time. Its exit status is 70 (EX_SOFTWARE) if anything escapes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import sys
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass
+from types import TracebackType
+from typing import NoReturn, Self
+
+REAP_WAIT = 1.0  # seconds a worker may take to end once its pipes are closed
+CHILD_FAILURE = 70
+
+
+@dataclass(eq=False)
+class WorkerProcess:
+    """One forked worker: its pid and the parent's ends of its two pipes."""
+
+    pid: int
+    to_worker: int  # write end, non-blocking
+    from_worker: int  # read end
+    exit_status: int | None = None  # once reaped
+
+
+class WorkerPool:
+    """Forked workers, owned by the scan: closing the pool closes their pipes (which ends
+    them) and reaps them."""
+
+    def __init__(self, processes: list[WorkerProcess]) -> None:
+        self.processes = processes
+        self._closed = False
+
+    @classmethod
+    def fork(cls, count: int) -> WorkerPool:
+        """Fork `count` workers; none for a count of 1 (the scan probes in-process)."""
+        if count <= 1:
+            return cls([])
+        pipes = [(*os.pipe(), *os.pipe()) for _ in range(count)]
+        every_fd = [fd for four in pipes for fd in four]
+        processes: list[WorkerProcess] = []
+        try:
+            for parent_read, child_write, child_read, parent_write in pipes:
+                sys.stdout.flush()  # else the child's copy of a buffer could be written twice
+                sys.stderr.flush()
+                pid = os.fork()
+                if pid == 0:
+                    _become_worker(child_read, child_write, every_fd)
+                os.set_blocking(parent_write, False)
+                processes.append(WorkerProcess(pid, parent_write, parent_read))
+        except BaseException:
+            kept = {fd for process in processes for fd in (process.to_worker, process.from_worker)}
+            _close_all(fd for fd in every_fd if fd not in kept)
+            cls(processes).close()
+            raise
+        # The children's ends belong to the children now.
+        _close_all(
+            fd
+            for _read, child_write, child_read, _write in pipes
+            for fd in (child_write, child_read)
+        )
+        return cls(processes)
+
+    def poll(self, process: WorkerProcess) -> int | None:
+        """The worker's exit status if it has ended (reaping it), else None."""
+        if process.exit_status is None:
+            with contextlib.suppress(ChildProcessError):
+                pid, status = os.waitpid(process.pid, os.WNOHANG)
+                if pid != 0:
+                    process.exit_status = os.waitstatus_to_exitcode(status)
+        return process.exit_status
+
+    def close(self) -> None:
+        """Close the pipes, give the workers `REAP_WAIT` seconds to end, kill the rest.
+        Safe to call again."""
+        if self._closed:
+            return
+        self._closed = True
+        _close_all(
+            fd for process in self.processes for fd in (process.to_worker, process.from_worker)
+        )
+        deadline = time.monotonic() + REAP_WAIT
+        for process in self.processes:
+            while self.poll(process) is None and time.monotonic() < deadline:
+                time.sleep(0.005)
+            if self.poll(process) is None:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(process.pid, signal.SIGKILL)
+                with contextlib.suppress(ChildProcessError):
+                    _, status = os.waitpid(process.pid, 0)
+                    process.exit_status = os.waitstatus_to_exitcode(status)
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.close()
+
+
+def _become_worker(read_fd: int, write_fd: int, every_fd: list[int]) -> NoReturn:
+    """The child's whole life: never returns into the parent's code."""
+    status = CHILD_FAILURE
+    try:
+        _close_all(fd for fd in every_fd if fd not in (read_fd, write_fd))
+        from scanner.shard_worker import serve
+
+        status = serve(read_fd, write_fd)
+    except BaseException:  # the parent learns of it from the pipe, or from the status
+        status = CHILD_FAILURE
+    finally:
+        os._exit(status)
+
+
+def _close_all(fds: Iterable[int]) -> None:
+    for fd in fds:
+        with contextlib.suppress(OSError):
+            os.close(fd)

@@ -1,0 +1,67 @@
+"""Forked workers: each sees the end of its own input, and all are reaped (real processes)."""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+from scanner.engine import EngineConfig
+from scanner.shards import FrameReader, encode
+from scanner.worker_pool import REAP_WAIT, WorkerPool
+
+
+def test_one_worker_means_probing_in_this_process() -> None:
+    with WorkerPool.fork(1) as pool:
+        assert pool.processes == []
+
+
+def test_every_worker_ends_when_its_pipes_close_and_is_reaped() -> None:
+    """A child holding another worker's write end would keep that worker from ever
+    seeing the end of its input: it would have to be killed (status -9)."""
+    pool = WorkerPool.fork(3)
+    pids = [process.pid for process in pool.processes]
+    assert len(set(pids)) == 3 and os.getpid() not in pids
+    started = time.monotonic()
+    pool.close()
+    assert time.monotonic() - started < REAP_WAIT
+    assert [process.exit_status for process in pool.processes] == [0, 0, 0]
+    for pid in pids:
+        assert not Path(f"/proc/{pid}").exists()
+    pool.close()  # again: nothing left to do
+
+
+def pipes_held(pid: int) -> set[int]:
+    held = set()
+    for link in Path(f"/proc/{pid}/fd").iterdir():
+        target = os.readlink(link)
+        if target.startswith("pipe:["):
+            held.add(int(target[len("pipe:[") : -1]))
+    return held
+
+
+def test_a_worker_holds_only_its_own_pipe_ends() -> None:
+    with WorkerPool.fork(2) as pool:
+        for process, other in zip(pool.processes, reversed(pool.processes), strict=True):
+            own = {os.stat(fd).st_ino for fd in (process.to_worker, process.from_worker)}
+            others = {os.stat(fd).st_ino for fd in (other.to_worker, other.from_worker)}
+            deadline = time.monotonic() + 5  # the child closes them as it starts
+            while pipes_held(process.pid) & others and time.monotonic() < deadline:
+                time.sleep(0.01)
+            held = pipes_held(process.pid)
+            assert own <= held, "its own two pipes"
+            assert not held & others, "none of the other worker's"
+
+
+def test_a_forked_worker_runs_an_engine_and_reports_when_done() -> None:
+    with WorkerPool.fork(2) as pool:
+        process = pool.processes[0]
+        os.set_blocking(process.to_worker, True)
+        os.write(process.to_worker, encode(("config", EngineConfig(timeout=0.5))))
+        os.write(process.to_worker, encode(("end",)))
+        reader = FrameReader()
+        frames: list[tuple[object, ...]] = []
+        deadline = time.monotonic() + 10
+        while not any(frame[0] == "done" for frame in frames) and time.monotonic() < deadline:
+            frames.extend(reader.feed(os.read(process.from_worker, 65536)))
+        assert [frame[0] for frame in frames] == ["done"]
