@@ -150,14 +150,33 @@ def classify_icmp(report: IcmpReport) -> Verdict:
     return Verdict(State.FILTERED, reason)
 
 
+REFUSED_BY_RESET = Verdict(State.REFUSED, Reason.CONN_REFUSED)
+
+ANSWERED_ERRNO_VERDICTS: dict[int, Verdict] = {
+    errno.EHOSTUNREACH: Verdict(State.FILTERED, Reason.HOST_UNREACH),
+    errno.ENETUNREACH: Verdict(State.FILTERED, Reason.NET_UNREACH),
+    errno.EACCES: Verdict(State.FILTERED, Reason.ADMIN_PROHIBITED),
+    errno.ENOPROTOOPT: Verdict(State.FILTERED, Reason.PROTO_UNREACH),
+}
+"""Errors reported by SO_ERROR once the probe was on its way, without an ICMP record."""
+
+LOCAL_ERROR = Verdict(State.ERROR, Reason.LOCAL_ERROR)
+
+
 def classify(proto: Proto, outcome: Outcome) -> Verdict:
     """The one place that decides a target's state from what the socket layer saw.
 
-    Raises ScannerSide for outcomes that say nothing about the target (check with
-    `is_scanner_side` first to avoid the exception on the hot path).
+    Raises ScannerSide for outcomes that say nothing about the target; the engine, which
+    checks `is_scanner_side` first anyway, calls `classify_target_side` instead.
     """
     if is_scanner_side(outcome):
         raise ScannerSide(outcome.message or f"errno {outcome.errno}")
+    return classify_target_side(proto, outcome)
+
+
+def classify_target_side(proto: Proto, outcome: Outcome) -> Verdict:
+    """`classify` for an outcome already known not to be scanner-side (once per probe:
+    the verdicts are constants, not built anew)."""
     event = outcome.event
     if event is Event.CONNECTED or event is Event.DATAGRAM:
         return ANSWER_VERDICTS[proto]
@@ -170,17 +189,9 @@ def classify(proto: Proto, outcome: Outcome) -> Verdict:
     # Event.ERROR without an ICMP record.
     code = outcome.errno
     if code == errno.ECONNREFUSED:
-        return Verdict(State.REFUSED, Reason.CONN_REFUSED)
+        return REFUSED_BY_RESET
     if code == errno.ETIMEDOUT:
         return SILENCE_VERDICTS[proto]
     if outcome.immediate and code in LOCAL_ROUTE_REASONS:
         return Verdict(State.ERROR, LOCAL_ROUTE_REASONS[code])
-    if code == errno.EHOSTUNREACH:
-        return Verdict(State.FILTERED, Reason.HOST_UNREACH)
-    if code == errno.ENETUNREACH:
-        return Verdict(State.FILTERED, Reason.NET_UNREACH)
-    if code == errno.EACCES:
-        return Verdict(State.FILTERED, Reason.ADMIN_PROHIBITED)
-    if code == errno.ENOPROTOOPT:
-        return Verdict(State.FILTERED, Reason.PROTO_UNREACH)
-    return Verdict(State.ERROR, Reason.LOCAL_ERROR)
+    return ANSWERED_ERRNO_VERDICTS.get(code or 0, LOCAL_ERROR)

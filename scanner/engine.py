@@ -37,7 +37,7 @@ from dataclasses import dataclass, field
 import anyio
 from anyio.abc import ObjectReceiveStream
 
-from scanner.classify import classify, is_scanner_side
+from scanner.classify import classify_target_side, is_scanner_side
 from scanner.model import Event, Outcome, Proto, Reason, Result, State, Target
 from scanner.net.base import Connector, ProbeHandle
 
@@ -411,7 +411,7 @@ class Engine:
                 host.rtt = RttEstimator(outcome.rtt, outcome.rtt / 2)
             else:
                 host.rtt.update(outcome.rtt)
-        verdict = classify(target.endpoint.proto, outcome)
+        verdict = classify_target_side(target.endpoint.proto, outcome)
         if verdict.reason is Reason.NO_RESPONSE:
             if not final and self._silence_retried(job, host):
                 self._retry_silence(job, host)
@@ -422,27 +422,37 @@ class Engine:
             host.sent_icmp = True
         offender = outcome.icmp.offender_address if outcome.icmp is not None else None
         message = outcome.message if verdict.state is State.ERROR else None
-        self._emit(
+        rtt = outcome.rtt
+        rtt_ms = None if rtt is None or outcome.event is Event.SILENCE else round(rtt * 1000.0, 3)
+        self._forget_if_idle(target.address, host)
+        self._deliver(job, verdict.state, verdict.reason, rtt_ms, offender, message)
+
+    def _deliver(
+        self,
+        job: Job,
+        state: State,
+        reason: Reason,
+        rtt_ms: float | None,
+        offender: str | None,
+        message: str | None,
+    ) -> None:
+        """Hand the verdict on as a `Result` (a worker process overrides this to send a
+        compact row instead: scanner/shard_worker.py)."""
+        target = job.target
+        self._on_result(
             Result(
                 endpoint=target.endpoint,
                 address=target.address,
                 resolved_via=target.resolved_via,
-                state=verdict.state,
-                reason=verdict.reason,
-                rtt_ms=None
-                if outcome.rtt is None or outcome.event is Event.SILENCE
-                else round(outcome.rtt * 1000.0, 3),
+                state=state,
+                reason=reason,
+                rtt_ms=rtt_ms,
                 ts=self._wall_clock(),
                 offender=offender,
                 message=message,
                 attempts=job.attempts,
-            ),
-            host,
+            )
         )
-
-    def _emit(self, result: Result, host: HostState) -> None:
-        self._forget_if_idle(result.address or "", host)
-        self._on_result(result)
 
     def _forget_if_idle(self, address: str, host: HostState) -> None:
         idle = host.inflight == 0 and not host.queued and host.pending_retries == 0
@@ -483,21 +493,15 @@ class Engine:
                 )
                 self._schedule_retry(job, host, self._clock() + delay)
                 return
-        target = job.target
-        self._emit(
-            Result(
-                endpoint=target.endpoint,
-                address=target.address,
-                resolved_via=target.resolved_via,
-                state=State.ERROR,
-                reason=Reason.LOCAL_ERROR,
-                rtt_ms=None,
-                ts=self._wall_clock(),
-                message=f"gave up after {job.scanner_side_tries + job.self_connects} "
-                f"scanner-side failures: {job.last_message or outcome.message}",
-                attempts=job.attempts,
-            ),
-            host,
+        self._forget_if_idle(job.target.address, host)
+        self._deliver(
+            job,
+            State.ERROR,
+            Reason.LOCAL_ERROR,
+            None,
+            None,
+            f"gave up after {job.scanner_side_tries + job.self_connects} "
+            f"scanner-side failures: {job.last_message or outcome.message}",
         )
 
     def _lower_concurrency(self, outcome: Outcome) -> None:

@@ -9,6 +9,7 @@ was done); a reader that closes our stdout ends the run quietly.
 from __future__ import annotations
 
 import contextlib
+import gc
 import os
 import signal
 import sys
@@ -180,12 +181,28 @@ def prepare(plan: ScanPlan) -> Prepared | ExitStatus:
     if not checked.within_limit:
         return ExitStatus.USAGE_OR_INVENTORY
     descriptor_limit = raise_descriptor_limit()
+    calm_garbage_collector()
     return Prepared(
         checked=checked,
         workers=choose_workers(plan.workers, checked.endpoints),
         descriptor_limit=descriptor_limit,
         engine=fit_concurrency(plan.engine, descriptor_limit),
     )
+
+
+GC_THRESHOLDS = (20_000, 20, 20)
+"""Collect the youngest generation every 20,000 net allocations rather than 700."""
+
+
+def calm_garbage_collector() -> None:
+    """A scan allocates millions of short-lived objects (probes, outcomes, results) that
+    reference counting frees; at its default thresholds the cyclic collector would wake
+    every 700 allocations and walk the survivors, some 5 % of a loopback sweep's time.
+    Everything imported so far is frozen out of its sight (forked workers then also
+    share those pages instead of copying them), and it wakes less often; cycles are
+    still collected."""
+    gc.freeze()
+    gc.set_threshold(*GC_THRESHOLDS)
 
 
 async def run_plan(

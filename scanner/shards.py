@@ -122,6 +122,7 @@ class Worker:
     queue: deque[Target] = field(default_factory=deque)
     reader: FrameReader = field(default_factory=FrameReader)
     done: bool = False
+    input_closed: bool = False  # the worker closed its end of our pipe (it has ended)
     stats: EngineStats | None = None
 
 
@@ -206,8 +207,8 @@ class ShardedEngine:
     def _flush_queue(
         self, loop: asyncio.AbstractEventLoop, worker: Worker, final: bool = False
     ) -> None:
-        if worker.done:
-            return  # out of time: it takes no more targets
+        if worker.done or worker.input_closed:
+            return  # out of time (or gone): it takes no more targets
         while worker.queue and worker.outstanding < CREDITS_PER_WORKER:
             if len(worker.queue) < BATCH and not final:
                 return
@@ -245,9 +246,17 @@ class ShardedEngine:
         self._write(loop, worker)
 
     def _write(self, loop: asyncio.AbstractEventLoop, worker: Worker) -> None:
+        if worker.input_closed:
+            return
         try:
             written = os.write(worker.process.to_worker, worker.outgoing)
         except BlockingIOError:
+            written = 0
+        except BrokenPipeError:
+            # The worker has ended: out of time (its "done" is on the way), or it died,
+            # which its output pipe's end, without a "done", reports (_on_readable).
+            worker.input_closed = True
+            worker.outgoing.clear()
             written = 0
         except OSError as exc:
             self._fail(f"a scan worker stopped taking targets: {exc}")

@@ -88,8 +88,13 @@ def test_tcp_listeners_are_open_and_free_ports_refused_on_several_addresses(
         services.tcp(address, open_port)
     closed_port = free_port("tcp", *TCP_ADDRESSES)
 
-    run = reachscan.run(*(arg for address in TCP_ADDRESSES
-                          for arg in ("-t", spec(address, f"{open_port},{closed_port}"))))
+    run = reachscan.run(
+        *(
+            arg
+            for address in TCP_ADDRESSES
+            for arg in ("-t", spec(address, f"{open_port},{closed_port}"))
+        )
+    )
 
     assert run.returncode == 0, run.stderr
     expected = {}
@@ -141,9 +146,15 @@ def test_udp_echo_is_open_and_unbound_port_refused_on_ipv4_and_ipv6(
         services.udp(address, echo_port)
     closed_port = free_port("udp", *addresses)
 
-    run = reachscan.run(*(arg for address in addresses
-                          for arg in ("-t", spec(address, f"U:{echo_port},{closed_port}"))),
-                        "--retries", "0")
+    run = reachscan.run(
+        *(
+            arg
+            for address in addresses
+            for arg in ("-t", spec(address, f"U:{echo_port},{closed_port}"))
+        ),
+        "--retries",
+        "0",
+    )
 
     assert run.returncode == 0, run.stderr
     assert verdicts(run.records) == {
@@ -157,8 +168,9 @@ def test_udp_echo_is_open_and_unbound_port_refused_on_ipv4_and_ipv6(
     assert services.datagrams("::1", echo_port) == [b""]
 
 
-def unbound_block(proto: Literal["tcp", "udp"], low: int, high: int, size: int,
-                  address: str) -> range:
+def unbound_block(
+    proto: Literal["tcp", "udp"], low: int, high: int, size: int, address: str
+) -> range:
     """`size` consecutive ports in [low, high) where nothing of `proto` is bound at `address`.
 
     Pick blocks below the ephemeral range: other tests' sockets bind port 0, so they cannot
@@ -180,8 +192,9 @@ def test_a_thousand_closed_udp_ports_on_127_0_0_1_are_all_refused_at_the_first_t
     """Loopback is exempt from ICMP rate limits, so no answer is lost and none needs a retry."""
     block = unbound_block("udp", 20000, ephemeral_range()[0], 1000, "127.0.0.1")
 
-    run = reachscan.run("-t", f"127.0.0.1:U:{block.start}-{block.stop - 1}",
-                        "--retries", "0", "--timeout", "3")
+    run = reachscan.run(
+        "-t", f"127.0.0.1:U:{block.start}-{block.stop - 1}", "--retries", "0", "--timeout", "3"
+    )
 
     assert run.returncode == 0, run.stderr
     assert verdicts(run.records) == {("127.0.0.1", port, "udp"): REFUSED_UDP for port in block}
@@ -193,8 +206,9 @@ def test_a_bound_udp_socket_that_never_answers_is_open_filtered_after_its_retrie
     port = services.udp("127.77.0.7", answer=False)
     port6 = services.udp("::1", answer=False)
 
-    run = reachscan.run("-t", f"127.77.0.7:U:{port}", "-t", f"[::1]:U:{port6}",
-                        "--timeout", "0.3", "--retries", "1")
+    run = reachscan.run(
+        "-t", f"127.77.0.7:U:{port}", "-t", f"[::1]:U:{port6}", "--timeout", "0.3", "--retries", "1"
+    )
 
     assert run.returncode == 0, run.stderr
     assert verdicts(run.records) == {
@@ -239,7 +253,9 @@ def check_snmp_get(datagram: bytes) -> None:
     ids=["dns", "ntp", "snmp"],
 )
 def test_well_known_udp_ports_get_their_service_payload(
-    reachscan: Reachscan, services: LoopbackServices, port: int,
+    reachscan: Reachscan,
+    services: LoopbackServices,
+    port: int,
     check: Callable[[bytes], None],
 ) -> None:
     address = "127.77.0.53"
@@ -332,15 +348,19 @@ def test_an_ipv4_literal_under_dash_6_is_unresolved_no_address(reachscan: Reachs
 
     [record] = run.records
     assert (record["state"], record["reason"], record["address"]) == (
-        "unresolved", "no-address", None)
+        "unresolved",
+        "no-address",
+        None,
+    )
     assert run.returncode == 1
 
 
 # --- inventories ---------------------------------------------------------------------------
 
 
-def write_pinned_inventory(path: Path, open_port: int, closed_port: int,
-                           closed_expect: str) -> None:
+def write_pinned_inventory(
+    path: Path, open_port: int, closed_port: int, closed_expect: str
+) -> None:
     path.write_text(
         "defaults:\n"
         "  labels: {env: test}\n"
@@ -354,7 +374,9 @@ def write_pinned_inventory(path: Path, open_port: int, closed_port: int,
 
 
 def test_yaml_pinned_address_is_probed_instead_of_dns_with_labels_and_expectations(
-    reachscan: Reachscan, services: LoopbackServices, dns_responder: DnsResponder,
+    reachscan: Reachscan,
+    services: LoopbackServices,
+    dns_responder: DnsResponder,
     tmp_path: Path,
 ) -> None:
     dns_responder.set_records("db.reachscan.test", ["127.77.0.5"])  # a decoy: never asked
@@ -392,8 +414,9 @@ def test_yaml_port_expected_open_but_refused_is_not_ok_and_exits_1(
     run = reachscan.run(str(inventory))
 
     assert run.returncode == 1, run.stderr
-    oks = {record["port"]: (record["state"], record["expect"], record["ok"])
-           for record in run.records}
+    oks = {
+        record["port"]: (record["state"], record["expect"], record["ok"]) for record in run.records
+    }
     assert oks == {open_port: ("open", "open", True), closed_port: ("refused", "open", False)}
 
 
@@ -455,11 +478,17 @@ def test_duplicated_and_overlapping_endpoints_are_probed_once(
     inventory.write_text(f"127.77.0.1:{tcp_port},U:{udp_port}\n127.77.0.0/30:{tcp_port}\n")
 
     run = reachscan.run(
-        "-t", f"127.77.0.0/30:{tcp_port},U:{udp_port}",
-        "-t", f"127.77.0.1:{tcp_port},U:{udp_port}",
-        "-t", f"127.77.0.1:{tcp_port},U:{udp_port}",
-        "-t", f"127.77.0.1-2:U:{udp_port}",
-        str(inventory), "--retries", "0",
+        "-t",
+        f"127.77.0.0/30:{tcp_port},U:{udp_port}",
+        "-t",
+        f"127.77.0.1:{tcp_port},U:{udp_port}",
+        "-t",
+        f"127.77.0.1:{tcp_port},U:{udp_port}",
+        "-t",
+        f"127.77.0.1-2:U:{udp_port}",
+        str(inventory),
+        "--retries",
+        "0",
         "--include-special",  # 127.77.0.3 is the /30's broadcast address, left out otherwise
     )
 
@@ -482,8 +511,16 @@ def test_every_jsonl_record_has_exactly_the_schema_keys_in_order(
     open_port = services.tcp("127.77.0.1")
     silent_port = services.udp("127.77.0.1", answer=False)
 
-    run = reachscan.run("-t", f"127.77.0.1:{open_port},U:{silent_port}",
-                        "-t", "nowhere.reachscan.test:80", "--timeout", "0.3", "--retries", "0")
+    run = reachscan.run(
+        "-t",
+        f"127.77.0.1:{open_port},U:{silent_port}",
+        "-t",
+        "nowhere.reachscan.test:80",
+        "--timeout",
+        "0.3",
+        "--retries",
+        "0",
+    )
 
     assert len(run.records) == 3
     for record in run.records:
@@ -506,9 +543,18 @@ def test_several_outputs_in_one_run_appear_whole_with_no_temporary_files(
     jsonl_path, table_path = results / "a.jsonl", results / "b.txt"
     jsonl_path.write_text("old contents\n")
 
-    run = reachscan.run("-t", f"127.77.0.1:{port},{closed}",
-                        "--format", "jsonl", "-o", str(jsonl_path),
-                        "--format", "table", "-o", str(table_path))
+    run = reachscan.run(
+        "-t",
+        f"127.77.0.1:{port},{closed}",
+        "--format",
+        "jsonl",
+        "-o",
+        str(jsonl_path),
+        "--format",
+        "table",
+        "-o",
+        str(table_path),
+    )
 
     assert run.returncode == 0, run.stderr
     assert run.stdout == ""
@@ -561,11 +607,19 @@ def test_a_signal_mid_scan_stops_at_once_and_keeps_complete_finished_results(
     udp_list = ",".join(str(port) for port in silent_ports)
 
     process = reachscan.start(
-        "-t", f"{address}:T:{closed_tcp.start}-{closed_tcp.stop - 1}",
-        "-t", f"{address}:U:{udp_list}",
+        "-t",
+        f"{address}:T:{closed_tcp.start}-{closed_tcp.stop - 1}",
+        "-t",
+        f"{address}:U:{udp_list}",
         # --min-timeout: the resets teach reachscan this host's round trip, and without a
         # floor that high the silent ports would give up long before the signal.
-        "--timeout", "5", "--min-timeout", "5", "-o", str(output), stdout=subprocess.DEVNULL,
+        "--timeout",
+        "5",
+        "--min-timeout",
+        "5",
+        "-o",
+        str(output),
+        stdout=subprocess.DEVNULL,
     )
     assert process.stderr is not None
     try:
@@ -628,8 +682,10 @@ class ListenerSampler:
 
     def _sample(self) -> tuple[set[int], set[int]]:
         sockets = bound_sockets("tcp")
-        return (ports_reaching(self.address, sockets),
-                ports_reaching(self.address, sockets, dual_stack=True))
+        return (
+            ports_reaching(self.address, sockets),
+            ports_reaching(self.address, sockets, dual_stack=True),
+        )
 
     def _run(self) -> None:
         while not self._stop.wait(self.interval):
@@ -660,8 +716,9 @@ def test_sweeping_the_ephemeral_range_never_reports_a_self_connect_as_open(
 
     for _ in range(3):
         with ListenerSampler("127.0.0.1") as listeners:
-            run = reachscan.run("-t", f"127.0.0.1:{low}-{high}",
-                                "--concurrency", "5000", "--per-host", "5000")
+            run = reachscan.run(
+                "-t", f"127.0.0.1:{low}-{high}", "--concurrency", "5000", "--per-host", "5000"
+            )
         found = verdicts(run.records)
         assert len(found) == high - low + 1
         for (_, port, _), verdict in found.items():
@@ -670,8 +727,10 @@ def test_sweeping_the_ephemeral_range_never_reports_a_self_connect_as_open(
             assert verdict == REFUSED_TCP, (port, verdict)
 
 
-@pytest.mark.skipif(not IS_ROOT or shutil.which("unshare") is None or shutil.which("ip") is None,
-                    reason="needs root, unshare and ip to build a network namespace")
+@pytest.mark.skipif(
+    not IS_ROOT or shutil.which("unshare") is None or shutil.which("ip") is None,
+    reason="needs root, unshare and ip to build a network namespace",
+)
 def test_self_connects_in_a_namespace_with_a_tiny_ephemeral_range_are_never_open(
     reachscan: Reachscan,
 ) -> None:
@@ -683,18 +742,26 @@ def test_self_connects_in_a_namespace_with_a_tiny_ephemeral_range_are_never_open
         "set -e; ip link set lo up; "
         "echo '41000 41099' > /proc/sys/net/ipv4/ip_local_port_range; "
         f"{shlex.join([sys.executable, '-c', SELF_CONNECT_COUNTER])}; "
-        + " ; ".join(shlex.join(reachscan.command("-t", "127.0.0.1:41000-41099"))
-                     for _ in range(6))
+        + " ; ".join(shlex.join(reachscan.command("-t", "127.0.0.1:41000-41099")) for _ in range(6))
     )
-    completed = subprocess.run(["unshare", "--net", "sh", "-c", script], cwd=REPO_ROOT,
-                               capture_output=True, text=True, timeout=90, check=False)
+    completed = subprocess.run(
+        ["unshare", "--net", "sh", "-c", script],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=90,
+        check=False,
+    )
     assert completed.returncode == 0, completed.stderr
     first_line, _, jsonl = completed.stdout.partition("\n")
     assert int(first_line.split()[-1]) > 0, "no self-connect happened: the test proves nothing"
     records = parse_records(jsonl)
     assert len(records) == 600
-    bad = [(record["port"], record["state"], record["reason"]) for record in records
-           if (record["state"], record["reason"]) != REFUSED_TCP]
+    bad = [
+        (record["port"], record["state"], record["reason"])
+        for record in records
+        if (record["state"], record["reason"]) != REFUSED_TCP
+    ]
     assert bad == []
 
 
@@ -759,8 +826,7 @@ def test_exit_status_1_when_an_endpoint_misses_its_expectation(
     run = reachscan.run("-t", f"127.77.0.1:{port},{closed}", "--expect", "open")
 
     assert run.returncode == 1
-    assert {record["port"]: record["ok"] for record in run.records} == {
-        port: True, closed: False}
+    assert {record["port"]: record["ok"] for record in run.records} == {port: True, closed: False}
 
 
 @pytest.mark.parametrize(

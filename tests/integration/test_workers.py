@@ -146,20 +146,53 @@ def test_max_time_with_workers_reports_what_finished_and_stops(tmp_path: Path) -
         hosts.write_text("")
         started = time.monotonic()
         completed = subprocess.run(
-            [sys.executable, "-m", "scanner", "scan", "--format", "jsonl", "--hosts-file",
-             str(hosts), "--nameserver", "127.0.0.1:9", "--no-history", "--no-progress",
-             "-t", f"127.81.3.1:U:{','.join(map(str, silent))}",
-             "-t", "127.81.4.0/24:1-2000", "--max-endpoints", "1000000",
-             "--workers", "2", "--timeout", "3", "--min-timeout", "3", "--retries", "5",
-             "--max-time", "1.5"],
-            cwd=REPO, capture_output=True, text=True, timeout=60, check=False,
+            [
+                sys.executable,
+                "-m",
+                "scanner",
+                "scan",
+                "--format",
+                "jsonl",
+                "--hosts-file",
+                str(hosts),
+                "--nameserver",
+                "127.0.0.1:9",
+                "--no-history",
+                "--no-progress",
+                "-t",
+                f"127.81.3.1:U:{','.join(map(str, silent))}",
+                "-t",
+                "127.81.4.0/24:1-2000",
+                "--max-endpoints",
+                "1000000",
+                "--workers",
+                "2",
+                "--timeout",
+                "3",
+                "--min-timeout",
+                "3",
+                "--retries",
+                "5",
+                "--max-time",
+                "1.5",
+            ],
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
         )
         elapsed = time.monotonic() - started
     assert completed.returncode == 4, completed.stderr
     assert "--max-time" in completed.stderr and "Traceback" not in completed.stderr
     assert elapsed < 15
-    states = {(record["state"], record["reason"])
-              for record in map(json.loads, completed.stdout.splitlines())}
+    states = {
+        (record["state"], record["reason"])
+        for record in map(json.loads, completed.stdout.splitlines())
+    }
     assert ("open|filtered", "no-response") in states
-    assert states <= {("open|filtered", "no-response"), ("refused", "conn-refused"),
-                      ("open", "syn-ack")}
+    assert states <= {
+        ("open|filtered", "no-response"),
+        ("refused", "conn-refused"),
+        ("open", "syn-ack"),
+    }

@@ -148,8 +148,7 @@ class LoopbackServices:
 
     def __enter__(self) -> LoopbackServices:
         self._selector.register(self._wake_reader, selectors.EVENT_READ)
-        self._thread = threading.Thread(target=self._serve, name="loopback-services",
-                                        daemon=True)
+        self._thread = threading.Thread(target=self._serve, name="loopback-services", daemon=True)
         self._thread.start()
         return self
 

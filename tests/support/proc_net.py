@@ -41,7 +41,7 @@ class BoundSocket:
 
 def _decode_address(hex_address: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
     raw = bytes.fromhex(hex_address)
-    words = b"".join(raw[index:index + 4][::-1] for index in range(0, len(raw), 4))
+    words = b"".join(raw[index : index + 4][::-1] for index in range(0, len(raw), 4))
     if len(words) == 4:
         return ipaddress.IPv4Address(words)
     address = ipaddress.IPv6Address(words)

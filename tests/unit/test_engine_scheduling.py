@@ -194,9 +194,7 @@ async def test_silence_is_retried_then_reported() -> None:
 async def test_retries_that_draw_answers_earn_more_retries_up_to_the_limit() -> None:
     """Port 81 answers its retry, so retries help on this host: port 82 may use all of
     --retries, and port 83, silent for good, stops at the limit."""
-    connector = FakeConnector(
-        script={81: [SILENT, OPEN], 82: [SILENT, SILENT, OPEN], 83: [SILENT]}
-    )
+    connector = FakeConnector(script={81: [SILENT, OPEN], 82: [SILENT, SILENT, OPEN], 83: [SILENT]})
     targets = make_targets(["10.0.0.1"], [81, 82, 83])
     results, _, _ = await run_engine(EngineConfig(timeout=0.05, retries=2), connector, targets)
     by_port = {r.endpoint.port: r for r in results}

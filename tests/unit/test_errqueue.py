@@ -19,13 +19,17 @@ def sockaddr_in(address: str) -> bytes:
 
 
 def sockaddr_in6(address: str) -> bytes:
-    return (struct.pack("=HHI", socket.AF_INET6, 0, 0)
-            + socket.inet_pton(socket.AF_INET6, address) + bytes(4))
+    return (
+        struct.pack("=HHI", socket.AF_INET6, 0, 0)
+        + socket.inet_pton(socket.AF_INET6, address)
+        + bytes(4)
+    )
 
 
 def test_icmp4_admin_prohibited_from_a_router() -> None:
     report = parse_extended_error(
-        record(2, 3, 13, errno.EHOSTUNREACH, sockaddr_in("10.9.0.1")), "10.9.1.2", "10.9.0.2")
+        record(2, 3, 13, errno.EHOSTUNREACH, sockaddr_in("10.9.0.1")), "10.9.1.2", "10.9.0.2"
+    )
     assert report is not None
     assert (report.origin, report.icmp_type, report.icmp_code) == (IcmpOrigin.ICMP4, 3, 13)
     assert report.errno == errno.EHOSTUNREACH
@@ -34,7 +38,8 @@ def test_icmp4_admin_prohibited_from_a_router() -> None:
 
 def test_icmp6_port_unreachable_from_the_target() -> None:
     report = parse_extended_error(
-        record(3, 1, 4, errno.ECONNREFUSED, sockaddr_in6("fd00::2")), "fd00::2", "fd00::1")
+        record(3, 1, 4, errno.ECONNREFUSED, sockaddr_in6("fd00::2")), "fd00::2", "fd00::1"
+    )
     assert report is not None
     assert report.origin is IcmpOrigin.ICMP6
     assert (report.offender_address, report.offender) == ("fd00::2", Offender.TARGET)
