@@ -100,20 +100,34 @@ class RowEngine(Engine):
 
 async def converse(conversation: Conversation) -> None:
     loop = asyncio.get_running_loop()
-    frames: asyncio.Queue[tuple[object, ...] | None] = asyncio.Queue()
+    frames: asyncio.Queue[tuple[object, ...]] = asyncio.Queue()
+    with anyio.CancelScope() as lifetime:
 
-    def readable() -> None:
-        data = os.read(conversation.read_fd, 1 << 20)
-        if not data:
-            loop.remove_reader(conversation.read_fd)
-            frames.put_nowait(None)
-            return
-        for frame in conversation.reader.feed(data):
-            frames.put_nowait(frame)
+        def readable() -> None:
+            data = os.read(conversation.read_fd, 1 << 20)
+            if not data:
+                # The input ended. After "done" that is the parent saying goodbye; before
+                # it, the parent is gone or is stopping the scan, and nobody will read
+                # what is still in flight: stop now rather than wait out the probes'
+                # timeouts as an orphan.
+                loop.remove_reader(conversation.read_fd)
+                lifetime.cancel()
+                return
+            for frame in conversation.reader.feed(data):
+                frames.put_nowait(frame)
 
-    loop.add_reader(conversation.read_fd, readable)
+        loop.add_reader(conversation.read_fd, readable)
+        try:
+            await probe(conversation, frames)
+        finally:
+            with contextlib.suppress(ValueError, OSError):
+                loop.remove_reader(conversation.read_fd)
+
+
+async def probe(conversation: Conversation, frames: asyncio.Queue[tuple[object, ...]]) -> None:
+    """Take the config, run the engine over the targets that follow, report "done"."""
     first = await frames.get()
-    if first is None or first[0] != "config":
+    if first[0] != "config":
         return
     config = first[1]
     assert isinstance(config, EngineConfig)
@@ -123,7 +137,7 @@ async def converse(conversation: Conversation) -> None:
         async with send:
             while True:
                 frame = await frames.get()
-                if frame is None or frame[0] == "end":
+                if frame[0] == "end":
                     return
                 batch = frame[1]
                 assert isinstance(batch, list)

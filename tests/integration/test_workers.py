@@ -116,10 +116,7 @@ def test_an_interrupt_stops_the_workers_too(tmp_path: Path) -> None:
     assert "Traceback" not in stderr
     time.sleep(0.5)
     for child in children:
-        assert (
-            not Path(f"/proc/{child}").exists()
-            or "zombie" in Path(f"/proc/{child}/status").read_text().lower()
-        ), f"worker {child} still running"
+        assert not Path(f"/proc/{child}").exists() or is_zombie(int(child)), f"{child} runs on"
     assert output.exists()
 
 
@@ -196,3 +193,128 @@ def test_max_time_with_workers_reports_what_finished_and_stops(tmp_path: Path) -
         ("refused", "conn-refused"),
         ("open", "syn-ack"),
     }
+
+
+def test_a_worker_that_dies_is_reachscans_failure_and_the_finished_results_are_kept(
+    tmp_path: Path,
+) -> None:
+    """A worker killed mid-scan: exit 5 (the scanner failed, no target state is made up),
+    the results finished before are written, and the other worker is not left behind."""
+    with LoopbackServices() as services:
+        silent = [services.udp("127.81.5.1", answer=False) for _ in range(100)]
+        output = tmp_path / "out" / "partial.jsonl"
+        output.parent.mkdir()
+        process = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "scanner",
+                "scan",
+                "-t",
+                "127.81.5.2:T:20000-20999",  # refused at once: finished before the kill
+                "-t",
+                f"127.81.5.1:U:{','.join(map(str, silent))}",  # silent: still waiting
+                "--timeout",
+                "20",
+                "--min-timeout",
+                "20",
+                "--workers",
+                "2",
+                "--no-history",
+                "--no-progress",
+                "--hosts-file",
+                os.devnull,
+                "--nameserver",
+                "127.0.0.1:9",
+                "--format",
+                "jsonl",
+                "-o",
+                str(output),
+            ],
+            cwd=REPO,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+        )
+        try:
+            time.sleep(2.0)
+            workers = children_of(process.pid)
+            assert len(workers) == 2, "two worker processes were started"
+            busy = [pid for pid in workers if not is_zombie(pid)]
+            assert busy, "the worker with the silent ports is still waiting"
+            for pid in busy:
+                os.kill(pid, signal.SIGKILL)
+            status = process.wait(timeout=10)
+        finally:
+            process.kill()
+        assert process.stderr is not None
+        stderr = process.stderr.read().decode()
+        process.stderr.close()
+    assert status == 5, stderr
+    assert "a scan worker exited early" in stderr
+    assert "Traceback" not in stderr
+    records = [json.loads(line) for line in output.read_text().splitlines()]
+    refused = [record for record in records if record["state"] == "refused"]
+    assert len(refused) == 1000, "every refusal finished before the kill is written"
+    assert all(record["address"] == "127.81.5.2" for record in records)
+    time.sleep(0.5)
+    for worker in workers:
+        assert not Path(f"/proc/{worker}").exists() or is_zombie(worker), f"{worker} runs on"
+
+
+def children_of(pid: int) -> list[int]:
+    return [int(child) for child in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+
+
+def is_zombie(pid: int) -> bool:
+    try:
+        return "zombie" in Path(f"/proc/{pid}/status").read_text().lower()
+    except FileNotFoundError:
+        return True  # reaped already
+
+
+def test_workers_of_a_parent_killed_outright_stop_at_once(tmp_path: Path) -> None:
+    """SIGKILL leaves the parent no chance to clean up: its workers see their input end
+    without an "end" and stop, rather than wait out their probes' 20 s timeouts."""
+    with LoopbackServices() as services:
+        silent = [services.udp("127.81.6.1", answer=False) for _ in range(50)]
+        process = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "scanner",
+                "scan",
+                "-t",
+                f"127.81.6.1:U:{','.join(map(str, silent))}",
+                "-t",
+                f"127.81.6.2:U:{','.join(map(str, silent))}",
+                "--timeout",
+                "20",
+                "--min-timeout",
+                "20",
+                "--workers",
+                "2",
+                "--no-history",
+                "--no-progress",
+                "--hosts-file",
+                os.devnull,
+                "--nameserver",
+                "127.0.0.1:9",
+                "-o",
+                str(tmp_path / "out.jsonl"),
+            ],
+            cwd=REPO,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        try:
+            time.sleep(2.0)
+            workers = children_of(process.pid)
+            assert len(workers) == 2, "two worker processes were started"
+        finally:
+            process.kill()
+            process.wait(timeout=10)
+        deadline = time.monotonic() + 5.0
+        while time.monotonic() < deadline and any(Path(f"/proc/{pid}").exists() for pid in workers):
+            time.sleep(0.05)
+        running = [pid for pid in workers if Path(f"/proc/{pid}").exists()]
+    assert not running, f"workers {running} outlived their parent by 5 s"
