@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -18,25 +20,27 @@ REPO = Path(__file__).resolve().parents[2]
 ADDRESSES = "127.81.0.1-4"
 
 
-def scan(tmp_path: Path, *arguments: str) -> dict[tuple[str, int, str], tuple[str, str]]:
-    hosts = tmp_path / "hosts"
-    hosts.write_text("")
+def reachscan_scan(*arguments: str) -> list[str]:
+    """`reachscan scan` on literals only: no hosts file, a nameserver that is the discard
+    port of loopback, no history, no progress bar."""
+    return [
+        sys.executable,
+        "-m",
+        "scanner",
+        "scan",
+        "--hosts-file",
+        os.devnull,
+        "--nameserver",
+        "127.0.0.1:9",
+        "--no-history",
+        "--no-progress",
+        *arguments,
+    ]
+
+
+def scan(*arguments: str) -> dict[tuple[str, int, str], tuple[str, str]]:
     completed = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "scanner",
-            "scan",
-            "--format",
-            "jsonl",
-            "--hosts-file",
-            str(hosts),
-            "--nameserver",
-            "127.0.0.1:9",
-            "--no-history",
-            "--no-progress",
-            *arguments,
-        ],
+        reachscan_scan("--format", "jsonl", *arguments),
         cwd=REPO,
         capture_output=True,
         text=True,
@@ -54,13 +58,13 @@ def scan(tmp_path: Path, *arguments: str) -> dict[tuple[str, int, str], tuple[st
     return verdicts
 
 
-def test_two_workers_give_exactly_the_answers_of_one(tmp_path: Path) -> None:
+def test_two_workers_give_exactly_the_answers_of_one() -> None:
     with LoopbackServices() as services:
         opened = {services.tcp(f"127.81.0.{host}") for host in (1, 3)}
         udp_open = services.udp("127.81.0.2")
         ports = f"T:20000-21999,{','.join(map(str, sorted(opened)))},U:{udp_open},40999"
-        alone = scan(tmp_path, "-t", f"{ADDRESSES}:{ports}", "--workers", "1")
-        sharded = scan(tmp_path, "-t", f"{ADDRESSES}:{ports}", "--workers", "2")
+        alone = scan("-t", f"{ADDRESSES}:{ports}", "--workers", "1")
+        sharded = scan("-t", f"{ADDRESSES}:{ports}", "--workers", "2")
     assert sharded == alone
     assert len(alone) == 4 * (2000 + len(opened) + 2)
     states = {verdict for verdict in alone.values()}
@@ -74,49 +78,16 @@ def test_an_interrupt_stops_the_workers_too(tmp_path: Path) -> None:
         silent = [services.udp("127.81.1.1", answer=False) for _ in range(200)]
         output = tmp_path / "out" / "partial.jsonl"
         output.parent.mkdir()
-        process = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "scanner",
-                "scan",
-                "-t",
-                f"127.81.1.1:U:{','.join(map(str, silent))}",
-                "--timeout",
-                "5",
-                "--min-timeout",
-                "5",
-                "--workers",
-                "2",
-                "--no-history",
-                "--no-progress",
-                "--hosts-file",
-                os.devnull,
-                "--nameserver",
-                "127.0.0.1:9",
-                "-o",
-                str(output),
-            ],
-            cwd=REPO,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-        )
-        time.sleep(2.0)
-        children = Path(f"/proc/{process.pid}/task/{process.pid}/children").read_text().split()
-        assert len(children) == 2, "two worker processes were started"
-        process.send_signal(signal.SIGTERM)
-        try:
+        ports = ",".join(map(str, silent))
+        with scan_with_two_workers(
+            "-t", f"127.81.1.1:U:{ports}", "--timeout", "5", "--min-timeout", "5", "-o", str(output)
+        ) as (process, workers):
+            process.send_signal(signal.SIGTERM)
             status = process.wait(timeout=5)
-        finally:
-            process.kill()
-        assert process.stderr is not None
-        stderr = process.stderr.read().decode()
-        process.stderr.close()
+            stderr = read_stderr(process)
     assert status == 130, stderr
     assert "Traceback" not in stderr
-    time.sleep(0.5)
-    for child in children:
-        assert not Path(f"/proc/{child}").exists() or is_zombie(int(child)), f"{child} runs on"
+    assert_ended(workers)
     assert output.exists()
 
 
@@ -134,28 +105,16 @@ def test_a_bad_worker_count_is_a_usage_error(tmp_path: Path, workers: str) -> No
     assert "--workers" in completed.stderr
 
 
-def test_max_time_with_workers_reports_what_finished_and_stops(tmp_path: Path) -> None:
+def test_max_time_with_workers_reports_what_finished_and_stops() -> None:
     """Out of time in the workers: the parent stops reading the inventory, exits 4, and
     every record it wrote is whole; silent probes come back unconfirmed, never guessed."""
     with LoopbackServices() as services:
         silent = [services.udp("127.81.3.1", answer=False) for _ in range(100)]
-        hosts = tmp_path / "hosts"
-        hosts.write_text("")
         started = time.monotonic()
         completed = subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "scanner",
-                "scan",
+            reachscan_scan(
                 "--format",
                 "jsonl",
-                "--hosts-file",
-                str(hosts),
-                "--nameserver",
-                "127.0.0.1:9",
-                "--no-history",
-                "--no-progress",
                 "-t",
                 f"127.81.3.1:U:{','.join(map(str, silent))}",
                 "-t",
@@ -172,7 +131,7 @@ def test_max_time_with_workers_reports_what_finished_and_stops(tmp_path: Path) -
                 "5",
                 "--max-time",
                 "1.5",
-            ],
+            ),
             cwd=REPO,
             capture_output=True,
             text=True,
@@ -204,51 +163,26 @@ def test_a_worker_that_dies_is_reachscans_failure_and_the_finished_results_are_k
         silent = [services.udp("127.81.5.1", answer=False) for _ in range(100)]
         output = tmp_path / "out" / "partial.jsonl"
         output.parent.mkdir()
-        process = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "scanner",
-                "scan",
-                "-t",
-                "127.81.5.2:T:20000-20999",  # refused at once: finished before the kill
-                "-t",
-                f"127.81.5.1:U:{','.join(map(str, silent))}",  # silent: still waiting
-                "--timeout",
-                "20",
-                "--min-timeout",
-                "20",
-                "--workers",
-                "2",
-                "--no-history",
-                "--no-progress",
-                "--hosts-file",
-                os.devnull,
-                "--nameserver",
-                "127.0.0.1:9",
-                "--format",
-                "jsonl",
-                "-o",
-                str(output),
-            ],
-            cwd=REPO,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-        )
-        try:
-            time.sleep(2.0)
-            workers = children_of(process.pid)
-            assert len(workers) == 2, "two worker processes were started"
+        with scan_with_two_workers(
+            "-t",
+            "127.81.5.2:T:20000-20999",  # refused at once: finished before the kill
+            "-t",
+            f"127.81.5.1:U:{','.join(map(str, silent))}",  # silent: still waiting
+            "--timeout",
+            "20",
+            "--min-timeout",
+            "20",
+            "--format",
+            "jsonl",
+            "-o",
+            str(output),
+        ) as (process, workers):
             busy = [pid for pid in workers if not is_zombie(pid)]
             assert busy, "the worker with the silent ports is still waiting"
             for pid in busy:
                 os.kill(pid, signal.SIGKILL)
             status = process.wait(timeout=10)
-        finally:
-            process.kill()
-        assert process.stderr is not None
-        stderr = process.stderr.read().decode()
-        process.stderr.close()
+            stderr = read_stderr(process)
     assert status == 5, stderr
     assert "a scan worker exited early" in stderr
     assert "Traceback" not in stderr
@@ -256,9 +190,63 @@ def test_a_worker_that_dies_is_reachscans_failure_and_the_finished_results_are_k
     refused = [record for record in records if record["state"] == "refused"]
     assert len(refused) == 1000, "every refusal finished before the kill is written"
     assert all(record["address"] == "127.81.5.2" for record in records)
-    time.sleep(0.5)
-    for worker in workers:
-        assert not Path(f"/proc/{worker}").exists() or is_zombie(worker), f"{worker} runs on"
+    assert_ended(workers)
+
+
+def test_workers_of_a_parent_killed_outright_stop_at_once(tmp_path: Path) -> None:
+    """SIGKILL leaves the parent no chance to clean up: its workers see their input end
+    before their work is done and stop, rather than wait out their probes' 20 s timeouts."""
+    with LoopbackServices() as services:
+        ports = ",".join(str(services.udp("127.81.6.1", answer=False)) for _ in range(50))
+        with scan_with_two_workers(
+            "-t",
+            f"127.81.6.1:U:{ports}",
+            "-t",
+            f"127.81.6.2:U:{ports}",
+            "--timeout",
+            "20",
+            "--min-timeout",
+            "20",
+            "-o",
+            str(tmp_path / "out.jsonl"),
+        ) as (process, workers):
+            process.kill()
+            process.wait(timeout=10)
+        assert_ended(workers, within=5.0)
+
+
+@contextlib.contextmanager
+def scan_with_two_workers(*arguments: str) -> Iterator[tuple[subprocess.Popen[bytes], list[int]]]:
+    """A scan with `--workers 2`, given two seconds to get going; killed on the way out."""
+    process = subprocess.Popen(
+        reachscan_scan("--workers", "2", *arguments),
+        cwd=REPO,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        time.sleep(2.0)
+        workers = children_of(process.pid)
+        assert len(workers) == 2, "two worker processes were started"
+        yield process, workers
+    finally:
+        process.kill()
+        process.wait(timeout=10)
+        if process.stderr is not None:
+            process.stderr.close()
+
+
+def read_stderr(process: subprocess.Popen[bytes]) -> str:
+    assert process.stderr is not None
+    return process.stderr.read().decode()
+
+
+def assert_ended(workers: list[int], within: float = 0.5) -> None:
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline and not all(map(is_zombie, workers)):
+        time.sleep(0.05)
+    running = [pid for pid in workers if not is_zombie(pid)]
+    assert not running, f"workers {running} still running {within} s later"
 
 
 def children_of(pid: int) -> list[int]:
@@ -270,51 +258,3 @@ def is_zombie(pid: int) -> bool:
         return "zombie" in Path(f"/proc/{pid}/status").read_text().lower()
     except FileNotFoundError:
         return True  # reaped already
-
-
-def test_workers_of_a_parent_killed_outright_stop_at_once(tmp_path: Path) -> None:
-    """SIGKILL leaves the parent no chance to clean up: its workers see their input end
-    without an "end" and stop, rather than wait out their probes' 20 s timeouts."""
-    with LoopbackServices() as services:
-        silent = [services.udp("127.81.6.1", answer=False) for _ in range(50)]
-        process = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "scanner",
-                "scan",
-                "-t",
-                f"127.81.6.1:U:{','.join(map(str, silent))}",
-                "-t",
-                f"127.81.6.2:U:{','.join(map(str, silent))}",
-                "--timeout",
-                "20",
-                "--min-timeout",
-                "20",
-                "--workers",
-                "2",
-                "--no-history",
-                "--no-progress",
-                "--hosts-file",
-                os.devnull,
-                "--nameserver",
-                "127.0.0.1:9",
-                "-o",
-                str(tmp_path / "out.jsonl"),
-            ],
-            cwd=REPO,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        try:
-            time.sleep(2.0)
-            workers = children_of(process.pid)
-            assert len(workers) == 2, "two worker processes were started"
-        finally:
-            process.kill()
-            process.wait(timeout=10)
-        deadline = time.monotonic() + 5.0
-        while time.monotonic() < deadline and any(Path(f"/proc/{pid}").exists() for pid in workers):
-            time.sleep(0.05)
-        running = [pid for pid in workers if Path(f"/proc/{pid}").exists()]
-    assert not running, f"workers {running} outlived their parent by 5 s"
