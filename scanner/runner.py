@@ -28,7 +28,7 @@ from scanner.evidence import (
     ProbeKey,
 )
 from scanner.fanout import BATCH_SIZE, InventoryTally, ResultFanout
-from scanner.history import ChangesOnlySink, HistoryError
+from scanner.history import ChangesOnlySink, HistoryError, HistorySink
 from scanner.model import Result, Target
 from scanner.net.connectors import probe_connectors
 from scanner.outputs import (
@@ -91,6 +91,17 @@ class Interrupted:
         self.signal: int | None = None
 
 
+def quit_at_once(sinks: Sequence[Sink]) -> None:
+    """A second interrupt: drop the outputs' half-written temporary files (each path keeps
+    its previous whole file) and close the history's run as interrupted."""
+    for sink in sinks:
+        with contextlib.suppress(Exception):
+            if isinstance(sink, HistorySink):
+                sink.abort(quitting=True)
+            else:
+                sink.abort()
+
+
 async def watch_signals(
     scope: anyio.CancelScope, interrupted: Interrupted, progress: Progress, sinks: Sequence[Sink]
 ) -> None:
@@ -99,9 +110,7 @@ async def watch_signals(
     with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
         async for received in signals:
             if interrupted.signal is not None:
-                for sink in sinks:
-                    with contextlib.suppress(Exception):
-                        sink.abort()
+                quit_at_once(sinks)
                 os._exit(ExitStatus.INTERRUPTED)
             interrupted.signal = received
             progress.log(
@@ -227,81 +236,87 @@ async def run_plan(
         sink.start(RunInfo(started=started, command=plan.command, version=__version__))
     tally = InventoryTally(report_error)
     interrupted = Interrupted()
-    with Progress(plan.progress, None) as progress:
-        fanout = ResultFanout(sinks, progress, plan.diagnose)
-        resolver = Resolver(plan.resolver)
+    try:
+        with Progress(plan.progress, None) as progress:
+            fanout = ResultFanout(sinks, progress, plan.diagnose)
+            resolver = Resolver(plan.resolver)
 
-        held_warnings: list[str] = []
-        worker_failures: list[str] = []
+            held_warnings: list[str] = []
+            worker_failures: list[str] = []
 
-        def warn(message: str) -> None:
-            if plan.quiet:
-                held_warnings.append(f"reachscan: {message}")
-            else:
-                progress.log(f"reachscan: {message}")
+            def warn(message: str) -> None:
+                if plan.quiet:
+                    held_warnings.append(f"reachscan: {message}")
+                else:
+                    progress.log(f"reachscan: {message}")
 
-        if engine_config.concurrency < plan.engine.concurrency:
-            warn(
-                f"concurrency capped at {engine_config.concurrency} (asked "
-                f"{plan.engine.concurrency}): this process may open {descriptor_limit} "
-                f"descriptors (ulimit -n) and keeps {DESCRIPTOR_RESERVE} for outputs and DNS"
-            )
-        with probe_connectors() as connectors:
-            pipeline = Pipeline(
-                ScanSettings(
-                    engine=engine_config,
-                    families=plan.resolver.families,
-                    scope=scope,
-                ),
-                resolver,
-                connectors,
-                on_result=fanout.add,
-                on_warning=warn,
-                wall_clock=time.time,
-                workers=workers,
-            )
-            async with anyio.create_task_group() as group:
-                fanout.stop = group.cancel_scope.cancel
-                group.start_soon(
-                    watch_signals, group.cancel_scope, interrupted, progress, fanout.sinks
+            if engine_config.concurrency < plan.engine.concurrency:
+                warn(
+                    f"concurrency capped at {engine_config.concurrency} (asked "
+                    f"{plan.engine.concurrency}): this process may open {descriptor_limit} "
+                    f"descriptors (ulimit -n) and keeps {DESCRIPTOR_RESERVE} for outputs and DNS"
                 )
-                group.start_soon(fanout.flush_periodically)
-                try:
-                    await pipeline.run(tally.endpoints(inventory(plan, checked.specs)))
-                except* WorkerFailed as failed:
-                    worker_failures.extend(str(error) for error in failed.exceptions)
-                if not pipeline.engine.stats.out_of_time and not worker_failures:
-                    await explain_refusals(fanout, plan, resolver, engine_config, warn, history)
-                group.cancel_scope.cancel()
-        out_of_time = pipeline.engine.stats.out_of_time
-        if out_of_time:
-            warn(
-                f"--max-time {engine_config.max_time:g} s ran out: the results are partial; "
-                f"{pipeline.engine.stats.not_probed} queued endpoint addresses and the rest of "
-                "the inventory were not probed (silent probes still waiting for a retry are "
-                "reported unconfirmed: filtered or open|filtered, no-response)"
-            )
-        if pipeline.excluded:
-            warn(
-                f"{pipeline.excluded} endpoint addresses not probed: excluded by --exclude, "
-                "or multicast/broadcast (--include-special to probe those)"
-            )
-        fanout.release_held()
-        fanout.flush()
-    summary = RunSummary(
-        finished=time.time(),
-        counts=dict(fanout.counts),
-        total=fanout.total,
-        not_ok=fanout.not_ok,
-        inventory_errors=tally.errors,
-        interrupted=interrupted.signal is not None
-        or fanout.stdout_closed
-        or bool(fanout.failures)
-        or out_of_time
-        or bool(worker_failures),
-        follow_up_probes=fanout.follow_up_probes,
-    )
-    fanout.finish(summary)
+            with probe_connectors() as connectors:
+                pipeline = Pipeline(
+                    ScanSettings(
+                        engine=engine_config,
+                        families=plan.resolver.families,
+                        scope=scope,
+                    ),
+                    resolver,
+                    connectors,
+                    on_result=fanout.add,
+                    on_warning=warn,
+                    wall_clock=time.time,
+                    workers=workers,
+                )
+                async with anyio.create_task_group() as group:
+                    fanout.stop = group.cancel_scope.cancel
+                    group.start_soon(
+                        watch_signals, group.cancel_scope, interrupted, progress, fanout.sinks
+                    )
+                    group.start_soon(fanout.flush_periodically)
+                    try:
+                        await pipeline.run(tally.endpoints(inventory(plan, checked.specs)))
+                    except* WorkerFailed as failed:
+                        worker_failures.extend(str(error) for error in failed.exceptions)
+                    if not pipeline.engine.stats.out_of_time and not worker_failures:
+                        await explain_refusals(fanout, plan, resolver, engine_config, warn, history)
+                    group.cancel_scope.cancel()
+            out_of_time = pipeline.engine.stats.out_of_time
+            if out_of_time:
+                warn(
+                    f"--max-time {engine_config.max_time:g} s ran out: the results are partial; "
+                    f"{pipeline.engine.stats.not_probed} queued endpoint addresses and the rest of "
+                    "the inventory were not probed (silent probes still waiting for a retry are "
+                    "reported unconfirmed: filtered or open|filtered, no-response)"
+                )
+            if pipeline.excluded:
+                warn(
+                    f"{pipeline.excluded} endpoint addresses not probed: excluded by --exclude, "
+                    "or multicast/broadcast (--include-special to probe those)"
+                )
+            fanout.release_held()
+            fanout.flush()
+        summary = RunSummary(
+            finished=time.time(),
+            counts=dict(fanout.counts),
+            total=fanout.total,
+            not_ok=fanout.not_ok,
+            inventory_errors=tally.errors,
+            interrupted=interrupted.signal is not None
+            or fanout.stdout_closed
+            or bool(fanout.failures)
+            or out_of_time
+            or bool(worker_failures),
+            follow_up_probes=fanout.follow_up_probes,
+        )
+        fanout.finish(summary)
+    except KeyboardInterrupt:
+        # A second Ctrl-C after the signal watcher has stopped (the scan is over and
+        # the outputs are being written): quit at once, as the watcher would have.
+        quit_at_once(sinks)
+        raise
     if run_had_trouble(summary):
         for message in held_warnings:
             report_error(message)

@@ -26,6 +26,7 @@ from scanner.model import Result
 from scanner.outputs.base import OutputError, RunInfo, RunSummary
 
 ABORT_MESSAGE = "stopped by a fatal error before it finished"
+QUIT_MESSAGE = "interrupted twice: quit at once; the results stored before are kept"
 
 QUEUED_BATCHES = 64
 """Batches waiting for the writer thread before `write` waits for it."""
@@ -52,6 +53,7 @@ class BackgroundWriter:
         self._run_id = run_id
         self._queue: queue.Queue[Sequence[Result] | None] = queue.Queue(QUEUED_BATCHES)
         self._error: HistoryError | None = None
+        self._dropping = False
         self._thread = threading.Thread(target=self._work, name="reachscan-history", daemon=True)
         self._thread.start()
 
@@ -59,9 +61,10 @@ class BackgroundWriter:
         self.raise_failure()
         self._queue.put(results)
 
-    def close(self, timeout: float | None = None) -> bool:
-        """Write what is queued, then stop; False if the thread is still busy after
-        `timeout` seconds."""
+    def close(self, timeout: float | None = None, *, drop_queued: bool = False) -> bool:
+        """Write what is queued (or, `drop_queued`, only the batch being written), then
+        stop; False if the thread is still busy after `timeout` seconds."""
+        self._dropping = drop_queued
         self._queue.put(None)
         self._thread.join(timeout)
         return not self._thread.is_alive()
@@ -78,8 +81,8 @@ class BackgroundWriter:
             twin = None
         try:
             while (batch := self._queue.get()) is not None:
-                if twin is None or self._error is not None:
-                    continue  # failed: keep taking batches so `write` never waits forever
+                if twin is None or self._error is not None or self._dropping:
+                    continue  # failed or quitting: keep taking batches, so no put() waits
                 try:
                     twin.add_results(self._run_id, batch)
                 except HistoryError as error:
@@ -123,17 +126,22 @@ class HistorySink:
             self._store.finish_run(self._started(), summary)
         self._closed = True
 
-    def abort(self) -> None:
-        """Mark the run failed, keeping its results. Never raises and is safe to repeat:
-        the runner calls it while handling another failure, and a history that cannot be
-        written then is already reported (the `running` status then stays behind)."""
+    def abort(self, *, quitting: bool = False) -> None:
+        """Mark the run failed, keeping its results; `quitting` (a second Ctrl-C): mark it
+        interrupted, with the results stored so far and no wait for the batches still
+        queued. Never raises and is safe to repeat: the runner calls it while handling
+        another failure, and a history that cannot be written then is already reported
+        (the `running` status then stays behind)."""
         if self._run_id is None or self._closed:
             return
         self._closed = True
         if self._writer is not None:
-            self._writer.close(ABORT_WAIT)
+            self._writer.close(ABORT_WAIT, drop_queued=quitting)
         with contextlib.suppress(HistoryError):
-            self._store.fail_run(self._run_id, ABORT_MESSAGE)
+            if quitting:
+                self._store.interrupt_run(self._run_id, QUIT_MESSAGE)
+            else:
+                self._store.fail_run(self._run_id, ABORT_MESSAGE)
 
     def _started(self) -> int:
         if self._run_id is None:

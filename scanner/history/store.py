@@ -539,6 +539,35 @@ class HistoryStore:
             (self._clock(), RunStatus.FAILED.value, message, run_id),
         )
 
+    def interrupt_run(self, run_id: int, message: str) -> None:
+        """Close the run as `interrupted` when there is no summary to close it with (a
+        second Ctrl-C quits at once): its counts are those of the results stored."""
+        with self._transaction() as connection:
+            counts = dict(
+                connection.execute(
+                    "SELECT state, count(*) FROM results WHERE run_id = ? GROUP BY state",
+                    (run_id,),
+                ).fetchall()
+            )
+            (not_ok,) = connection.execute(
+                "SELECT count(*) FROM results WHERE run_id = ? AND ok = 0", (run_id,)
+            ).fetchone()
+            updated = connection.execute(
+                "UPDATE runs SET finished = ?, status = ?, counts = ?, total = ?, not_ok = ?, "
+                "message = ? WHERE id = ?",
+                (
+                    self._clock(),
+                    RunStatus.INTERRUPTED.value,
+                    _json(counts),
+                    sum(counts.values()),
+                    not_ok,
+                    message,
+                    run_id,
+                ),
+            ).rowcount
+        if updated != 1:
+            raise UnknownRun(self.path, run_id)
+
     def _close_run(self, run_id: int, statement: str, parameters: tuple[object, ...]) -> None:
         with self._transaction() as connection:
             updated = connection.execute(statement, parameters).rowcount

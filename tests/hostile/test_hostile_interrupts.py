@@ -23,6 +23,8 @@ from pathlib import Path
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from scanner.history.records import RunStatus
+from scanner.history.store import HistoryStore
 from tests.hostile.hostile_support import (
     Reachscan,
     history_runs,
@@ -210,3 +212,8 @@ def test_a_second_ctrl_c_exits_at_once_and_leaves_no_half_written_file(
         assert jsonl.endswith(b"\n")
         parse_records(jsonl.decode())
     assert "reachscan_run_interrupted" in prom_samples(outputs.prom)
+    # The history says what happened: interrupted (not failed), counted as stored.
+    with HistoryStore.open(outputs.database) as store:
+        latest = store.runs()[0]
+        assert latest.status is RunStatus.INTERRUPTED, latest
+        assert latest.total == len(store.observations(latest.id))

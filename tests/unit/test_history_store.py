@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import sqlite3
 import stat
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -199,6 +200,26 @@ def test_abort_marks_the_run_failed_and_is_safe_to_repeat(
     assert (run.status, run.finished) == (RunStatus.FAILED, clock.now)
     assert run.message is not None and "fatal" in run.message
     assert len(store.observations(sink.run_id)) == 1
+
+
+def test_quitting_at_once_marks_the_run_interrupted_with_what_was_stored(
+    store: HistoryStore, clock: FakeClock
+) -> None:
+    """A second Ctrl-C: not a failure; the run is `interrupted`, counted from the stored
+    results, and no batch still queued is waited for."""
+    sink = HistorySink(store)
+    sink.start(RunInfo(started=1_000.0, command="reachscan scan x", version="0.1.0"))
+    sink.write([make_result(port=1), make_result(port=2, state=State.REFUSED)])
+    assert sink.run_id is not None
+    deadline = time.monotonic() + 10
+    while len(store.observations(sink.run_id)) < 2 and time.monotonic() < deadline:
+        time.sleep(0.01)  # the writer thread stores the batch
+    sink.abort(quitting=True)
+    sink.abort(quitting=True)  # safe to repeat
+    run = store.get_run(sink.run_id)
+    assert (run.status, run.finished) == (RunStatus.INTERRUPTED, clock.now)
+    assert run.message is not None and "interrupted twice" in run.message
+    assert (run.counts, run.total, run.not_ok) == ({"open": 1, "refused": 1}, 2, 1)
 
 
 def test_a_batch_is_stored_whole_or_not_at_all(store: HistoryStore, db_path: Path) -> None:
