@@ -40,7 +40,7 @@ from scanner.inventory import (
 from scanner.model import Expect
 from scanner.outputs import FORMATS, OutputOptions
 from scanner.plan import ExitStatus, OutputSpec, ScanPlan
-from scanner.preflight import list_targets
+from scanner.preflight import AUTO_WORKERS_FROM, list_targets
 from scanner.resolve import ResolverConfig, parse_nameserver
 from scanner.runner import prepare, run_plan
 from scanner.scope import (
@@ -282,8 +282,8 @@ def add_scan_arguments(parser: argparse.ArgumentParser) -> None:
         type=workers_option,
         default=None,
         metavar="N|auto",
-        help="processes that probe (default auto: one per core, at most 8, for 20,000 "
-        "endpoints or more on 2+ cores; else 1, in this process)",
+        help="processes that probe (default auto: one per core, at most 8, for "
+        f"{AUTO_WORKERS_FROM:,} endpoints or more on 2+ cores; else 1, in this process)",
     )
     pace.add_argument(
         "--max-time",
