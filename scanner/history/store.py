@@ -375,16 +375,11 @@ class HistoryStore:
     """
 
     def __init__(
-        self,
-        connection: sqlite3.Connection,
-        path: Path,
-        clock: Callable[[], float],
-        busy_timeout: float = DEFAULT_BUSY_TIMEOUT,
+        self, connection: sqlite3.Connection, path: Path, clock: Callable[[], float]
     ) -> None:
         self._connection = connection
         self.path = path
         self._clock = clock
-        self.busy_timeout = busy_timeout
 
     @classmethod
     def open(
@@ -415,12 +410,7 @@ class HistoryStore:
         except BaseException:
             connection.close()
             raise
-        return cls(connection, path, clock, busy_timeout)
-
-    def open_twin(self) -> HistoryStore:
-        """Another connection to the same history, for another thread (a connection is
-        never shared between threads)."""
-        return type(self).open(self.path, busy_timeout=self.busy_timeout, clock=self._clock)
+        return cls(connection, path, clock)
 
     @classmethod
     def open_readonly(
@@ -448,7 +438,7 @@ class HistoryStore:
         except BaseException:
             connection.close()
             raise
-        return cls(connection, path, clock, busy_timeout)
+        return cls(connection, path, clock)
 
     def close(self) -> None:
         self._connection.close()
@@ -500,9 +490,8 @@ class HistoryStore:
     def add_results(self, run_id: int, results: Sequence[Result]) -> None:
         """Store one batch in one transaction: a crash keeps whole batches only.
 
-        Rows go in 64 to a statement: `executemany` takes the GIL back after every row's
-        step, so a writer thread would ping-pong with the event loop for it; one step
-        per 64 rows lets SQLite's C code run on without the GIL (and costs a third less).
+        Rows go in 64 to a statement rather than one at a time (`executemany`): a third
+        less time for the same rows (65,535 results: 0.21 s against 0.31 s).
         """
         if not results:
             return
