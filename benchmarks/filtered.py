@@ -123,6 +123,28 @@ def scenario(
     }
 
 
+def reachscan_contender(name: str, target: str, endpoints: int, *options: str) -> Contender:
+    return Contender(
+        name=name,
+        tool="reachscan",
+        command=lambda output: reachscan_command([target], output, *options),
+        read=reachscan_states,
+        timeout=REACHSCAN_LIMIT,
+        endpoints=endpoints,
+    )
+
+
+def nmap_contender(name: str, endpoints: int, *options: str) -> Contender:
+    return Contender(
+        name=name,
+        tool="nmap",
+        command=lambda output: nmap_command(output, *options),
+        read=nmap_states,
+        timeout=NMAP_LIMIT,
+        endpoints=endpoints,
+    )
+
+
 def part_one(
     address: str,
     dropped: range,
@@ -133,36 +155,26 @@ def part_one(
 ) -> tuple[list[Summary], dict[str, Any]]:
     """Only the dropped ports: reachscan against the fixed-timeout bound and nmap -T4."""
     only_dropped = [
-        Contender(
-            name="reachscan --timeout 1 --retries 0",
-            tool="reachscan",
-            command=lambda output: reachscan_command(
-                [f"{address}:{dropped_spec}"], output, *FAST_OPTIONS
-            ),
-            read=reachscan_states,
-            timeout=REACHSCAN_LIMIT,
-            endpoints=len(dropped),
+        reachscan_contender(
+            "reachscan --timeout 1 --retries 0",
+            f"{address}:{dropped_spec}",
+            len(dropped),
+            *FAST_OPTIONS,
         )
     ]
     if with_nmap:
         only_dropped.append(
-            Contender(
-                name=SLOW_BASELINE,
-                tool="nmap",
-                command=lambda output: nmap_command(
-                    output,
-                    "-sT",
-                    "-Pn",
-                    "-p",
-                    dropped_spec,
-                    "-T4",
-                    "--max-retries",
-                    "0",
-                    address,
-                ),
-                read=nmap_states,
-                timeout=NMAP_LIMIT,
-                endpoints=len(dropped),
+            nmap_contender(
+                SLOW_BASELINE,
+                len(dropped),
+                "-sT",
+                "-Pn",
+                "-p",
+                dropped_spec,
+                "-T4",
+                "--max-retries",
+                "0",
+                address,
             )
         )
     return scenario(
@@ -236,36 +248,26 @@ def main() -> int:
         if args.part in (None, 2):
             all_ports = range(1, 65536)
             full_range = [
-                Contender(
-                    name="reachscan --timeout 1 --retries 0",
-                    tool="reachscan",
-                    command=lambda output: reachscan_command(
-                        [f"{address}:1-65535"], output, *FAST_OPTIONS
-                    ),
-                    read=reachscan_states,
-                    timeout=REACHSCAN_LIMIT,
-                    endpoints=len(all_ports),
+                reachscan_contender(
+                    "reachscan --timeout 1 --retries 0",
+                    f"{address}:1-65535",
+                    len(all_ports),
+                    *FAST_OPTIONS,
                 ),
-                Contender(
-                    name="reachscan (defaults)",
-                    tool="reachscan",
-                    command=lambda output: reachscan_command([f"{address}:1-65535"], output),
-                    read=reachscan_states,
-                    timeout=REACHSCAN_LIMIT,
-                    endpoints=len(all_ports),
-                ),
+                reachscan_contender("reachscan (defaults)", f"{address}:1-65535", len(all_ports)),
             ]
             if with_nmap:
                 full_range.append(
-                    Contender(
-                        name=FULL_BASELINE,
-                        tool="nmap",
-                        command=lambda output: nmap_command(
-                            output, "-sT", "-Pn", "-p-", "-T5", "--max-retries", "0", address
-                        ),
-                        read=nmap_states,
-                        timeout=NMAP_LIMIT,
-                        endpoints=len(all_ports),
+                    nmap_contender(
+                        FULL_BASELINE,
+                        len(all_ports),
+                        "-sT",
+                        "-Pn",
+                        "-p-",
+                        "-T5",
+                        "--max-retries",
+                        "0",
+                        address,
                     )
                 )
             full_summaries, full_runs_json = scenario(
