@@ -31,6 +31,11 @@ REAP_WAIT = 1.0  # seconds a worker may take to end once its pipes are closed
 CHILD_FAILURE = 70
 
 
+class WorkersUnavailable(Exception):
+    """The workers could not be started (out of processes or descriptors): the scan can
+    still run, in this process."""
+
+
 @dataclass(eq=False)
 class WorkerProcess:
     """One forked worker: its pid and the parent's ends of its two pipes."""
@@ -54,7 +59,13 @@ class WorkerPool:
         """Fork `count` workers; none for a count of 1 (the scan probes in-process)."""
         if count <= 1:
             return cls([])
-        pipes = [(*os.pipe(), *os.pipe()) for _ in range(count)]
+        pipes: list[tuple[int, int, int, int]] = []
+        try:
+            for _ in range(count):
+                pipes.append((*os.pipe(), *os.pipe()))
+        except OSError as error:
+            _close_all(fd for four in pipes for fd in four)
+            raise WorkersUnavailable(f"cannot make pipes for {count} workers: {error}") from error
         every_fd = [fd for four in pipes for fd in four]
         processes: list[WorkerProcess] = []
         try:
@@ -66,10 +77,12 @@ class WorkerPool:
                     _become_worker(child_read, child_write, every_fd)
                 os.set_blocking(parent_write, False)
                 processes.append(WorkerProcess(pid, parent_write, parent_read))
-        except BaseException:
+        except BaseException as error:
             kept = {fd for process in processes for fd in (process.to_worker, process.from_worker)}
             _close_all(fd for fd in every_fd if fd not in kept)
             cls(processes).close()
+            if isinstance(error, OSError):  # fork: out of processes or memory
+                raise WorkersUnavailable(f"cannot start {count} workers: {error}") from error
             raise
         # The children's ends belong to the children now.
         _close_all(

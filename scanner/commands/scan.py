@@ -51,7 +51,7 @@ from scanner.scope import (
     parse_exclusions,
 )
 from scanner.session import HistoryPlan, history_session
-from scanner.worker_pool import WorkerPool
+from scanner.worker_pool import WorkerPool, WorkersUnavailable
 
 if TYPE_CHECKING:
     from scanner.commands.common import Subparsers
@@ -542,7 +542,12 @@ def run_async(plan: ScanPlan, loop_choice: str) -> int:
             if isinstance(prepared, ExitStatus):
                 return prepared
             # Forked here, before the loop and any thread exist (scanner/worker_pool.py).
-            with WorkerPool.fork(prepared.workers) as workers:
+            try:
+                pool = WorkerPool.fork(prepared.workers)
+            except WorkersUnavailable as unavailable:
+                report_error(f"reachscan: {unavailable}; probing in this process instead")
+                pool = WorkerPool([])
+            with pool as workers:
                 return anyio.run(
                     run_plan,
                     plan,

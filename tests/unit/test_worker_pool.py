@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import errno
 import os
 import time
 from pathlib import Path
 
+import pytest
+
 from scanner.engine import EngineConfig
 from scanner.shards import FrameReader, encode
-from scanner.worker_pool import REAP_WAIT, WorkerPool
+from scanner.worker_pool import REAP_WAIT, WorkerPool, WorkersUnavailable
 
 
 def test_one_worker_means_probing_in_this_process() -> None:
@@ -68,3 +71,29 @@ def test_a_forked_worker_runs_an_engine_and_reports_when_done() -> None:
         while not any(frame[0] == "done" for frame in frames) and time.monotonic() < deadline:
             frames.extend(reader.feed(os.read(process.from_worker, 65536)))
         assert [frame[0] for frame in frames] == ["done"]
+
+
+def test_a_fork_that_fails_is_reported_and_leaves_nothing_behind(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Out of processes on the second fork: the first worker is ended and reaped, every
+    pipe is closed, and the caller gets WorkersUnavailable (it then probes in-process)."""
+    real_fork = os.fork
+    forked: list[int] = []
+
+    def fork_once() -> int:
+        if forked:
+            raise BlockingIOError(errno.EAGAIN, "Resource temporarily unavailable")
+        pid = real_fork()
+        if pid:
+            forked.append(pid)
+        return pid
+
+    descriptors_before = set(os.listdir("/proc/self/fd"))
+    monkeypatch.setattr(os, "fork", fork_once)
+    with pytest.raises(WorkersUnavailable, match="cannot start 2 workers"):
+        WorkerPool.fork(2)
+    monkeypatch.undo()
+    assert len(forked) == 1
+    assert not Path(f"/proc/{forked[0]}").exists(), "the first worker was reaped"
+    assert set(os.listdir("/proc/self/fd")) <= descriptors_before, "no pipe left open"
