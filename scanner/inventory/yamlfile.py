@@ -27,12 +27,14 @@ walk, by arithmetic on the node graph rather than by expanding it.
 
 from __future__ import annotations
 
+import bisect
 import ipaddress
 import re
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 
 import yaml
+from yaml.error import Mark
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
 from scanner.inventory.errors import InventoryError, SpecError, decode_inventory
@@ -76,16 +78,46 @@ def non_printable_error(text: str, file: str) -> InventoryError | None:
     )
 
 
+_YAML_ONLY_BREAKS = re.compile("\r(?!\n)|[\x85\u2028\u2029]")
+"""Line breaks to YAML (a lone CR, NEL, LINE and PARAGRAPH SEPARATOR) that an editor
+does not count: after one of them, PyYAML's marks run ahead of the file's lines."""
+
+
+def renumber_marks(root: Node, text: str) -> None:
+    """Make every mark of a composed document count lines as an editor does (newlines
+    before its character index), so FILE:LINE points where the user looks. A file
+    without YAML-only line breaks, the usual one, needs nothing."""
+    if _YAML_ONLY_BREAKS.search(text) is None:
+        return
+    newlines = [match.start() for match in re.finditer("\n", text)]
+    done: set[int] = set()
+    pending = [root]
+    while pending:
+        node = pending.pop()
+        if id(node) in done:
+            continue  # an alias: the same node again (or a cycle)
+        done.add(id(node))
+        node.start_mark = _editor_mark(node.start_mark, newlines)
+        node.end_mark = _editor_mark(node.end_mark, newlines)
+        pending.extend(_children(node))
+
+
+def _editor_mark(mark: Mark, newlines: list[int]) -> Mark:
+    # libyaml's marks are read-only: a new one, with the line counted in newlines.
+    line = bisect.bisect_left(newlines, mark.index)
+    return Mark(mark.name, mark.index, line, mark.column, None, 0)  # no buffer: no snippet
+
+
 def compose_error(error: yaml.YAMLError | RecursionError, text: str, file: str) -> InventoryError:
-    """One FILE:LINE error for whatever composing the document raised. PyYAML marks an
-    error at the end of a file without a final newline one line past the last line:
-    clamp it to a line that exists."""
+    """One FILE:LINE error for whatever composing the document raised, its line counted
+    as an editor does. PyYAML marks an error at the end of a file without a final newline
+    one line past the last line: clamp it to a line that exists."""
     if isinstance(error, RecursionError):
         return InventoryError(Origin(file, 0), "YAML nested too deeply")
     if isinstance(error, yaml.MarkedYAMLError):
         mark = error.problem_mark or error.context_mark
         last_line = max(1, text.count("\n") + (0 if text.endswith("\n") else 1))
-        line = min(mark.line + 1, last_line) if mark is not None else 0
+        line = min(text.count("\n", 0, mark.index) + 1, last_line) if mark is not None else 0
         return InventoryError(Origin(file, line), f"YAML syntax error: {error.problem}")
     return InventoryError(Origin(file, 0), f"YAML error: {' '.join(str(error).split())}")
 
@@ -126,6 +158,7 @@ def parse_yaml_inventory(data: bytes, *, file: str) -> Iterator[TargetSpec | Inv
     for document in documents:
         if document is None or _is_null(document):  # an empty document: nothing to read
             continue
+        renumber_marks(document, text)
         problem = graph_problem(document)
         if problem is not None:
             yield InventoryError(_origin(file, document), problem)

@@ -314,6 +314,13 @@ db1 reachscan_expect=sometimes
     assert list(by_host(specs)) == ["good.example.com"]  # web9 and db1 are not probed
 
 
+def test_yaml_errors_name_the_editors_line_after_a_yaml_only_line_break() -> None:
+    """U+2028 is a line break to YAML, not to an editor: the error is on line 5."""
+    text = 'all:\n  vars:\n    note: "a\u2028b"\n  hosts:\n    db1: {reachscan_expect: sometimes}\n'
+    _, errors = read(text, kind="yaml")
+    assert error_lines(errors) == [5]
+
+
 def test_a_bad_group_variable_is_reported_once_and_none_of_its_hosts_probed() -> None:
     text = "[web]\nweb[1:50]\n[web:vars]\nreachscan_ports=80,bogus\n[db]\ndb1\n"
     specs, errors = read(text)

@@ -563,3 +563,23 @@ def test_a_port_entry_may_name_the_service_that_runs_there() -> None:
     bad = b"hosts:\n  - host: db1\n    ports:\n      - {port: 1, service: nosuch}\n"
     (error,) = list(parse_yaml_inventory(bad, file="inv.yaml"))
     assert str(error) == "inv.yaml:4: unknown service name 'nosuch'; write a port number"
+
+
+@pytest.mark.parametrize("yaml_only_break", ["\u2028", "\u2029", "\x85", "\r"])
+def test_lines_are_counted_as_an_editor_counts_them(yaml_only_break: str) -> None:
+    """YAML also breaks lines at LINE/PARAGRAPH SEPARATOR, NEL and a lone CR; an editor
+    does not, and FILE:LINE must point where the user looks (found by the fuzz tests)."""
+    text = (
+        "hosts:\n"
+        f'- host: "x{yaml_only_break}y"\n'  # line 2: two lines to YAML
+        "  ports: [22]\n"
+        "- host: h\n"
+        "  ports: [bad]\n"  # line 5
+    )
+    assert errors(text)[-1] == "5: unknown service name 'bad'; write a port number"
+
+
+def test_a_syntax_error_after_a_yaml_only_line_break_names_the_editors_line() -> None:
+    assert errors('hosts:\n- host: "x\u2028y"\n  ports: [22\n') == [
+        "3: YAML syntax error: did not find expected ',' or ']'"
+    ]

@@ -34,7 +34,12 @@ from yaml.nodes import MappingNode, Node, ScalarNode
 from scanner.inventory.ansible.ranges import expand_host_pattern
 from scanner.inventory.ansible.tree import InventoryTree, OpaqueValue, Variable
 from scanner.inventory.errors import InventoryError, SpecError, decode_inventory
-from scanner.inventory.yamlfile import compose_error, graph_problem, non_printable_error
+from scanner.inventory.yamlfile import (
+    compose_error,
+    graph_problem,
+    non_printable_error,
+    renumber_marks,
+)
 from scanner.model import Origin
 
 _LOADER: type[yaml.SafeLoader] | type[yaml.CSafeLoader] = getattr(
@@ -62,6 +67,7 @@ def parse_yaml_inventory(data: bytes, *, file: str) -> tuple[InventoryTree, list
         return tree, [compose_error(error, text, file)]
     if root is None or _is_null(root):
         return tree, []
+    renumber_marks(root, text)
     problem = graph_problem(root)
     if problem is not None:
         return tree, [InventoryError(_origin(file, root), problem)]
