@@ -83,15 +83,15 @@ _YAML_ONLY_BREAKS = re.compile("\r(?!\n)|[\x85\u2028\u2029]")
 does not count: after one of them, PyYAML's marks run ahead of the file's lines."""
 
 
-def renumber_marks(root: Node, text: str) -> None:
-    """Make every mark of a composed document count lines as an editor does (newlines
-    before its character index), so FILE:LINE points where the user looks. A file
-    without YAML-only line breaks, the usual one, needs nothing."""
+def renumber_marks(roots: Sequence[Node], text: str) -> None:
+    """Make every mark of the documents composed from `text` count lines as an editor
+    does (newlines before its character index), so FILE:LINE points where the user
+    looks. A file without YAML-only line breaks, the usual one, needs nothing."""
     if _YAML_ONLY_BREAKS.search(text) is None:
         return
     newlines = [match.start() for match in re.finditer("\n", text)]
     done: set[int] = set()
-    pending = [root]
+    pending = list(roots)
     while pending:
         node = pending.pop()
         if id(node) in done:
@@ -155,10 +155,10 @@ def parse_yaml_inventory(data: bytes, *, file: str) -> Iterator[TargetSpec | Inv
     except (yaml.YAMLError, RecursionError) as error:
         yield compose_error(error, text, file)
         return
+    renumber_marks([document for document in documents if document is not None], text)
     for document in documents:
         if document is None or _is_null(document):  # an empty document: nothing to read
             continue
-        renumber_marks(document, text)
         problem = graph_problem(document)
         if problem is not None:
             yield InventoryError(_origin(file, document), problem)

@@ -67,7 +67,7 @@ def parse_yaml_inventory(data: bytes, *, file: str) -> tuple[InventoryTree, list
         return tree, [compose_error(error, text, file)]
     if root is None or _is_null(root):
         return tree, []
-    renumber_marks(root, text)
+    renumber_marks([root], text)
     problem = graph_problem(root)
     if problem is not None:
         return tree, [InventoryError(_origin(file, root), problem)]
