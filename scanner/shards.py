@@ -137,7 +137,6 @@ class ShardedEngine:
         on_warning: WarningCallback,
     ) -> None:
         self.config = config
-        self.workers = workers = len(pool.processes)
         self._pool = pool
         self.stats = EngineStats(
             concurrency=config.concurrency, lowest_concurrency=config.concurrency
@@ -147,7 +146,7 @@ class ShardedEngine:
         self._pending: dict[int, Target] = {}
         self._next_id = 0
         self._workers: list[Worker] = []
-        self._sharding = Sharding(workers, config.per_host)
+        self._sharding = Sharding(len(pool.processes), config.per_host)
         self._changed: asyncio.Event | None = None
         self._failure: str | None = None
         self._input_done = False
@@ -156,11 +155,12 @@ class ShardedEngine:
     async def run(self, targets: ObjectReceiveStream[Sequence[Target]]) -> EngineStats:
         loop = asyncio.get_running_loop()
         self._changed = asyncio.Event()
+        workers = self._sharding.workers
         share = replace(
             self.config,
-            concurrency=max(self.config.backoff_floor, self.config.concurrency // self.workers),
+            concurrency=max(self.config.backoff_floor, self.config.concurrency // workers),
             per_host=self._sharding.per_host_per_worker,
-            rate=None if self.config.rate is None else self.config.rate / self.workers,
+            rate=None if self.config.rate is None else self.config.rate / workers,
         )
         try:
             for process in self._pool.processes:
