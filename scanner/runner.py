@@ -28,7 +28,7 @@ from scanner.evidence import (
     ProbeKey,
 )
 from scanner.fanout import BATCH_SIZE, InventoryTally, ResultFanout
-from scanner.history import ChangesOnlySink, HistoryError, HistorySink
+from scanner.history import ChangesOnlySink, HistoryError
 from scanner.model import Result, Target
 from scanner.net.connectors import probe_connectors
 from scanner.outputs import (
@@ -91,26 +91,27 @@ class Interrupted:
         self.signal: int | None = None
 
 
-def quit_at_once(sinks: Sequence[Sink]) -> None:
-    """A second interrupt: drop the outputs' half-written temporary files (each path keeps
-    its previous whole file) and close the history's run as interrupted."""
+def quit_at_once(sinks: Sequence[Sink], history: HistorySession | None) -> None:
+    """A second interrupt: close the history's run as interrupted and drop the outputs'
+    half-written temporary files (each path keeps its previous whole file)."""
+    if history is not None:
+        history.sink.quit()  # its abort, below, then changes nothing
     for sink in sinks:
         with contextlib.suppress(Exception):
-            if isinstance(sink, HistorySink):
-                sink.abort(quitting=True)
-            else:
-                sink.abort()
+            sink.abort()
 
 
 async def watch_signals(
-    scope: anyio.CancelScope, interrupted: Interrupted, progress: Progress, sinks: Sequence[Sink]
+    scope: anyio.CancelScope,
+    interrupted: Interrupted,
+    progress: Progress,
+    quit_now: Callable[[], None],
 ) -> None:
-    """First SIGINT/SIGTERM: stop the scan, keep results. Second: leave at once, dropping
-    the outputs' half-written temporary files (each path keeps its previous whole file)."""
+    """First SIGINT/SIGTERM: stop the scan, keep results. Second: `quit_now`, then leave."""
     with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
         async for received in signals:
             if interrupted.signal is not None:
-                quit_at_once(sinks)
+                quit_now()
                 os._exit(ExitStatus.INTERRUPTED)
             interrupted.signal = received
             progress.log(
@@ -214,6 +215,16 @@ def calm_garbage_collector() -> None:
     gc.set_threshold(*GC_THRESHOLDS)
 
 
+@dataclass(frozen=True, slots=True)
+class Scanned:
+    """How the scan itself went, for the summary and the exit status."""
+
+    fanout: ResultFanout
+    out_of_time: bool
+    worker_failures: tuple[str, ...]
+    held_warnings: tuple[str, ...]  # kept back by -q; printed only if the run had trouble
+
+
 async def run_plan(
     plan: ScanPlan,
     prepared: Prepared,
@@ -222,10 +233,6 @@ async def run_plan(
 ) -> int:
     """Scan, write every output, and say how it went (`workers`: forked by the caller,
     before the loop, when `prepared.workers` asks for more than this process)."""
-    checked = prepared.checked
-    scope = checked.scope
-    descriptor_limit = prepared.descriptor_limit
-    engine_config = prepared.engine
     try:
         sinks = open_sinks(plan, history)
     except (OutputError, ValueError) as exc:
@@ -237,88 +244,121 @@ async def run_plan(
     tally = InventoryTally(report_error)
     interrupted = Interrupted()
     try:
-        with Progress(plan.progress, None) as progress:
-            fanout = ResultFanout(sinks, progress, plan.diagnose)
-            resolver = Resolver(plan.resolver)
-
-            held_warnings: list[str] = []
-            worker_failures: list[str] = []
-
-            def warn(message: str) -> None:
-                if plan.quiet:
-                    held_warnings.append(f"reachscan: {message}")
-                else:
-                    progress.log(f"reachscan: {message}")
-
-            if engine_config.concurrency < plan.engine.concurrency:
-                warn(
-                    f"concurrency capped at {engine_config.concurrency} (asked "
-                    f"{plan.engine.concurrency}): this process may open {descriptor_limit} "
-                    f"descriptors (ulimit -n) and keeps {DESCRIPTOR_RESERVE} for outputs and DNS"
-                )
-            with probe_connectors() as connectors:
-                pipeline = Pipeline(
-                    ScanSettings(
-                        engine=engine_config,
-                        families=plan.resolver.families,
-                        scope=scope,
-                    ),
-                    resolver,
-                    connectors,
-                    on_result=fanout.add,
-                    on_warning=warn,
-                    wall_clock=time.time,
-                    workers=workers,
-                )
-                async with anyio.create_task_group() as group:
-                    fanout.stop = group.cancel_scope.cancel
-                    group.start_soon(
-                        watch_signals, group.cancel_scope, interrupted, progress, fanout.sinks
-                    )
-                    group.start_soon(fanout.flush_periodically)
-                    try:
-                        await pipeline.run(tally.endpoints(inventory(plan, checked.specs)))
-                    except* WorkerFailed as failed:
-                        worker_failures.extend(str(error) for error in failed.exceptions)
-                    if not pipeline.engine.stats.out_of_time and not worker_failures:
-                        await explain_refusals(fanout, plan, resolver, engine_config, warn, history)
-                    group.cancel_scope.cancel()
-            out_of_time = pipeline.engine.stats.out_of_time
-            if out_of_time:
-                warn(
-                    f"--max-time {engine_config.max_time:g} s ran out: the results are partial; "
-                    f"{pipeline.engine.stats.not_probed} queued endpoint addresses and the rest of "
-                    "the inventory were not probed (silent probes still waiting for a retry are "
-                    "reported unconfirmed: filtered or open|filtered, no-response)"
-                )
-            if pipeline.excluded:
-                warn(
-                    f"{pipeline.excluded} endpoint addresses not probed: excluded by --exclude, "
-                    "or multicast/broadcast (--include-special to probe those)"
-                )
-            fanout.release_held()
-            fanout.flush()
+        scanned = await scan(plan, prepared, history, workers, sinks, tally, interrupted)
         summary = RunSummary(
             finished=time.time(),
-            counts=dict(fanout.counts),
-            total=fanout.total,
-            not_ok=fanout.not_ok,
+            counts=dict(scanned.fanout.counts),
+            total=scanned.fanout.total,
+            not_ok=scanned.fanout.not_ok,
             inventory_errors=tally.errors,
             interrupted=interrupted.signal is not None
-            or fanout.stdout_closed
-            or bool(fanout.failures)
-            or out_of_time
-            or bool(worker_failures),
-            follow_up_probes=fanout.follow_up_probes,
+            or scanned.fanout.stdout_closed
+            or bool(scanned.fanout.failures)
+            or scanned.out_of_time
+            or bool(scanned.worker_failures),
+            follow_up_probes=scanned.fanout.follow_up_probes,
         )
-        fanout.finish(summary)
+        scanned.fanout.finish(summary)
     except KeyboardInterrupt:
         # A second Ctrl-C after the signal watcher has stopped (the scan is over and
         # the outputs are being written): quit at once, as the watcher would have.
-        quit_at_once(sinks)
+        quit_at_once(sinks, history)
         raise
+    return conclude(scanned, summary, sinks, history, interrupted)
+
+
+async def scan(
+    plan: ScanPlan,
+    prepared: Prepared,
+    history: HistorySession | None,
+    workers: WorkerPool | None,
+    sinks: list[Sink],
+    tally: InventoryTally,
+    interrupted: Interrupted,
+) -> Scanned:
+    """The inventory through the pipeline, the refusals explained, every result handed
+    to the sinks; stops early on a signal, --max-time or a failed output or worker."""
+    engine_config = prepared.engine
+    held_warnings: list[str] = []
+    worker_failures: list[str] = []
+    with Progress(plan.progress, None) as progress:
+        fanout = ResultFanout(sinks, progress, plan.diagnose)
+        resolver = Resolver(plan.resolver)
+
+        def warn(message: str) -> None:
+            if plan.quiet:
+                held_warnings.append(f"reachscan: {message}")
+            else:
+                progress.log(f"reachscan: {message}")
+
+        if engine_config.concurrency < plan.engine.concurrency:
+            warn(
+                f"concurrency capped at {engine_config.concurrency} (asked "
+                f"{plan.engine.concurrency}): this process may open "
+                f"{prepared.descriptor_limit} descriptors (ulimit -n) and keeps "
+                f"{DESCRIPTOR_RESERVE} for outputs and DNS"
+            )
+        with probe_connectors() as connectors:
+            pipeline = Pipeline(
+                ScanSettings(
+                    engine=engine_config,
+                    families=plan.resolver.families,
+                    scope=prepared.checked.scope,
+                ),
+                resolver,
+                connectors,
+                on_result=fanout.add,
+                on_warning=warn,
+                wall_clock=time.time,
+                workers=workers,
+            )
+            async with anyio.create_task_group() as group:
+                fanout.stop = group.cancel_scope.cancel
+                group.start_soon(
+                    watch_signals,
+                    group.cancel_scope,
+                    interrupted,
+                    progress,
+                    lambda: quit_at_once(fanout.sinks, history),
+                )
+                group.start_soon(fanout.flush_periodically)
+                try:
+                    await pipeline.run(tally.endpoints(inventory(plan, prepared.checked.specs)))
+                except* WorkerFailed as failed:
+                    worker_failures.extend(str(error) for error in failed.exceptions)
+                if not pipeline.engine.stats.out_of_time and not worker_failures:
+                    await explain_refusals(fanout, plan, resolver, engine_config, warn, history)
+                group.cancel_scope.cancel()
+        stats = pipeline.engine.stats
+        if stats.out_of_time:
+            warn(
+                f"--max-time {engine_config.max_time:g} s ran out: the results are partial; "
+                f"{stats.not_probed} queued endpoint addresses and the rest of the inventory "
+                "were not probed (silent probes still waiting for a retry are reported "
+                "unconfirmed: filtered or open|filtered, no-response)"
+            )
+        if pipeline.excluded:
+            warn(
+                f"{pipeline.excluded} endpoint addresses not probed: excluded by --exclude, "
+                "or multicast/broadcast (--include-special to probe those)"
+            )
+        fanout.release_held()
+        fanout.flush()
+    return Scanned(fanout, stats.out_of_time, tuple(worker_failures), tuple(held_warnings))
+
+
+def conclude(
+    scanned: Scanned,
+    summary: RunSummary,
+    sinks: Sequence[Sink],
+    history: HistorySession | None,
+    interrupted: Interrupted,
+) -> int:
+    """After the outputs are written: report what went wrong, prune the history, and
+    choose the exit status."""
+    fanout = scanned.fanout
     if run_had_trouble(summary):
-        for message in held_warnings:
+        for message in scanned.held_warnings:
             report_error(message)
     for failure in fanout.failures:
         report_error(f"reachscan: {failure}")
@@ -332,12 +372,12 @@ async def run_plan(
     for sink in sinks:
         if isinstance(sink, NagiosSink):
             return sink.exit_status()  # a plugin's exit status is the verdict
-    if worker_failures:
-        for message in worker_failures:
+    if scanned.worker_failures:
+        for message in scanned.worker_failures:
             report_error(f"reachscan: {message}")
         report_error("reachscan: the results finished before the failure were written")
         return ExitStatus.SCANNER_FAILED
-    if out_of_time and interrupted.signal is None:
+    if scanned.out_of_time and interrupted.signal is None:
         return ExitStatus.OUT_OF_TIME
     return exit_status(summary)
 

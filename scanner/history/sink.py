@@ -56,19 +56,28 @@ class HistorySink:
             self._store.finish_run(self._started(), summary)
         self._closed = True
 
-    def abort(self, *, quitting: bool = False) -> None:
-        """Mark the run failed, keeping its results; `quitting` (a second Ctrl-C): mark it
-        interrupted, with the results stored so far. Never raises and is safe to repeat:
+    def abort(self) -> None:
+        """Mark the run failed, keeping its results. Never raises and is safe to repeat:
         the runner calls it while handling another failure, and a history that cannot be
         written then is already reported (the `running` status then stays behind)."""
+        if self._close():
+            with contextlib.suppress(HistoryError):
+                self._store.fail_run(self._started(), ABORT_MESSAGE)
+
+    def quit(self) -> None:
+        """A second Ctrl-C: mark the run interrupted, counted from the results stored so
+        far (there is no summary to close it with). Never raises; safe to repeat, and an
+        `abort` after it changes nothing."""
+        if self._close():
+            with contextlib.suppress(HistoryError):
+                self._store.interrupt_run(self._started(), QUIT_MESSAGE)
+
+    def _close(self) -> bool:
+        """True the first time, for a run that was started and is not closed yet."""
         if self._run_id is None or self._closed:
-            return
+            return False
         self._closed = True
-        with contextlib.suppress(HistoryError):
-            if quitting:
-                self._store.interrupt_run(self._run_id, QUIT_MESSAGE)
-            else:
-                self._store.fail_run(self._run_id, ABORT_MESSAGE)
+        return True
 
     def _started(self) -> int:
         if self._run_id is None:

@@ -214,8 +214,9 @@ def test_quitting_at_once_marks_the_run_interrupted_with_what_was_stored(
     sink.start(RunInfo(started=1_000.0, command="reachscan scan x", version="0.1.0"))
     sink.write([make_result(port=1), make_result(port=2, state=State.REFUSED)])
     assert sink.run_id is not None
-    sink.abort(quitting=True)
-    sink.abort(quitting=True)  # safe to repeat
+    sink.quit()
+    sink.quit()  # safe to repeat
+    sink.abort()  # and closed for good
     run = store.get_run(sink.run_id)
     assert (run.status, run.finished) == (RunStatus.INTERRUPTED, clock.now)
     assert run.message is not None and "interrupted twice" in run.message
