@@ -22,6 +22,7 @@ from scanner.history import (
     RunLock,
     default_db_path,
 )
+from scanner.history.writer import HistoryWriter
 from scanner.model import Proto
 
 
@@ -41,10 +42,12 @@ class HistoryPlan:
 class HistorySession:
     """The open store of one run (and the lock that keeps the run alone)."""
 
-    def __init__(self, plan: HistoryPlan, store: HistoryStore) -> None:
+    def __init__(
+        self, plan: HistoryPlan, store: HistoryStore, writer: HistoryWriter | None = None
+    ) -> None:
         self.plan = plan
         self.store = store
-        self.sink = HistorySink(store)
+        self.sink = HistorySink(store, writer)
 
     def change_filter(self) -> ChangeFilter:
         """What the last complete run saw, for --changes-only."""
@@ -60,8 +63,11 @@ class HistorySession:
 
 
 @contextmanager
-def history_session(plan: HistoryPlan | None) -> Iterator[HistorySession | None]:
-    """Lock, open, yield, close. Raises LockBusy or HistoryError."""
+def history_session(
+    plan: HistoryPlan | None, writer: HistoryWriter | None = None
+) -> Iterator[HistorySession | None]:
+    """Lock, open, yield, close. Raises LockBusy or HistoryError. `writer`, forked before
+    the history is opened, stores the results (scanner/history/writer.py)."""
     if plan is None:
         yield None
         return
@@ -69,6 +75,6 @@ def history_session(plan: HistoryPlan | None) -> Iterator[HistorySession | None]
     with RunLock(database, plan.wait_lock):
         store = HistoryStore.open(database)
         try:
-            yield HistorySession(plan, store)
+            yield HistorySession(plan, store, writer)
         finally:
             store.close()

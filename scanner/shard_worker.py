@@ -17,10 +17,11 @@ from collections.abc import Mapping
 import anyio
 
 from scanner.engine import Engine, EngineConfig, Job
+from scanner.frames import FrameReader, encode
 from scanner.model import Endpoint, Proto, Reason, ResolvedVia, Result, State, Target
 from scanner.net.base import Connector
 from scanner.net.connectors import probe_connectors
-from scanner.shards import BATCH, PROTOS, FrameReader, encode
+from scanner.shards import BATCH, PROTOS
 
 FLUSH_INTERVAL = 0.02
 

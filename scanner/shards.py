@@ -10,13 +10,13 @@ with one worker, because ICMP pacing must meet the host's one rate limit from on
 process. Each worker learns round trips and retry habits from its own share of a host's
 answers (plenty: they are per-host averages), and keeps its share of `--per-host`.
 
-Wire protocol, over one pipe pair per worker (frames: 4-byte big-endian length, then a
-pickle): parent -> worker `("config", EngineConfig)`, then `("targets", [(id, address,
-family, port, proto), ...])` batches, then `("end",)`; worker -> parent `("results",
-[(id, state, reason, rtt_ms, ts, offender, message, attempts), ...])`, `("warning", text)`
-and finally `("done", EngineStats)`. The parent never blocks on a write: it buffers and
-writes when the pipe is writable, while it always reads promptly, so neither side can wait
-on the other forever. Targets in flight are bounded per worker (credits), so memory stays
+Wire protocol, over one pipe pair per worker (frames: scanner/frames.py): parent ->
+worker `("config", EngineConfig)`, then `("targets", [(id, address, family, port, proto),
+...])` batches, then `("end",)`; worker -> parent `("results", [(id, state, reason,
+rtt_ms, ts, offender, message, attempts), ...])`, `("warning", text)` and finally
+`("done", EngineStats)`. The parent never blocks on a write: it buffers and writes when
+the pipe is writable, while it always reads promptly, so neither side can wait on the
+other forever. Targets in flight are bounded per worker (credits), so memory stays
 proportional to what is in flight.
 
 Workers ignore SIGINT (a Ctrl-C on the terminal reaches the whole process group): the
@@ -27,8 +27,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import pickle
-import struct
 import zlib
 from collections import deque
 from collections.abc import Sequence
@@ -37,10 +35,10 @@ from dataclasses import dataclass, field, replace
 from anyio.abc import ObjectReceiveStream
 
 from scanner.engine import EngineConfig, EngineStats, ResultCallback, WarningCallback
+from scanner.frames import Frame, FrameReader, encode
 from scanner.model import Proto, Reason, Result, State, Target
 from scanner.worker_pool import WorkerPool, WorkerProcess
 
-FRAME_HEADER = struct.Struct(">I")
 BATCH = 512
 CREDITS_PER_WORKER = 8192  # targets sent to one worker and not yet answered
 
@@ -48,35 +46,9 @@ PROTOS = {proto.value: proto for proto in Proto}
 STATES = {state.value: state for state in State}
 REASONS = {reason.value: reason for reason in Reason}
 
-Frame = tuple[object, ...]
-
 
 class WorkerFailed(Exception):
     """A worker process died or reported an error: reachscan's failure, not a target's."""
-
-
-def encode(frame: Frame) -> bytes:
-    payload = pickle.dumps(frame, protocol=pickle.HIGHEST_PROTOCOL)
-    return FRAME_HEADER.pack(len(payload)) + payload
-
-
-class FrameReader:
-    """Splits a byte stream into frames."""
-
-    def __init__(self) -> None:
-        self._buffer = bytearray()
-
-    def feed(self, data: bytes) -> list[Frame]:
-        self._buffer += data
-        frames: list[Frame] = []
-        while len(self._buffer) >= FRAME_HEADER.size:
-            (size,) = FRAME_HEADER.unpack_from(self._buffer)
-            end = FRAME_HEADER.size + size
-            if len(self._buffer) < end:
-                break
-            frames.append(pickle.loads(bytes(self._buffer[FRAME_HEADER.size : end])))
-            del self._buffer[:end]
-        return frames
 
 
 SPREAD_BLOCK_BITS = 6

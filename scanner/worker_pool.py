@@ -8,11 +8,13 @@ every module in place.
 Why then: forking is only safe in a process with one thread and no running event loop
 (the child keeps just the forking thread, and a copy of any lock another thread held). So
 the scan command forks the pool after counting the inventory and before `anyio.run`: no
-thread, no loop and no socket of the scan exist yet. The child closes every pipe end that
-is not its own (a worker holding another's write end would keep it from ever seeing the
-end of its input), runs `scanner.shard_worker.serve`, and leaves with `os._exit`, so
-nothing of the parent's (buffered output, atexit handlers, the history database) is
-flushed or closed a second time. Its exit status is 70 (EX_SOFTWARE) if anything escapes.
+thread, no loop and no socket of the scan exist yet. The child closes every descriptor
+that is not its own or a standard stream (a child holding another's write end would keep
+it from ever seeing the end of its input), runs its `serve` (`scanner.shard_worker.serve`
+for a scan worker, `scanner.history.writer.serve` for the history writer), and leaves
+with `os._exit`, so nothing of the parent's (buffered output, atexit handlers, the
+history database) is flushed or closed a second time. Its exit status is 70 (EX_SOFTWARE)
+if anything escapes.
 """
 
 from __future__ import annotations
@@ -22,13 +24,16 @@ import os
 import signal
 import sys
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from types import TracebackType
 from typing import NoReturn, Self
 
 REAP_WAIT = 1.0  # seconds a worker may take to end once its pipes are closed
 CHILD_FAILURE = 70
+
+Serve = Callable[[int, int], int]
+"""A child's work: (read_fd, write_fd) -> its exit status."""
 
 
 class WorkersUnavailable(Exception):
@@ -55,42 +60,12 @@ class WorkerPool:
         self._closed = False
 
     @classmethod
-    def fork(cls, count: int) -> WorkerPool:
-        """Fork `count` workers; none for a count of 1 (the scan probes in-process)."""
+    def fork(cls, count: int, serve: Serve) -> WorkerPool:
+        """Fork `count` workers running `serve`; none for a count of 1 (the scan probes
+        in-process)."""
         if count <= 1:
             return cls([])
-        pipes: list[tuple[int, int, int, int]] = []
-        try:
-            for _ in range(count):
-                pipes.append((*os.pipe(), *os.pipe()))
-        except OSError as error:
-            _close_all(fd for four in pipes for fd in four)
-            raise WorkersUnavailable(f"cannot make pipes for {count} workers: {error}") from error
-        every_fd = [fd for four in pipes for fd in four]
-        processes: list[WorkerProcess] = []
-        try:
-            for parent_read, child_write, child_read, parent_write in pipes:
-                sys.stdout.flush()  # else the child's copy of a buffer could be written twice
-                sys.stderr.flush()
-                pid = os.fork()
-                if pid == 0:
-                    _become_worker(child_read, child_write, every_fd)
-                os.set_blocking(parent_write, False)
-                processes.append(WorkerProcess(pid, parent_write, parent_read))
-        except BaseException as error:
-            kept = {fd for process in processes for fd in (process.to_worker, process.from_worker)}
-            _close_all(fd for fd in every_fd if fd not in kept)
-            cls(processes).close()
-            if isinstance(error, OSError):  # fork: out of processes or memory
-                raise WorkersUnavailable(f"cannot start {count} workers: {error}") from error
-            raise
-        # The children's ends belong to the children now.
-        _close_all(
-            fd
-            for _read, child_write, child_read, _write in pipes
-            for fd in (child_write, child_read)
-        )
-        return cls(processes)
+        return cls(fork_processes(count, serve, "workers"))
 
     def poll(self, process: WorkerProcess) -> int | None:
         """The worker's exit status if it has ended (reaping it), else None."""
@@ -133,18 +108,62 @@ class WorkerPool:
         self.close()
 
 
-def _become_worker(read_fd: int, write_fd: int, every_fd: list[int]) -> NoReturn:
+def fork_processes(count: int, serve: Serve, what: str) -> list[WorkerProcess]:
+    """Fork `count` children, each running `serve(read_fd, write_fd)` on its own pipe pair
+    and leaving with its return value as exit status. Raises `WorkersUnavailable` (naming
+    `what` they were for) when out of pipes or processes, with none left behind."""
+    pipes: list[tuple[int, int, int, int]] = []
+    try:
+        for _ in range(count):
+            pipes.append((*os.pipe(), *os.pipe()))
+    except OSError as error:
+        _close_all(fd for four in pipes for fd in four)
+        raise WorkersUnavailable(f"cannot make pipes for {count} {what}: {error}") from error
+    every_fd = [fd for four in pipes for fd in four]
+    processes: list[WorkerProcess] = []
+    try:
+        for parent_read, child_write, child_read, parent_write in pipes:
+            sys.stdout.flush()  # else the child's copy of a buffer could be written twice
+            sys.stderr.flush()
+            pid = os.fork()
+            if pid == 0:
+                _become_child(serve, child_read, child_write)
+            os.set_blocking(parent_write, False)
+            processes.append(WorkerProcess(pid, parent_write, parent_read))
+    except BaseException as error:
+        kept = {fd for process in processes for fd in (process.to_worker, process.from_worker)}
+        _close_all(fd for fd in every_fd if fd not in kept)
+        WorkerPool(processes).close()
+        if isinstance(error, OSError):  # fork: out of processes or memory
+            raise WorkersUnavailable(f"cannot start {count} {what}: {error}") from error
+        raise
+    # The children's ends belong to the children now.
+    _close_all(
+        fd for _read, child_write, child_read, _write in pipes for fd in (child_write, child_read)
+    )
+    return processes
+
+
+def _become_child(serve: Serve, read_fd: int, write_fd: int) -> NoReturn:
     """The child's whole life: never returns into the parent's code."""
     status = CHILD_FAILURE
     try:
-        _close_all(fd for fd in every_fd if fd not in (read_fd, write_fd))
-        from scanner.shard_worker import serve
-
+        _close_inherited(keep={0, 1, 2, read_fd, write_fd})
         status = serve(read_fd, write_fd)
     except BaseException:  # the parent learns of it from the pipe, or from the status
         status = CHILD_FAILURE
     finally:
         os._exit(status)
+
+
+def _close_inherited(keep: set[int]) -> None:
+    """Close every descriptor but `keep`: another child's pipe end held here would keep
+    that child from ever seeing the end of its input (the history writer is forked before
+    the workers, which then inherit its pipes), and the parent's files are not ours."""
+    for name in os.listdir("/proc/self/fd"):  # the listing's own descriptor fails: fine
+        if int(name) not in keep:
+            with contextlib.suppress(OSError):
+                os.close(int(name))
 
 
 def _close_all(fds: Iterable[int]) -> None:

@@ -8,6 +8,7 @@ directly, and it costs no dependency.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import io
 import itertools
 import shlex
@@ -26,6 +27,7 @@ from scanner.console import report_error
 from scanner.engine import EngineConfig
 from scanner.evidence import DiagnosisBudget
 from scanner.history import HistoryError, LockBusy
+from scanner.history.writer import WRITER_FROM, HistoryWriter
 from scanner.inventory import (
     DEFAULT_PORTS,
     INVENTORY_FORMATS,
@@ -42,7 +44,7 @@ from scanner.outputs import FORMATS, OutputOptions
 from scanner.plan import ExitStatus, OutputSpec, ScanPlan
 from scanner.preflight import AUTO_WORKERS_FROM, list_targets
 from scanner.resolve import ResolverConfig, parse_nameserver
-from scanner.runner import prepare, run_plan
+from scanner.runner import Prepared, prepare, run_plan
 from scanner.scope import (
     DEFAULT_MAX_ENDPOINTS,
     IpNetwork,
@@ -51,6 +53,7 @@ from scanner.scope import (
     parse_exclusions,
 )
 from scanner.session import HistoryPlan, history_session
+from scanner.shard_worker import serve as serve_shard
 from scanner.worker_pool import WorkerPool, WorkersUnavailable
 
 if TYPE_CHECKING:
@@ -523,8 +526,8 @@ def make_plan(
 
 
 def run_async(plan: ScanPlan, loop_choice: str) -> int:
-    """Take the lock and open the history (before the loop: the lock waits by sleeping),
-    then run the scan on the chosen event loop."""
+    """Count the inventory, take the lock and open the history (before the loop: the lock
+    waits by sleeping), fork the processes, then run the scan on the chosen event loop."""
     import anyio
 
     options: dict[str, object] = {}
@@ -536,33 +539,56 @@ def run_async(plan: ScanPlan, loop_choice: str) -> int:
                 raise UsageError("--loop uvloop: uvloop is not installed") from None
         else:
             options["loop_factory"] = uvloop.new_event_loop
+    prepared = prepare(plan)
+    if isinstance(prepared, ExitStatus):
+        return prepared
     try:
-        with history_session(plan.history) as history:
-            prepared = prepare(plan)
-            if isinstance(prepared, ExitStatus):
-                return prepared
-            # Forked here, before the loop and any thread exist (scanner/worker_pool.py).
-            try:
-                pool = WorkerPool.fork(prepared.workers)
-            except WorkersUnavailable as unavailable:
-                report_error(f"reachscan: {unavailable}; probing in this process instead")
-                pool = WorkerPool([])
-            with pool as workers:
-                return anyio.run(
-                    run_plan,
-                    plan,
-                    prepared,
-                    history,
-                    workers,
-                    backend="asyncio",
-                    backend_options=options,
-                )
+        # Forked here, before the loop and any thread exist (scanner/worker_pool.py), the
+        # history writer even before the history is opened (scanner/history/writer.py).
+        with (
+            start_history_writer(plan, prepared) as writer,
+            history_session(plan.history, writer) as history,
+            start_workers(prepared) as workers,
+        ):
+            return anyio.run(
+                run_plan,
+                plan,
+                prepared,
+                history,
+                workers,
+                backend="asyncio",
+                backend_options=options,
+            )
     except LockBusy as busy:
         report_error(f"reachscan: {busy}")
         return ExitStatus.LOCKED
     except HistoryError as exc:
         report_error(f"reachscan: history: {exc}")
         return ExitStatus.OUTPUT_FAILED
+
+
+def start_workers(prepared: Prepared) -> WorkerPool:
+    """The scan workers `prepared` asks for; none (probing in this process) when they
+    cannot be started, which is said on stderr."""
+    try:
+        return WorkerPool.fork(prepared.workers, serve_shard)
+    except WorkersUnavailable as unavailable:
+        report_error(f"reachscan: {unavailable}; probing in this process instead")
+        return WorkerPool([])
+
+
+def start_history_writer(
+    plan: ScanPlan, prepared: Prepared
+) -> contextlib.AbstractContextManager[HistoryWriter | None]:
+    """The history writer, for a scan with a history and at least `WRITER_FROM` endpoints;
+    none (the history written in this process) otherwise, or when it cannot be started."""
+    if plan.history is None or prepared.checked.endpoints < WRITER_FROM:
+        return contextlib.nullcontext()
+    try:
+        return HistoryWriter.fork(plan.history.database())
+    except WorkersUnavailable as unavailable:
+        report_error(f"reachscan: {unavailable}; writing the history in this process instead")
+        return contextlib.nullcontext()
 
 
 def run(args: argparse.Namespace) -> int:

@@ -11,7 +11,8 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Iterator, Sequence
 
-from scanner.history.store import HistoryError, HistoryStore
+from scanner.history.store import HistoryError, HistoryStore, result_rows
+from scanner.history.writer import HistoryWriter
 from scanner.model import Result
 from scanner.outputs.base import OutputError, RunInfo, RunSummary
 
@@ -30,11 +31,14 @@ def _as_output_error() -> Iterator[None]:
 
 
 class HistorySink:
-    """Write each batch into `store` as one transaction. The caller owns (and closes) the
-    store; the sink only uses it between `start` and `finish`/`abort`."""
+    """Write each batch into `store` as one transaction, directly or through `writer` (a
+    process of its own, for big scans: scanner/history/writer.py). The caller owns (and
+    closes) the store; the sink uses it between `start` and `finish`/`abort`/`quit`, and
+    ends the writer before it stores how the run ended."""
 
-    def __init__(self, store: HistoryStore) -> None:
+    def __init__(self, store: HistoryStore, writer: HistoryWriter | None = None) -> None:
         self._store = store
+        self._writer = writer
         self._run_id: int | None = None
         self._closed = False
 
@@ -49,10 +53,15 @@ class HistorySink:
 
     def write(self, results: Sequence[Result]) -> None:
         with _as_output_error():
-            self._store.add_results(self._started(), results)
+            if self._writer is None:
+                self._store.add_results(self._started(), results)
+            else:
+                self._writer.write(result_rows(self._started(), results))
 
     def finish(self, summary: RunSummary) -> None:
         with _as_output_error():
+            if self._writer is not None:
+                self._writer.close()  # every batch stored, before the run is closed
             self._store.finish_run(self._started(), summary)
         self._closed = True
 
@@ -62,6 +71,9 @@ class HistorySink:
         written then is already reported (the `running` status then stays behind)."""
         if self._close():
             with contextlib.suppress(HistoryError):
+                if self._writer is not None:
+                    self._writer.close()
+            with contextlib.suppress(HistoryError):
                 self._store.fail_run(self._started(), ABORT_MESSAGE)
 
     def quit(self) -> None:
@@ -69,6 +81,8 @@ class HistorySink:
         far (there is no summary to close it with). Never raises; safe to repeat, and an
         `abort` after it changes nothing."""
         if self._close():
+            if self._writer is not None:
+                self._writer.stop()
             with contextlib.suppress(HistoryError):
                 self._store.interrupt_run(self._started(), QUIT_MESSAGE)
 

@@ -290,7 +290,15 @@ def _cause_json(result: Result) -> str | None:
     )
 
 
-def _result_row(run_id: int, result: Result) -> tuple[object, ...]:
+ResultRow = tuple[object, ...]
+"""One result as the `results` table stores it: plain values, in `_RESULT_COLUMNS` order."""
+
+
+def result_rows(run_id: int, results: Sequence[Result]) -> list[ResultRow]:
+    return [_result_row(run_id, result) for result in results]
+
+
+def _result_row(run_id: int, result: Result) -> ResultRow:
     """One row per result, of plain values: sqlite3 binds exact `str`s directly, while a
     `StrEnum` member first goes through its adaptation lookup (a quarter of the time of
     an insert). `_value_` is the plain attribute behind the `value` property."""
@@ -490,14 +498,18 @@ class HistoryStore:
         return run_id
 
     def add_results(self, run_id: int, results: Sequence[Result]) -> None:
-        """Store one batch in one transaction: a crash keeps whole batches only.
+        """Store one batch in one transaction: a crash keeps whole batches only."""
+        self.add_rows(result_rows(run_id, results))
+
+    def add_rows(self, rows: Sequence[ResultRow]) -> None:
+        """Store rows made by `result_rows` in one transaction (the history writer
+        process gets them made).
 
         Rows go in 64 to a statement rather than one at a time (`executemany`): a third
         less time for the same rows (65,535 results: 0.21 s against 0.31 s).
         """
-        if not results:
+        if not rows:
             return
-        rows = [_result_row(run_id, result) for result in results]
         with self._transaction() as connection:
             for start in range(0, len(rows), ROWS_PER_INSERT):
                 chunk = rows[start : start + ROWS_PER_INSERT]

@@ -14,6 +14,7 @@ once, and even then no file at an output path is ever half-written.
 
 from __future__ import annotations
 
+import os
 import signal
 import subprocess
 import time
@@ -90,12 +91,21 @@ def closed_tcp_block(size: int) -> range:
     pytest.skip(f"no {size} unbound TCP ports below 32768 on {ADDRESS}")
 
 
-def scan_arguments(services: LoopbackServices) -> tuple[list[str], range]:
+SILENT_PORTS = 500
+
+CLOSED_PORTS = [2_500, 6_000]
+"""A scan small enough to write its history itself, and one big enough for the history
+writer process (scanner/history/writer.py) and the scan workers."""
+
+CLOSED_PORTS_IDS = ["history-in-process", "history-writer"]
+
+
+def scan_arguments(services: LoopbackServices, closed_ports: int) -> tuple[list[str], range]:
     """The silent ports sit on an address of their own that never answers, and
     --min-timeout equals --timeout, so no learned round trip can shorten their wait:
     they are certainly in flight when the signal comes."""
-    silent = [services.udp(SILENT_ADDRESS, answer=False) for _ in range(500)]
-    closed = closed_tcp_block(2500)
+    silent = [services.udp(SILENT_ADDRESS, answer=False) for _ in range(SILENT_PORTS)]
+    closed = closed_tcp_block(closed_ports)
     return [
         "-t",
         f"{ADDRESS}:T:{closed.start}-{closed.stop - 1}",
@@ -119,10 +129,14 @@ def prom_samples(path: Path) -> dict[str, float]:
 
 
 def interrupt(
-    process: subprocess.Popen[bytes], outputs: Outputs, *signals: signal.Signals
+    process: subprocess.Popen[bytes],
+    outputs: Outputs,
+    *signals: signal.Signals,
+    to_group: bool = False,
 ) -> tuple[int, float, str]:
-    """Wait until the scan is under way, send the signals 50 ms apart; return the exit
-    status, the seconds from the last signal to the exit, and stderr."""
+    """Wait until the scan is under way, send the signals 50 ms apart (`to_group`: to its
+    whole process group); return the exit status, the seconds from the last signal to the
+    exit, and stderr."""
     assert process.stderr is not None
     try:
         wait_for(lambda: any(outputs.directory.glob(".run.jsonl.tmp-*")), within=20)
@@ -130,7 +144,10 @@ def interrupt(
         for index, signal_number in enumerate(signals):
             if index:
                 time.sleep(0.05)
-            process.send_signal(signal_number)
+            if to_group:
+                os.killpg(process.pid, signal_number)
+            else:
+                process.send_signal(signal_number)
         signalled = time.monotonic()
         returncode = process.wait(timeout=30)
         stopped_after = time.monotonic() - signalled
@@ -142,14 +159,16 @@ def interrupt(
     return returncode, stopped_after, stderr
 
 
+@pytest.mark.parametrize("closed_ports", CLOSED_PORTS, ids=CLOSED_PORTS_IDS)
 @pytest.mark.parametrize("signal_number", [signal.SIGINT, signal.SIGTERM], ids=["int", "term"])
 def test_an_interrupted_scan_commits_every_output_and_they_agree(
     reachscan: Reachscan,
     services: LoopbackServices,
     outputs: Outputs,
     signal_number: signal.Signals,
+    closed_ports: int,
 ) -> None:
-    arguments, closed = scan_arguments(services)
+    arguments, closed = scan_arguments(services, closed_ports)
     # A complete earlier run: its files must be replaced, not merged or left behind.
     earlier = reachscan.run("-t", f"{ADDRESS}:{closed.start}", *outputs.arguments())
     assert earlier.returncode == 0, earlier.stderr
@@ -172,7 +191,7 @@ def test_an_interrupted_scan_commits_every_output_and_they_agree(
     tcp = {key: verdict for key, verdict in found.items() if key[2] == "tcp"}
     assert tcp == {(ADDRESS, port, "tcp"): REFUSED_TCP for port in closed}
     assert {verdict for key, verdict in found.items() if key[2] == "udp"} <= {SILENT_UDP}
-    assert len(records) < 3000, "the scan finished before the signal: nothing was tested"
+    assert len(records) < closed_ports + SILENT_PORTS, "the scan finished before the signal"
 
     runs = history_runs(outputs.database)
     assert [(status, count) for _, status, count in runs] == [
@@ -191,10 +210,11 @@ def test_an_interrupted_scan_commits_every_output_and_they_agree(
     assert sum(endpoint_counts) == len(records)
 
 
+@pytest.mark.parametrize("closed_ports", CLOSED_PORTS, ids=CLOSED_PORTS_IDS)
 def test_a_second_ctrl_c_exits_at_once_and_leaves_no_half_written_file(
-    reachscan: Reachscan, services: LoopbackServices, outputs: Outputs
+    reachscan: Reachscan, services: LoopbackServices, outputs: Outputs, closed_ports: int
 ) -> None:
-    arguments, closed = scan_arguments(services)
+    arguments, closed = scan_arguments(services, closed_ports)
     earlier = reachscan.run("-t", f"{ADDRESS}:{closed.start}", *outputs.arguments())
     assert earlier.returncode == 0, earlier.stderr
     previous_jsonl = outputs.jsonl.read_bytes()
@@ -217,3 +237,28 @@ def test_a_second_ctrl_c_exits_at_once_and_leaves_no_half_written_file(
         latest = store.runs()[0]
         assert latest.status is RunStatus.INTERRUPTED, latest
         assert latest.total == len(store.observations(latest.id))
+
+
+@pytest.mark.parametrize("closed_ports", CLOSED_PORTS, ids=CLOSED_PORTS_IDS)
+def test_a_stop_sent_to_the_whole_process_group_is_an_interrupt_not_a_failure(
+    reachscan: Reachscan, services: LoopbackServices, outputs: Outputs, closed_ports: int
+) -> None:
+    """A service manager stopping reachscan (systemd's default KillMode) or a Ctrl-C on
+    the terminal signals every process of the group, the scan workers and the history
+    writer too: the run still ends as interrupted with every finished result written,
+    not as a scanner failure."""
+    arguments, _ = scan_arguments(services, closed_ports)
+    process = reachscan.start(
+        *arguments, *outputs.arguments(), stdout=subprocess.DEVNULL, new_session=True
+    )
+    returncode, stopped_after, stderr = interrupt(process, outputs, signal.SIGTERM, to_group=True)
+
+    assert returncode == 130, stderr
+    assert stopped_after < 3.0
+    no_traceback(stderr)
+    assert "worker" not in stderr and "writer" not in stderr, stderr
+    records = parse_records(outputs.jsonl.read_text())
+    assert 0 < len(records) < closed_ports + SILENT_PORTS
+    assert [(status, count) for _, status, count in history_runs(outputs.database)] == [
+        ("interrupted", len(records))
+    ]

@@ -104,11 +104,16 @@ class Reachscan:
             completed.stderr.decode("utf-8", "replace"),
         )
 
-    def start(self, *args: str, stdout: int | None = subprocess.PIPE) -> subprocess.Popen[bytes]:
+    def start(
+        self, *args: str, stdout: int | None = subprocess.PIPE, new_session: bool = False
+    ) -> subprocess.Popen[bytes]:
+        """Start a scan; `new_session`: in a process group of its own, for signals sent
+        to the whole group (as a terminal or a service manager does)."""
         return subprocess.Popen(
             self.command(*args),
             cwd=REPO_ROOT,
             stdout=stdout,
             stderr=subprocess.PIPE,
             stdin=subprocess.DEVNULL,
+            start_new_session=new_session,
         )

@@ -6,8 +6,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from scanner.engine import EngineConfig
+from scanner.frames import FrameReader, encode
 from scanner.model import Proto
-from scanner.shards import FrameReader, Sharding, encode
+from scanner.shards import Sharding
 
 
 @given(

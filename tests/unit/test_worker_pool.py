@@ -10,19 +10,21 @@ from pathlib import Path
 import pytest
 
 from scanner.engine import EngineConfig
-from scanner.shards import FrameReader, encode
+from scanner.frames import FrameReader, encode
+from scanner.shard_worker import serve
 from scanner.worker_pool import REAP_WAIT, WorkerPool, WorkersUnavailable
+from tests.support.proc_fds import pipes_held
 
 
 def test_one_worker_means_probing_in_this_process() -> None:
-    with WorkerPool.fork(1) as pool:
+    with WorkerPool.fork(1, serve) as pool:
         assert pool.processes == []
 
 
 def test_every_worker_ends_when_its_pipes_close_and_is_reaped() -> None:
     """A child holding another worker's write end would keep that worker from ever
     seeing the end of its input: it would have to be killed (status -9)."""
-    pool = WorkerPool.fork(3)
+    pool = WorkerPool.fork(3, serve)
     pids = [process.pid for process in pool.processes]
     assert len(set(pids)) == 3 and os.getpid() not in pids
     started = time.monotonic()
@@ -34,20 +36,8 @@ def test_every_worker_ends_when_its_pipes_close_and_is_reaped() -> None:
     pool.close()  # again: nothing left to do
 
 
-def pipes_held(pid: int) -> set[int]:
-    held = set()
-    for link in Path(f"/proc/{pid}/fd").iterdir():
-        try:
-            target = os.readlink(link)
-        except FileNotFoundError:
-            continue  # closed since the listing: the child is still closing others' ends
-        if target.startswith("pipe:["):
-            held.add(int(target[len("pipe:[") : -1]))
-    return held
-
-
 def test_a_worker_holds_only_its_own_pipe_ends() -> None:
-    with WorkerPool.fork(2) as pool:
+    with WorkerPool.fork(2, serve) as pool:
         for process, other in zip(pool.processes, reversed(pool.processes), strict=True):
             own = {os.stat(fd).st_ino for fd in (process.to_worker, process.from_worker)}
             others = {os.stat(fd).st_ino for fd in (other.to_worker, other.from_worker)}
@@ -60,7 +50,7 @@ def test_a_worker_holds_only_its_own_pipe_ends() -> None:
 
 
 def test_a_forked_worker_runs_an_engine_and_reports_when_done() -> None:
-    with WorkerPool.fork(2) as pool:
+    with WorkerPool.fork(2, serve) as pool:
         process = pool.processes[0]
         os.set_blocking(process.to_worker, True)
         os.write(process.to_worker, encode(("config", EngineConfig(timeout=0.5))))
@@ -92,7 +82,7 @@ def test_a_fork_that_fails_is_reported_and_leaves_nothing_behind(
     descriptors_before = set(os.listdir("/proc/self/fd"))
     monkeypatch.setattr(os, "fork", fork_once)
     with pytest.raises(WorkersUnavailable, match="cannot start 2 workers"):
-        WorkerPool.fork(2)
+        WorkerPool.fork(2, serve)
     monkeypatch.undo()
     assert len(forked) == 1
     assert not Path(f"/proc/{forked[0]}").exists(), "the first worker was reaped"

@@ -1,0 +1,179 @@
+"""The history's inserts in a process of their own, for big scans.
+
+Why: sqlite3 binds a result's fifteen values while holding the GIL (some 4 us a result,
+a quarter of a second for a 65,535-port sweep), and once the probes run in worker
+processes it is this process (reading the inventory, building results, writing the
+outputs) that bounds a big scan's wall time. A forked writer takes the inserts off it.
+
+Why forked before the history is opened: SQLite forbids carrying a connection across
+fork(), and its bookkeeping of file locks is per process, so the writer is forked while
+this process has no connection at all. It opens its own when the first rows arrive; by
+then the parent has taken the run lock, opened (and upgraded) the history and stored the
+run as `running`, and it stores the run's end only after the writer has finished.
+
+Protocol (frames: scanner/frames.py): parent -> writer `("rows", [row, ...])`, one frame
+per batch, each stored in one transaction as when the parent writes it itself, so the
+database only ever holds whole batches; writer -> parent nothing, or one `("error",
+reason)` before it exits with status 1. The end of its input means: everything is sent,
+exit once it is stored. The writer ignores SIGINT and SIGTERM (a Ctrl-C reaches the whole
+process group, and so does a service manager's stop): the parent decides, and it cannot
+be orphaned, since the end of its input ends it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+import signal
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from types import TracebackType
+from typing import Self
+
+from scanner.frames import FrameReader, encode
+from scanner.history.store import HistoryError, HistoryStore, ResultRow
+from scanner.worker_pool import REAP_WAIT, WorkerProcess, fork_processes
+
+WRITER_FROM = 5_000
+"""Endpoints from which a scan stores its history through the writer. Below, the inserts
+take less than the fork and the extra process are worth (5,000 rows: some 20 ms)."""
+
+PIPE_SIZE = 1 << 20
+"""The pipe to the writer holds about 15,000 rows (1 MiB, the unprivileged maximum), so
+the scan runs ahead while the writer catches up, instead of waiting at every batch."""
+
+
+class HistoryWriter:
+    """The parent's side of the writer: hand batches over, learn at the end that every one
+    was stored. Raises `HistoryError`, as the store itself would."""
+
+    def __init__(self, process: WorkerProcess, path: Path) -> None:
+        self.process = process
+        self._path = path
+        self._closed = False
+
+    @classmethod
+    def fork(cls, path: Path) -> HistoryWriter:
+        """Fork the writer for the history at `path` (not opened yet by anyone in this
+        process). Raises `WorkersUnavailable` when out of processes or pipes."""
+
+        def serve_path(read_fd: int, write_fd: int) -> int:
+            return serve(read_fd, write_fd, path)
+
+        (process,) = fork_processes(1, serve_path, "history writer")
+        os.set_blocking(process.to_worker, True)  # a full pipe holds the scan back
+        os.set_blocking(process.from_worker, False)  # errors are looked for, not waited for
+        with contextlib.suppress(OSError):  # a smaller pipe still works, only less smoothly
+            fcntl.fcntl(process.to_worker, fcntl.F_SETPIPE_SZ, PIPE_SIZE)
+        return cls(process, path)
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+    def write(self, rows: Sequence[ResultRow]) -> None:
+        """Hand one batch over (it is stored in one transaction)."""
+        if self._closed:
+            raise RuntimeError("HistoryWriter: write() after close()")
+        self._raise_reported()
+        data = memoryview(encode(("rows", list(rows))))
+        try:
+            while data:
+                data = data[os.write(self.process.to_worker, data) :]
+        except BrokenPipeError:
+            self.close()  # raises what the writer said, or how it ended
+            raise HistoryError(self._path, "the history writer ended early") from None
+
+    def close(self) -> None:
+        """Wait until the writer has stored every batch handed over and ended; raise if it
+        could not. Safe to call again."""
+        if self._closed:
+            return
+        self._closed = True
+        process = self.process
+        os.close(process.to_worker)
+        _, status = os.waitpid(process.pid, 0)
+        process.exit_status = os.waitstatus_to_exitcode(status)
+        reported = self._read_reported()
+        os.close(process.from_worker)
+        if reported is not None:
+            raise HistoryError(self._path, reported)
+        if process.exit_status != 0:
+            raise HistoryError(
+                self._path,
+                f"the history writer ended with status {process.exit_status}: "
+                "the results of the last batches may be missing from the history",
+            )
+
+    def stop(self) -> None:
+        """Quit at once: give the writer `REAP_WAIT` seconds to store what it has, then
+        kill it (its open transaction is rolled back whole). Never raises."""
+        if self._closed:
+            return
+        process = self.process
+        with contextlib.suppress(OSError):
+            os.close(process.to_worker)
+        deadline = time.monotonic() + REAP_WAIT
+        while time.monotonic() < deadline and os.waitpid(process.pid, os.WNOHANG)[0] == 0:
+            time.sleep(0.005)
+        else:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(process.pid, signal.SIGKILL)
+        with contextlib.suppress(ChildProcessError):
+            os.waitpid(process.pid, 0)
+        with contextlib.suppress(OSError):
+            os.close(process.from_worker)
+        self._closed = True
+
+    def _raise_reported(self) -> None:
+        reported = self._read_reported()
+        if reported is not None:
+            self.stop()
+            raise HistoryError(self._path, reported)
+
+    def _read_reported(self) -> str | None:
+        """The writer's error report, if one has arrived (it sends nothing else)."""
+        try:
+            data = os.read(self.process.from_worker, 65536)
+        except BlockingIOError:
+            return None
+        for frame in FrameReader().feed(data):
+            if frame[0] == "error":
+                return str(frame[1])
+        return None
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+
+def serve(read_fd: int, write_fd: int, path: Path) -> int:
+    """The writer's whole life: store each batch until the input ends."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    reader = FrameReader()
+    store: HistoryStore | None = None
+    try:
+        while data := os.read(read_fd, 1 << 20):
+            for _kind, rows in reader.feed(data):
+                assert isinstance(rows, list)
+                if store is None:
+                    store = HistoryStore.open(path)
+                store.add_rows(rows)
+    except HistoryError as error:
+        with contextlib.suppress(OSError):
+            os.write(write_fd, encode(("error", error.reason)))
+        return 1
+    finally:
+        if store is not None:
+            store.close()
+    return 0
