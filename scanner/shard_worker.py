@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-import signal
 import traceback
 from collections.abc import Mapping
 
@@ -176,10 +175,6 @@ async def probe(conversation: Conversation, frames: asyncio.Queue[tuple[object, 
 
 def serve(read_fd: int, write_fd: int) -> int:
     """The worker's whole run on its own event loop; returns its exit status."""
-    # The parent decides when to stop (see scanner/shards.py); the end of the input ends
-    # the worker, so it cannot be orphaned.
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     conversation = Conversation(read_fd, write_fd)
     options: dict[str, object] = {}
     try:

@@ -19,10 +19,8 @@ the pipe is writable, while it always reads promptly, so neither side can wait o
 other forever. Targets in flight are bounded per worker (credits), so memory stays
 proportional to what is in flight.
 
-Workers ignore SIGINT and SIGTERM (a Ctrl-C on the terminal reaches the whole process
-group, and so does a service manager's stop): the parent decides, and an interrupt closes
-their pipes, which ends them. A worker dying of the same signal as the parent would race
-the parent's interrupt and turn it into "a scan worker exited early".
+Workers ignore SIGINT and SIGTERM, as every forked child does (scanner/worker_pool.py):
+the parent decides, and an interrupt closes their pipes, which ends them.
 """
 
 from __future__ import annotations

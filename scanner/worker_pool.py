@@ -10,11 +10,11 @@ Why then: forking is only safe in a process with one thread and no running event
 the scan command forks the pool after counting the inventory and before `anyio.run`: no
 thread, no loop and no socket of the scan exist yet. The child closes every descriptor
 that is not its own or a standard stream (a child holding another's write end would keep
-it from ever seeing the end of its input), runs its `serve` (`scanner.shard_worker.serve`
-for a scan worker, `scanner.history.writer.serve` for the history writer), and leaves
-with `os._exit`, so nothing of the parent's (buffered output, atexit handlers, the
-history database) is flushed or closed a second time. Its exit status is 70 (EX_SOFTWARE)
-if anything escapes.
+it from ever seeing the end of its input), ignores SIGINT and SIGTERM (`PARENT_DECIDES`),
+runs its `serve` (`scanner.shard_worker.serve` for a scan worker,
+`scanner.history.writer.serve` for the history writer), and leaves with `os._exit`, so
+nothing of the parent's (buffered output, atexit handlers, the history database) is
+flushed or closed a second time. Its exit status is 70 (EX_SOFTWARE) if anything escapes.
 """
 
 from __future__ import annotations
@@ -31,6 +31,12 @@ from typing import NoReturn, Self
 
 REAP_WAIT = 1.0  # seconds a worker may take to end once its pipes are closed
 CHILD_FAILURE = 70
+
+PARENT_DECIDES = {signal.SIGINT, signal.SIGTERM}
+"""Ignored by every child: a Ctrl-C reaches the whole process group, and so does a service
+manager's stop, but the parent decides how a scan ends (its interrupt closes the children's
+input, which ends them, so they cannot be orphaned). A child dying of the parent's
+interrupt would race it, and turn it into "a scan worker exited early"."""
 
 Serve = Callable[[int, int], int]
 """A child's work: (read_fd, write_fd) -> its exit status."""
@@ -121,22 +127,27 @@ def fork_processes(count: int, serve: Serve, what: str) -> list[WorkerProcess]:
         raise WorkersUnavailable(f"cannot make pipes for {count} {what}: {error}") from error
     every_fd = [fd for four in pipes for fd in four]
     processes: list[WorkerProcess] = []
+    # Held back until each child ignores them: a child killed by a Ctrl-C in its first
+    # milliseconds would fail a scan that was only to be interrupted.
+    signal_mask = signal.pthread_sigmask(signal.SIG_BLOCK, PARENT_DECIDES)
     try:
         for parent_read, child_write, child_read, parent_write in pipes:
             sys.stdout.flush()  # else the child's copy of a buffer could be written twice
             sys.stderr.flush()
             pid = os.fork()
             if pid == 0:
-                _become_child(serve, child_read, child_write)
+                _become_child(serve, child_read, child_write, signal_mask)
             os.set_blocking(parent_write, False)
             processes.append(WorkerProcess(pid, parent_write, parent_read))
     except BaseException as error:
+        signal.pthread_sigmask(signal.SIG_SETMASK, signal_mask)
         kept = {fd for process in processes for fd in (process.to_worker, process.from_worker)}
         _close_all(fd for fd in every_fd if fd not in kept)
         WorkerPool(processes).close()
         if isinstance(error, OSError):  # fork: out of processes or memory
             raise WorkersUnavailable(f"cannot start {count} {what}: {error}") from error
         raise
+    signal.pthread_sigmask(signal.SIG_SETMASK, signal_mask)
     # The children's ends belong to the children now.
     _close_all(
         fd for _read, child_write, child_read, _write in pipes for fd in (child_write, child_read)
@@ -144,10 +155,15 @@ def fork_processes(count: int, serve: Serve, what: str) -> list[WorkerProcess]:
     return processes
 
 
-def _become_child(serve: Serve, read_fd: int, write_fd: int) -> NoReturn:
+def _become_child(
+    serve: Serve, read_fd: int, write_fd: int, signal_mask: set[int | signal.Signals]
+) -> NoReturn:
     """The child's whole life: never returns into the parent's code."""
     status = CHILD_FAILURE
     try:
+        for number in PARENT_DECIDES:
+            signal.signal(number, signal.SIG_IGN)
+        signal.pthread_sigmask(signal.SIG_SETMASK, signal_mask)  # pending ones: discarded
         _close_inherited(keep={0, 1, 2, read_fd, write_fd})
         status = serve(read_fd, write_fd)
     except BaseException:  # the parent learns of it from the pipe, or from the status

@@ -15,9 +15,8 @@ Protocol (frames: scanner/frames.py): parent -> writer `("rows", [row, ...])`, o
 per batch, each stored in one transaction as when the parent writes it itself, so the
 database only ever holds whole batches; writer -> parent nothing, or one `("error",
 reason)` before it exits with status 1. The end of its input means: everything is sent,
-exit once it is stored. The writer ignores SIGINT and SIGTERM (a Ctrl-C reaches the whole
-process group, and so does a service manager's stop): the parent decides, and it cannot
-be orphaned, since the end of its input ends it.
+exit once it is stored. Like every forked child it ignores SIGINT and SIGTERM
+(scanner/worker_pool.py): the parent decides.
 """
 
 from __future__ import annotations
@@ -25,8 +24,6 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import os
-import signal
-import time
 from collections.abc import Sequence
 from pathlib import Path
 from types import TracebackType
@@ -34,7 +31,7 @@ from typing import Self
 
 from scanner.frames import FrameReader, encode
 from scanner.history.store import HistoryError, HistoryStore, ResultRow
-from scanner.worker_pool import REAP_WAIT, WorkerProcess, fork_processes
+from scanner.worker_pool import WorkerPool, WorkerProcess, fork_processes
 
 WRITER_FROM = 5_000
 """Endpoints from which a scan stores its history through the writer. Below, the inserts
@@ -108,24 +105,12 @@ class HistoryWriter:
             )
 
     def stop(self) -> None:
-        """Quit at once: give the writer `REAP_WAIT` seconds to store what it has, then
-        kill it (its open transaction is rolled back whole). Never raises."""
+        """Quit at once: give the writer a second (the pool's `REAP_WAIT`) to store what it
+        has, then kill it (its open transaction is rolled back whole). Never raises."""
         if self._closed:
             return
-        process = self.process
-        with contextlib.suppress(OSError):
-            os.close(process.to_worker)
-        deadline = time.monotonic() + REAP_WAIT
-        while time.monotonic() < deadline and os.waitpid(process.pid, os.WNOHANG)[0] == 0:
-            time.sleep(0.005)
-        else:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(process.pid, signal.SIGKILL)
-        with contextlib.suppress(ChildProcessError):
-            os.waitpid(process.pid, 0)
-        with contextlib.suppress(OSError):
-            os.close(process.from_worker)
         self._closed = True
+        WorkerPool([self.process]).close()
 
     def _raise_reported(self) -> None:
         reported = self._read_reported()
@@ -158,8 +143,6 @@ class HistoryWriter:
 
 def serve(read_fd: int, write_fd: int, path: Path) -> int:
     """The writer's whole life: store each batch until the input ends."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     reader = FrameReader()
     store: HistoryStore | None = None
     try:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import errno
 import os
+import signal
 import time
 from pathlib import Path
 
@@ -87,3 +88,16 @@ def test_a_fork_that_fails_is_reported_and_leaves_nothing_behind(
     assert len(forked) == 1
     assert not Path(f"/proc/{forked[0]}").exists(), "the first worker was reaped"
     assert set(os.listdir("/proc/self/fd")) <= descriptors_before, "no pipe left open"
+
+
+def test_children_ignore_interrupts_from_the_moment_they_are_forked() -> None:
+    """A Ctrl-C or a service manager's stop reaches the whole process group, even in a
+    child's first microseconds: the parent decides, so no child may die of it."""
+    pool = WorkerPool.fork(2, serve)
+    for process in pool.processes:
+        os.kill(process.pid, signal.SIGINT)
+        os.kill(process.pid, signal.SIGTERM)
+    time.sleep(0.1)
+    assert all(pool.poll(process) is None for process in pool.processes), "still running"
+    pool.close()
+    assert [process.exit_status for process in pool.processes] == [0, 0]
