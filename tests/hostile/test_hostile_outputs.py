@@ -4,6 +4,10 @@
   left on device`, and the previous file at PATH untouched (the write goes to a temporary
   file that is thrown away). The filesystem is a tiny tmpfs mounted in a private mount
   namespace (`unshare --mount`), so nothing outside the test ever sees it.
+- A history that refuses a batch mid-scan (a trigger stands in for a full disk or a
+  corrupt page): exit 3 with SQLite's reason, the run stored `failed` with the whole
+  batches before, the other outputs still committed; the same when the history writer
+  process stores the results (5,000+ endpoints).
 - File modes: output files follow the umask as `open(..., "w")` would (0644 under 022,
   0600 under 077, never world-writable under either); the history database and its
   directory are private (0600 / 0700) whatever the umask.
@@ -15,6 +19,7 @@ A closed stdout (`| head -1`) is covered by test_loopback_scan.py
 from __future__ import annotations
 
 import shlex
+import sqlite3
 import stat
 import subprocess
 from pathlib import Path
@@ -25,6 +30,7 @@ from tests.hostile.hostile_support import (
     IS_ROOT,
     REPO_ROOT,
     Reachscan,
+    history_runs,
     no_traceback,
     parse_records,
 )
@@ -136,3 +142,44 @@ def test_file_modes_follow_the_umask_and_the_history_stays_private(
     }
     for path in [*outputs.iterdir(), *history_files]:
         assert not mode(path) & stat.S_IWOTH, path
+
+
+REFUSING_ADDRESS = "127.77.72.1"  # nothing listens here: every port is refused at once
+
+
+@pytest.mark.parametrize("ports", [2_000, 8_000], ids=["history-in-process", "history-writer"])
+def test_a_history_that_refuses_a_batch_mid_scan_exits_3_with_the_reason(
+    reachscan: Reachscan, tmp_path: Path, ports: int
+) -> None:
+    database = tmp_path / "history.sqlite"
+    jsonl = tmp_path / "r.jsonl"
+    first = reachscan.run("-t", f"{REFUSING_ADDRESS}:20000", "--db", str(database))
+    assert first.returncode == 0, first.stderr
+    refused_port = 20_000 + ports // 2
+    with sqlite3.connect(database) as connection:
+        connection.execute(
+            f"CREATE TRIGGER refuse_one BEFORE INSERT ON results WHEN NEW.port = {refused_port} "
+            "BEGIN SELECT RAISE(ABORT, 'disk trouble simulated by the test'); END"
+        )
+    connection.close()
+
+    run = reachscan.run(
+        "-t",
+        f"{REFUSING_ADDRESS}:T:20000-{20_000 + ports - 1}",
+        "--db",
+        str(database),
+        "--format",
+        "jsonl",
+        "-o",
+        str(jsonl),
+    )
+
+    assert run.returncode == 3, run.stderr
+    no_traceback(run.stderr)
+    assert "disk trouble simulated by the test" in run.stderr
+    assert str(database) in run.stderr
+    records = parse_records(jsonl.read_text())  # committed whole, with what was done
+    assert records and all(record["state"] == "refused" for record in records)
+    (_, first_status, _), (_, status, stored) = history_runs(database)
+    assert (first_status, status) == ("complete", "failed")
+    assert 0 < stored < ports  # whole batches only: test_history_store.py, test_history_writer.py
