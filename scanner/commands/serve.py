@@ -145,7 +145,7 @@ class MemoryTarget:
         self._chunks: list[bytes] = []
         self._committed: bytes | None = None
 
-    def write(self, data: bytes) -> None:
+    def write(self, data: bytes | bytearray) -> None:
         self._chunks.append(bytes(data))
 
     def flush(self) -> None:

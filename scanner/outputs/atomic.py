@@ -69,7 +69,7 @@ class AtomicWriter:
         else:
             raise OutputError(path, "could not pick an unused temporary file name")
 
-    def write(self, data: bytes) -> None:
+    def write(self, data: bytes | bytearray) -> None:
         """Write all of `data` (os.write may write less than asked, so loop)."""
         fd = self._require_open()
         view = memoryview(data)
@@ -151,7 +151,7 @@ class StreamWriter:
         self._stream = stream if stream is not None else sys.stdout.buffer
         self._name = name
 
-    def write(self, data: bytes) -> None:
+    def write(self, data: bytes | bytearray) -> None:
         with _stream_errors(self._name):
             self._stream.write(data)
 

@@ -67,7 +67,7 @@ class OutputClosed(Exception):
 class OutputTarget(Protocol):
     """Where a sink's bytes go: an atomically replaced file or standard output."""
 
-    def write(self, data: bytes) -> None:
+    def write(self, data: bytes | bytearray) -> None:
         """Write all of `data`, raising `OutputError` or `OutputClosed`."""
         ...
 

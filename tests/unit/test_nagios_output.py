@@ -38,7 +38,7 @@ class MemoryTarget:
         self.pending = b""
         self.committed: bytes | None = None
 
-    def write(self, data: bytes) -> None:
+    def write(self, data: bytes | bytearray) -> None:
         self.pending += data
 
     def flush(self) -> None:

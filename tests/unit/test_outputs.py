@@ -79,8 +79,8 @@ class RecordingTarget:
     def __init__(self) -> None:
         self.calls: list[tuple[str, bytes]] = []
 
-    def write(self, data: bytes) -> None:
-        self.calls.append(("write", data))
+    def write(self, data: bytes | bytearray) -> None:
+        self.calls.append(("write", bytes(data)))
 
     def flush(self) -> None:
         self.calls.append(("flush", b""))
