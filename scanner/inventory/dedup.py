@@ -68,12 +68,16 @@ class Deduplicator:
         if not remember_keys:
             self._rectangles.append(_Rectangle(spec.hosts, spec.ports, pin))
         seen = self._seen
+        # A big spec first in its inventory (a sweep) has no key to look up and none to
+        # remember: the per-endpoint key is only built when one of those is needed.
+        keyed = bool(seen) or remember_keys
         version = spec.hosts.version
         for value, host in spec.hosts.members():
             for port, proto, service in spec.ports:
-                key = (host, port, proto, pin)
-                if key in seen:
-                    continue
+                if keyed:
+                    key = (host, port, proto, pin)
+                    if key in seen:
+                        continue
                 if earlier and any(
                     rectangle.holds(version, value, host, port, proto) for rectangle in earlier
                 ):

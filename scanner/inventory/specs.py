@@ -73,15 +73,16 @@ class TargetSpec:
 
     def endpoint(self, host: str, port: int, proto: Proto, service: str | None) -> Endpoint:
         """The endpoint for one member host and port, carrying this spec's settings."""
+        # Positional, in Endpoint's field order: this runs once per endpoint.
         return Endpoint(
-            host=host,
-            port=port,
-            proto=proto,
-            expect=self.expect,
-            labels=self.labels,
-            pinned_address=self.pinned_address,
-            service=service,
-            origin=self.origin,
+            host,
+            port,
+            proto,
+            self.expect,
+            self.labels,
+            self.pinned_address,
+            service,
+            self.origin,
         )
 
 
