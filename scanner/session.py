@@ -77,4 +77,8 @@ def history_session(
         try:
             yield HistorySession(plan, store, writer)
         finally:
+            # The sink has ended the writer unless something went wrong; either way it
+            # must not write on once the lock is released.
+            if writer is not None:
+                writer.stop()
             store.close()

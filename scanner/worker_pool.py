@@ -20,6 +20,7 @@ flushed or closed a second time. Its exit status is 70 (EX_SOFTWARE) if anything
 from __future__ import annotations
 
 import contextlib
+import itertools
 import os
 import signal
 import sys
@@ -125,8 +126,12 @@ def fork_processes(count: int, serve: Serve, what: str) -> list[WorkerProcess]:
     except OSError as error:
         _close_all(fd for four in pipes for fd in four)
         raise WorkersUnavailable(f"cannot make pipes for {count} {what}: {error}") from error
-    every_fd = [fd for four in pipes for fd in four]
+    unclosed = {fd for four in pipes for fd in four}
     processes: list[WorkerProcess] = []
+    if signal.getsignal(signal.SIGCHLD) == signal.SIG_IGN:
+        # Inherited from a supervisor: the kernel would reap the children itself, and
+        # their exit statuses (how a scan learns that one failed) would be lost.
+        signal.signal(signal.SIGCHLD, signal.SIG_DFL)
     # Held back until each child ignores them: a child killed by a Ctrl-C in its first
     # milliseconds would fail a scan that was only to be interrupted.
     signal_mask = signal.pthread_sigmask(signal.SIG_BLOCK, PARENT_DECIDES)
@@ -139,19 +144,21 @@ def fork_processes(count: int, serve: Serve, what: str) -> list[WorkerProcess]:
                 _become_child(serve, child_read, child_write, signal_mask)
             os.set_blocking(parent_write, False)
             processes.append(WorkerProcess(pid, parent_write, parent_read))
-    except BaseException as error:
+        children_ends = {
+            fd for _r, child_write, child_read, _w in pipes for fd in (child_write, child_read)
+        }
+        _close_all(children_ends)  # they belong to the children now
+        unclosed -= children_ends
+        # A Ctrl-C held back during the forks is raised here, inside the `try`.
         signal.pthread_sigmask(signal.SIG_SETMASK, signal_mask)
+    except BaseException as error:
         kept = {fd for process in processes for fd in (process.to_worker, process.from_worker)}
-        _close_all(fd for fd in every_fd if fd not in kept)
+        _close_all(unclosed - kept)
         WorkerPool(processes).close()
+        signal.pthread_sigmask(signal.SIG_SETMASK, signal_mask)
         if isinstance(error, OSError):  # fork: out of processes or memory
             raise WorkersUnavailable(f"cannot start {count} {what}: {error}") from error
         raise
-    signal.pthread_sigmask(signal.SIG_SETMASK, signal_mask)
-    # The children's ends belong to the children now.
-    _close_all(
-        fd for _read, child_write, child_read, _write in pipes for fd in (child_write, child_read)
-    )
     return processes
 
 
@@ -176,10 +183,14 @@ def _close_inherited(keep: set[int]) -> None:
     """Close every descriptor but `keep`: another child's pipe end held here would keep
     that child from ever seeing the end of its input (the history writer is forked before
     the workers, which then inherit its pipes), and the parent's files are not ours."""
-    for name in os.listdir("/proc/self/fd"):  # the listing's own descriptor fails: fine
-        if int(name) not in keep:
-            with contextlib.suppress(OSError):
-                os.close(int(name))
+    try:
+        open_fds = [int(name) for name in os.listdir("/proc/self/fd")]
+    except OSError:  # no /proc: every possible descriptor, between the ones to keep
+        bounds = [-1, *sorted(keep), os.sysconf("SC_OPEN_MAX")]
+        for low, high in itertools.pairwise(bounds):
+            os.closerange(low + 1, high)
+        return
+    _close_all(fd for fd in open_fds if fd not in keep)  # the listing's own fails: fine
 
 
 def _close_all(fds: Iterable[int]) -> None:

@@ -49,7 +49,7 @@ class HistoryWriter:
     def __init__(self, process: WorkerProcess, path: Path) -> None:
         self.process = process
         self._path = path
-        self._closed = False
+        self._ended = False  # reaped, both pipe ends closed
 
     @classmethod
     def fork(cls, path: Path) -> HistoryWriter:
@@ -72,9 +72,12 @@ class HistoryWriter:
 
     def write(self, rows: Sequence[ResultRow]) -> None:
         """Hand one batch over (it is stored in one transaction)."""
-        if self._closed:
+        if self._ended or self.process.to_worker < 0:
             raise RuntimeError("HistoryWriter: write() after close()")
-        self._raise_reported()
+        reported = self._read_reported()
+        if reported is not None:
+            self.stop()
+            raise HistoryError(self._path, reported)
         data = memoryview(encode(("rows", list(rows))))
         try:
             while data:
@@ -85,16 +88,25 @@ class HistoryWriter:
 
     def close(self) -> None:
         """Wait until the writer has stored every batch handed over and ended; raise if it
-        could not. Safe to call again."""
-        if self._closed:
+        could not. Safe to call again. Interrupted while it waits (a second Ctrl-C), it
+        stops the writer as `stop` does before letting the interrupt through."""
+        if self._ended:
             return
-        self._closed = True
         process = self.process
-        os.close(process.to_worker)
-        _, status = os.waitpid(process.pid, 0)
+        try:
+            self._close_end("to_worker")
+            _, status = os.waitpid(process.pid, 0)
+        except ChildProcessError:  # reaped by someone else: the outcome is unknown
+            self._ended = True
+            self._close_end("from_worker")
+            raise HistoryError(self._path, "lost track of the history writer") from None
+        except BaseException:
+            self.stop()
+            raise
         process.exit_status = os.waitstatus_to_exitcode(status)
+        self._ended = True
         reported = self._read_reported()
-        os.close(process.from_worker)
+        self._close_end("from_worker")
         if reported is not None:
             raise HistoryError(self._path, reported)
         if process.exit_status != 0:
@@ -106,23 +118,29 @@ class HistoryWriter:
 
     def stop(self) -> None:
         """Quit at once: give the writer a second (the pool's `REAP_WAIT`) to store what it
-        has, then kill it (its open transaction is rolled back whole). Never raises."""
-        if self._closed:
+        has, then kill it (its open transaction is rolled back whole), and reap it. Never
+        raises; safe to call again, also after `close`."""
+        if self._ended:
             return
-        self._closed = True
-        WorkerPool([self.process]).close()
+        self._ended = True
+        self._close_end("to_worker")
+        self._close_end("from_worker")
+        WorkerPool([self.process]).close()  # its descriptors are closed: waits and reaps
 
-    def _raise_reported(self) -> None:
-        reported = self._read_reported()
-        if reported is not None:
-            self.stop()
-            raise HistoryError(self._path, reported)
+    def _close_end(self, end: str) -> None:
+        """Close one of the parent's pipe ends exactly once (a descriptor number closed
+        twice could by then name another file)."""
+        fd = getattr(self.process, end)
+        if fd >= 0:
+            setattr(self.process, end, -1)
+            with contextlib.suppress(OSError):
+                os.close(fd)
 
     def _read_reported(self) -> str | None:
         """The writer's error report, if one has arrived (it sends nothing else)."""
         try:
             data = os.read(self.process.from_worker, 65536)
-        except BlockingIOError:
+        except OSError:  # nothing yet (BlockingIOError), or the end is closed
             return None
         for frame in FrameReader().feed(data):
             if frame[0] == "error":

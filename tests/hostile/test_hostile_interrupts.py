@@ -26,6 +26,8 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from scanner.history.records import RunStatus
 from scanner.history.store import HistoryStore
+from scanner.history.writer import WRITER_FROM
+from scanner.preflight import choose_workers
 from tests.hostile.hostile_support import (
     Reachscan,
     history_runs,
@@ -128,19 +130,27 @@ def prom_samples(path: Path) -> dict[str, float]:
     return samples
 
 
+@dataclass(frozen=True, slots=True)
+class Stopped:
+    returncode: int
+    stopped_after: float  # seconds from the last signal to the exit
+    stderr: str
+    children: int  # processes the scan had forked (workers, history writer) when signalled
+
+
 def interrupt(
     process: subprocess.Popen[bytes],
     outputs: Outputs,
     *signals: signal.Signals,
     to_group: bool = False,
-) -> tuple[int, float, str]:
-    """Wait until the scan is under way, send the signals 50 ms apart (`to_group`: to its
-    whole process group); return the exit status, the seconds from the last signal to the
-    exit, and stderr."""
+) -> Stopped:
+    """Wait until the scan is under way, count its children, send the signals 50 ms
+    apart (`to_group`: to its whole process group)."""
     assert process.stderr is not None
     try:
         wait_for(lambda: any(outputs.directory.glob(".run.jsonl.tmp-*")), within=20)
         time.sleep(1.0)
+        children = Path(f"/proc/{process.pid}/task/{process.pid}/children").read_text().split()
         for index, signal_number in enumerate(signals):
             if index:
                 time.sleep(0.05)
@@ -156,7 +166,15 @@ def interrupt(
         process.wait()
     stderr = process.stderr.read().decode("utf-8", "replace")
     process.stderr.close()
-    return returncode, stopped_after, stderr
+    return Stopped(returncode, stopped_after, stderr, len(children))
+
+
+def expected_children(closed_ports: int) -> int:
+    """The scan workers `--workers` auto starts here, and the history writer, for a scan
+    of `closed_ports` + SILENT_PORTS endpoints (the test is about those processes too)."""
+    endpoints = closed_ports + SILENT_PORTS
+    workers = choose_workers(None, endpoints)
+    return (workers if workers > 1 else 0) + (1 if endpoints >= WRITER_FROM else 0)
 
 
 @pytest.mark.parametrize("closed_ports", CLOSED_PORTS, ids=CLOSED_PORTS_IDS)
@@ -175,7 +193,9 @@ def test_an_interrupted_scan_commits_every_output_and_they_agree(
     assert prom_samples(outputs.prom)["reachscan_run_interrupted"] == 0
 
     process = reachscan.start(*arguments, *outputs.arguments(), stdout=subprocess.DEVNULL)
-    returncode, stopped_after, stderr = interrupt(process, outputs, signal_number)
+    stopped = interrupt(process, outputs, signal_number)
+    returncode, stopped_after, stderr = stopped.returncode, stopped.stopped_after, stopped.stderr
+    assert stopped.children == expected_children(closed_ports)
 
     assert returncode == 130, stderr
     assert stopped_after < 3.0
@@ -220,7 +240,9 @@ def test_a_second_ctrl_c_exits_at_once_and_leaves_no_half_written_file(
     previous_jsonl = outputs.jsonl.read_bytes()
 
     process = reachscan.start(*arguments, *outputs.arguments(), stdout=subprocess.DEVNULL)
-    returncode, stopped_after, stderr = interrupt(process, outputs, signal.SIGINT, signal.SIGINT)
+    stopped = interrupt(process, outputs, signal.SIGINT, signal.SIGINT)
+    returncode, stopped_after, stderr = stopped.returncode, stopped.stopped_after, stopped.stderr
+    assert stopped.children == expected_children(closed_ports)
 
     assert returncode == 130, stderr
     assert stopped_after < 1.0
@@ -251,7 +273,9 @@ def test_a_stop_sent_to_the_whole_process_group_is_an_interrupt_not_a_failure(
     process = reachscan.start(
         *arguments, *outputs.arguments(), stdout=subprocess.DEVNULL, new_session=True
     )
-    returncode, stopped_after, stderr = interrupt(process, outputs, signal.SIGTERM, to_group=True)
+    stopped = interrupt(process, outputs, signal.SIGTERM, to_group=True)
+    returncode, stopped_after, stderr = stopped.returncode, stopped.stopped_after, stopped.stderr
+    assert stopped.children == expected_children(closed_ports)
 
     assert returncode == 130, stderr
     assert stopped_after < 3.0

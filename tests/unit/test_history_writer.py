@@ -201,3 +201,37 @@ def test_a_writer_that_cannot_be_forked_is_reported(
     with pytest.raises(WorkersUnavailable, match="cannot start 1 history writer"):
         HistoryWriter.fork(db_path)
     assert set(os.listdir("/proc/self/fd")) <= descriptors_before, "no pipe left open"
+
+
+def test_a_second_ctrl_c_while_the_writer_finishes_stops_it_and_counts_what_it_stored(
+    writer: HistoryWriter, db_path: Path
+) -> None:
+    """The first Ctrl-C let the scan end and the sink wait for the writer to store its
+    backlog; a second one lands in that wait. The writer is then stopped and reaped (it
+    must not write on behind an `interrupted` run), and the run counts what is stored."""
+
+    def second_ctrl_c(_number: int, _frame: object) -> None:
+        raise KeyboardInterrupt
+
+    results = varied_results(512)
+    with HistoryStore.open(db_path) as store:
+        sink = HistorySink(store, writer)
+        sink.start(RUN)
+        for _ in range(120):  # ~60,000 rows: a backlog of a good fraction of a second
+            sink.write(results)
+        previous = signal.signal(signal.SIGALRM, second_ctrl_c)
+        try:
+            signal.setitimer(signal.ITIMER_REAL, 0.02)
+            with pytest.raises(KeyboardInterrupt):
+                sink.finish(summary_of(results, 1_005.0))
+        finally:
+            signal.setitimer(signal.ITIMER_REAL, 0)
+            signal.signal(signal.SIGALRM, previous)
+        sink.quit()
+        assert not Path(f"/proc/{writer.pid}").exists(), "stopped and reaped"
+        assert sink.run_id is not None
+        stored = len(stored_rows(db_path, sink.run_id))
+        (run,) = store.runs()
+        assert (run.status, run.total) == (RunStatus.INTERRUPTED, stored)
+    time.sleep(0.2)
+    assert len(stored_rows(db_path, sink.run_id)) == stored, "nothing written afterwards"

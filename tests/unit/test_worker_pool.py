@@ -90,14 +90,67 @@ def test_a_fork_that_fails_is_reported_and_leaves_nothing_behind(
     assert set(os.listdir("/proc/self/fd")) <= descriptors_before, "no pipe left open"
 
 
-def test_children_ignore_interrupts_from_the_moment_they_are_forked() -> None:
+class ForkSignals:
+    """Signals sent from `os.register_at_fork` hooks, at the exact moment of a fork (the
+    hooks cannot be unregistered, so they stay registered and do nothing unless armed)."""
+
+    to_child: signal.Signals | None = None  # sent by each new child to itself
+    to_parent: signal.Signals | None = None  # sent by the parent to itself after a fork
+
+
+def _signal_child() -> None:
+    if ForkSignals.to_child is not None:
+        os.kill(os.getpid(), ForkSignals.to_child)
+
+
+def _signal_parent() -> None:
+    if ForkSignals.to_parent is not None:
+        os.kill(os.getpid(), ForkSignals.to_parent)
+
+
+os.register_at_fork(after_in_child=_signal_child, after_in_parent=_signal_parent)
+
+
+@pytest.mark.parametrize("number", [signal.SIGINT, signal.SIGTERM], ids=["int", "term"])
+def test_children_ignore_interrupts_from_the_moment_they_are_forked(
+    number: signal.Signals,
+) -> None:
     """A Ctrl-C or a service manager's stop reaches the whole process group, even in a
-    child's first microseconds: the parent decides, so no child may die of it."""
-    pool = WorkerPool.fork(2, serve)
-    for process in pool.processes:
-        os.kill(process.pid, signal.SIGINT)
-        os.kill(process.pid, signal.SIGTERM)
+    child's first instant (here: sent by the child to itself inside fork()): the parent
+    decides, so no child may die of it."""
+    ForkSignals.to_child = number
+    try:
+        pool = WorkerPool.fork(2, serve)
+    finally:
+        ForkSignals.to_child = None
     time.sleep(0.1)
     assert all(pool.poll(process) is None for process in pool.processes), "still running"
     pool.close()
     assert [process.exit_status for process in pool.processes] == [0, 0]
+
+
+def test_a_ctrl_c_during_the_forks_leaves_no_child_and_no_pipe_behind() -> None:
+    """Held back while the children start, the interrupt is raised once they are forked:
+    the children are ended and reaped and every pipe closed before it goes on."""
+    descriptors_before = set(os.listdir("/proc/self/fd"))
+    forked: list[int] = []
+    real_fork = os.fork
+
+    def fork_and_note() -> int:
+        pid = real_fork()
+        if pid:
+            forked.append(pid)
+        return pid
+
+    ForkSignals.to_parent = signal.SIGINT
+    try:
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setattr(os, "fork", fork_and_note)
+            with pytest.raises(KeyboardInterrupt):
+                WorkerPool.fork(2, serve)
+    finally:
+        ForkSignals.to_parent = None
+    assert len(forked) == 2, "both forked before the interrupt was let through"
+    for pid in forked:
+        assert not Path(f"/proc/{pid}").exists(), "ended and reaped"
+    assert set(os.listdir("/proc/self/fd")) <= descriptors_before, "no pipe left open"
