@@ -154,3 +154,35 @@ def test_a_ctrl_c_during_the_forks_leaves_no_child_and_no_pipe_behind() -> None:
     for pid in forked:
         assert not Path(f"/proc/{pid}").exists(), "ended and reaped"
     assert set(os.listdir("/proc/self/fd")) <= descriptors_before, "no pipe left open"
+
+
+def test_exit_statuses_are_kept_when_sigchld_was_inherited_ignored() -> None:
+    """Some supervisors start programs with SIGCHLD ignored, which makes the kernel reap
+    children itself: how a worker ended (the scan's only word of a crash) would be lost."""
+    previous = signal.signal(signal.SIGCHLD, signal.SIG_IGN)
+    try:
+        pool = WorkerPool.fork(2, serve)
+        pool.close()
+    finally:
+        signal.signal(signal.SIGCHLD, previous)
+    assert [process.exit_status for process in pool.processes] == [0, 0]
+
+
+def test_children_close_what_they_inherit_also_without_proc(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    real_listdir = os.listdir
+
+    def no_proc(path: str) -> list[str]:
+        if str(path) == "/proc/self/fd":  # what a child lists to find its descriptors
+            raise FileNotFoundError(path)
+        return real_listdir(path)
+
+    monkeypatch.setattr(os, "listdir", no_proc)
+    with WorkerPool.fork(2, serve) as pool:
+        first, second = pool.processes
+        others = {os.stat(fd).st_ino for fd in (second.to_worker, second.from_worker)}
+        deadline = time.monotonic() + 5
+        while pipes_held(first.pid) & others and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert not pipes_held(first.pid) & others
