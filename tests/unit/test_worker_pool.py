@@ -5,6 +5,7 @@ from __future__ import annotations
 import errno
 import os
 import signal
+import threading
 import time
 from pathlib import Path
 
@@ -105,7 +106,9 @@ def _signal_child() -> None:
 
 def _signal_parent() -> None:
     if ForkSignals.to_parent is not None:
-        os.kill(os.getpid(), ForkSignals.to_parent)
+        # To this thread: a signal sent to the process may go to any thread that does
+        # not block it, and the test is about the forking thread's blocked signals.
+        signal.pthread_kill(threading.get_ident(), ForkSignals.to_parent)
 
 
 os.register_at_fork(after_in_child=_signal_child, after_in_parent=_signal_parent)
@@ -142,6 +145,8 @@ def test_a_ctrl_c_during_the_forks_leaves_no_child_and_no_pipe_behind() -> None:
             forked.append(pid)
         return pid
 
+    # Python's own Ctrl-C handler, whatever an earlier test left installed.
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
     ForkSignals.to_parent = signal.SIGINT
     try:
         with pytest.MonkeyPatch.context() as patch:
@@ -150,6 +155,7 @@ def test_a_ctrl_c_during_the_forks_leaves_no_child_and_no_pipe_behind() -> None:
                 WorkerPool.fork(2, serve)
     finally:
         ForkSignals.to_parent = None
+        signal.signal(signal.SIGINT, previous)
     assert len(forked) == 2, "both forked before the interrupt was let through"
     for pid in forked:
         assert not Path(f"/proc/{pid}").exists(), "ended and reaped"
