@@ -38,7 +38,7 @@ WRITER_FROM = 5_000
 take less than the fork and the extra process are worth (5,000 rows: some 20 ms)."""
 
 PIPE_SIZE = 1 << 20
-"""The pipe to the writer holds about 15,000 rows (1 MiB, the unprivileged maximum), so
+"""The pipe to the writer holds about 20,000 rows (1 MiB, the unprivileged maximum), so
 the scan runs ahead while the writer catches up, instead of waiting at every batch."""
 
 
