@@ -57,7 +57,7 @@ from scanner.model import (
     Result,
     State,
 )
-from scanner.outputs.base import RunInfo, RunSummary
+from scanner.outputs.base import RunInfo, RunSummary, cause_to_record
 
 __all__ = [
     "MIGRATIONS",
@@ -277,17 +277,7 @@ def _json(value: object) -> str:
 
 
 def _cause_json(result: Result) -> str | None:
-    cause = result.cause
-    if cause is None:
-        return None
-    return _json(
-        {
-            "kind": cause.kind,
-            "confidence": cause.confidence,
-            "evidence": dict(cause.evidence),
-            "advice": cause.advice,
-        }
-    )
+    return None if result.cause is None else _json(cause_to_record(result.cause))
 
 
 ResultRow = tuple[object, ...]

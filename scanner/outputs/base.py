@@ -126,12 +126,13 @@ def result_to_record(result: Result) -> dict[str, object]:
         "expect": None if expect is None else expect._value_,
         "ok": result.ok,
         "labels": dict(endpoint.labels) if endpoint.labels else {},
-        "cause": None if result.cause is None else _cause_to_record(result.cause),
+        "cause": None if result.cause is None else cause_to_record(result.cause),
         "ts": format_timestamp(result.ts),
     }
 
 
-def _cause_to_record(cause: Cause) -> dict[str, object]:
+def cause_to_record(cause: Cause) -> dict[str, object]:
+    """A cause as JSON Lines records it (and the history stores it, in `results.cause`)."""
     return {
         "kind": cause.kind,
         "confidence": cause.confidence,
