@@ -53,9 +53,20 @@ class WorkerProcess:
     """One forked worker: its pid and the parent's ends of its two pipes."""
 
     pid: int
-    to_worker: int  # write end, non-blocking
-    from_worker: int  # read end
+    to_worker: int  # write end, non-blocking; -1 once closed
+    from_worker: int  # read end; -1 once closed
     exit_status: int | None = None  # once reaped
+
+    def close_input(self) -> None:
+        """Close our end of the worker's input (which ends it), once: a descriptor number
+        closed twice could by then name another file."""
+        fd, self.to_worker = self.to_worker, -1
+        _close_all([fd] if fd >= 0 else [])
+
+    def close_output(self) -> None:
+        """Close our end of the worker's output, once."""
+        fd, self.from_worker = self.from_worker, -1
+        _close_all([fd] if fd >= 0 else [])
 
 
 class WorkerPool:
@@ -89,9 +100,9 @@ class WorkerPool:
         if self._closed:
             return
         self._closed = True
-        _close_all(
-            fd for process in self.processes for fd in (process.to_worker, process.from_worker)
-        )
+        for process in self.processes:
+            process.close_input()
+            process.close_output()
         deadline = time.monotonic() + REAP_WAIT
         for process in self.processes:
             while self.poll(process) is None and time.monotonic() < deadline:

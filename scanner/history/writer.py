@@ -72,7 +72,7 @@ class HistoryWriter:
 
     def write(self, rows: Sequence[ResultRow]) -> None:
         """Hand one batch over (it is stored in one transaction)."""
-        if self._ended or self.process.to_worker < 0:
+        if self._ended:
             raise RuntimeError("HistoryWriter: write() after close()")
         reported = self._read_reported()
         if reported is not None:
@@ -94,11 +94,11 @@ class HistoryWriter:
             return
         process = self.process
         try:
-            self._close_end("to_worker")
+            process.close_input()
             _, status = os.waitpid(process.pid, 0)
         except ChildProcessError:  # reaped by someone else: the outcome is unknown
             self._ended = True
-            self._close_end("from_worker")
+            process.close_output()
             raise HistoryError(self._path, "lost track of the history writer") from None
         except BaseException:
             self.stop()
@@ -106,7 +106,7 @@ class HistoryWriter:
         process.exit_status = os.waitstatus_to_exitcode(status)
         self._ended = True
         reported = self._read_reported()
-        self._close_end("from_worker")
+        process.close_output()
         if reported is not None:
             raise HistoryError(self._path, reported)
         if process.exit_status != 0:
@@ -123,18 +123,7 @@ class HistoryWriter:
         if self._ended:
             return
         self._ended = True
-        self._close_end("to_worker")
-        self._close_end("from_worker")
-        WorkerPool([self.process]).close()  # its descriptors are closed: waits and reaps
-
-    def _close_end(self, end: str) -> None:
-        """Close one of the parent's pipe ends exactly once (a descriptor number closed
-        twice could by then name another file)."""
-        fd = getattr(self.process, end)
-        if fd >= 0:
-            setattr(self.process, end, -1)
-            with contextlib.suppress(OSError):
-                os.close(fd)
+        WorkerPool([self.process]).close()
 
     def _read_reported(self) -> str | None:
         """The writer's error report, if one has arrived (it sends nothing else)."""
