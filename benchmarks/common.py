@@ -55,7 +55,7 @@ RESULTS_DIR = BENCHMARKS_DIR / "results"
 
 LISTENER_BACKLOG = 1024
 """A listener that cannot keep up drops SYNs and makes open ports look filtered (see
-FIELD_NOTES.md); 1024 and an accept loop that never blocks keep every SYN answered."""
+docs/KERNEL_NOTES.md); 1024 and an accept loop that never blocks keep every SYN answered."""
 
 SAFE_NAMESERVER = "127.0.0.1:9"
 """Given to reachscan as --nameserver: if a name ever slipped into a target list, the query

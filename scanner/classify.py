@@ -1,6 +1,6 @@
 """Outcome -> state and reason: the decision table, with no I/O.
 
-Why the rules are what they are (measured on Linux; see FIELD_NOTES.md):
+Why the rules are what they are (measured on Linux; see docs/KERNEL_NOTES.md):
 
 * A TCP RST surfaces as ECONNREFUSED with *no* error-queue record; an ICMP port-unreachable
   (3/3, ICMPv6 1/4) surfaces as the same errno *with* a record. The first is a closed port,

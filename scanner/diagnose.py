@@ -14,7 +14,7 @@ explanation (one that names the fix outright) to the least:
    first, the daemon bound `127.0.0.1`, and `::1` answers with a reset.
 3. `bound-elsewhere` — the target is this machine, and a local listener owns the port on a
    different address: bound to `127.0.0.1`, connections to `127.0.0.2` or to the LAN address
-   are refused by the kernel (FIELD_NOTES: "Kernel tables"). `0.0.0.0` covers every IPv4
+   are refused by the kernel (docs/KERNEL_NOTES.md, "Kernel tables"). `0.0.0.0` covers every IPv4
    address and `::` every address (a v6only socket would not take IPv4, but /proc does not
    show the flag, so `::` is assumed to cover both: this rule then stays quiet rather than
    accuse a listener that may well be fine).

@@ -3,7 +3,7 @@
 With the option set, the kernel queues each ICMP error that concerns the socket as a
 `struct sock_extended_err` followed by the offender's sockaddr. That record is what tells an
 RST from an ICMP port-unreachable, and host-unreachable from admin-prohibited: the errno
-alone cannot (see FIELD_NOTES.md). Python 3.11 exports none of these constants.
+alone cannot (see docs/KERNEL_NOTES.md). Python 3.11 exports none of these constants.
 """
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 
 Why not `loop.create_connection` or `anyio.connect_tcp`: neither lets us set `IP_RECVERR`
 before connecting, so an RST and a firewall's ICMP port-unreachable would look the same;
-and a task plus a timer per probe costs a third of the throughput (FIELD_NOTES.md). Here a
+and a task plus a timer per probe costs a third of the throughput (docs/KERNEL_NOTES.md). Here a
 probe is one small object, one `add_writer` registration and one callback; deadlines are
 kept by the engine's single sweep.
 """

@@ -4,7 +4,7 @@ The socket has `IP_RECVERR` set so that every ICMP error (port-unreachable, proh
 host-unreachable) is queued with its type, code and offender; without the option Linux
 reports only some of them. Such a socket must never be handed to
 `create_datagram_endpoint`: after the first error it stays in EPOLLERR until the queue is
-drained, which spins the default loop and crashes uvloop 0.23 (FIELD_NOTES.md). So we own
+drained, which spins the default loop and crashes uvloop 0.23 (docs/KERNEL_NOTES.md). So we own
 it, register a reader, and drain the error queue first each time it wakes.
 """
 

@@ -2,7 +2,7 @@
 
 The scanner is only as right as the services it is tested against. A TCP listener with a
 small backlog that never accepts drops SYNs once its queue is full and makes open ports
-look `filtered` (FIELD_NOTES.md), so every listener here listens with a backlog of 1024
+look `filtered` (docs/KERNEL_NOTES.md), so every listener here listens with a backlog of 1024
 and accepts and closes each connection at once, from one background thread. UDP ports
 either echo each datagram back (an open service) or stay silent (bound, never answering:
 the `open|filtered` case); both remember what they received, so a test can check the
