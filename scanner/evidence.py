@@ -45,8 +45,9 @@ from scanner.resolve import Resolver
 ProbeKey = tuple[str, int, Proto]
 Observation = tuple[State, Reason]
 ProbeRunner = Callable[[Sequence[Target]], Awaitable[dict[ProbeKey, Observation]]]
-HistoryLookup = Callable[[str, str, int, Proto], History]
-"""(host, address, port, proto) -> what earlier runs saw of that endpoint."""
+HistoryLookup = Callable[[str, str, int, Proto], History | None]
+"""(host, address, port, proto) -> what earlier runs saw of that endpoint (None: the
+history could not say, e.g. it failed during the diagnosis)."""
 
 FRESH_ADDRESS_SOURCES = frozenset({ResolvedVia.HOSTS_FILE, ResolvedVia.PINNED})
 """Sources worth checking against a fresh DNS answer (a DNS answer is fresh already)."""

@@ -84,6 +84,19 @@ def open_sinks(plan: ScanPlan, history: HistorySession | None) -> list[Sink]:
     return sinks
 
 
+def start_sinks(sinks: Sequence[Sink], run: RunInfo) -> None:
+    """Start every sink; when one cannot start (a read-only history), abort them all, so
+    no temporary file is left behind and no run stays `running`, and raise its error."""
+    try:
+        for sink in sinks:
+            sink.start(run)
+    except OutputError:
+        for sink in sinks:
+            with contextlib.suppress(Exception):
+                sink.abort()
+        raise
+
+
 class Interrupted:
     """Remembers which signal stopped the run."""
 
@@ -238,9 +251,11 @@ async def run_plan(
     except (OutputError, ValueError) as exc:
         report_error(f"reachscan: {exc}")
         return ExitStatus.OUTPUT_FAILED
-    started = time.time()
-    for sink in sinks:
-        sink.start(RunInfo(started=started, command=plan.command, version=__version__))
+    try:
+        start_sinks(sinks, RunInfo(started=time.time(), command=plan.command, version=__version__))
+    except OutputError as exc:
+        report_error(f"reachscan: {exc}")
+        return ExitStatus.OUTPUT_FAILED
     tally = InventoryTally(report_error)
     interrupted = Interrupted()
     try:

@@ -17,6 +17,7 @@ from pathlib import Path
 from scanner.diagnose import History
 from scanner.history import (
     ChangeFilter,
+    HistoryError,
     HistorySink,
     HistoryStore,
     RunLock,
@@ -24,6 +25,11 @@ from scanner.history import (
 )
 from scanner.history.writer import HistoryWriter
 from scanner.model import Proto
+
+ABANDONED_MESSAGE = (
+    "its process ended without closing the run (killed by SIGKILL, the OOM killer or a "
+    "power cut): the results it stored are kept"
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,13 +54,25 @@ class HistorySession:
         self.plan = plan
         self.store = store
         self.sink = HistorySink(store, writer)
+        self.failed = False
 
     def change_filter(self) -> ChangeFilter:
         """What the last complete run saw, for --changes-only."""
         return ChangeFilter(self.store.previous_observations())
 
-    def history_for(self, host: str, address: str, port: int, proto: Proto) -> History:
-        return self.store.history_for(host, address, port, proto)
+    def history_for(self, host: str, address: str, port: int, proto: Proto) -> History | None:
+        """What the history remembers of an endpoint, for the diagnosis; None once the
+        history has failed (a corrupt page found by this read): the diagnosis goes on
+        without its memory, the other outputs are written, and the sink reports the
+        failure (exit 3) and closes the run `failed` with the reason."""
+        if self.failed:
+            return None
+        try:
+            return self.store.history_for(host, address, port, proto)
+        except HistoryError as error:
+            self.failed = True
+            self.sink.fail(error)
+            return None
 
     def prune(self) -> int:
         if self.plan.keep_runs is None and self.plan.keep_days is None:
@@ -75,6 +93,9 @@ def history_session(
     with RunLock(database, plan.wait_lock):
         store = HistoryStore.open(database)
         try:
+            # We hold the lock, so no run is still running: one stored as `running` died
+            # without closing it (SIGKILL, a power cut).
+            store.abandon_running_runs(ABANDONED_MESSAGE)
             yield HistorySession(plan, store, writer)
         finally:
             # The sink has ended the writer unless something went wrong; either way it

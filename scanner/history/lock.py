@@ -7,14 +7,22 @@ dies: a stale lock file never blocks the next run, and it is never deleted (dele
 would let two processes lock two different files of the same name). The holder writes
 its pid into the file so that the one kept waiting can say who it waits for.
 
+The lock file sits in a directory other users may write to, and a root cron job takes
+it, so it is opened as a file that may be hostile: never through a symbolic link
+(`O_NOFOLLOW`), never truncated on open, and written only once `fstat` has shown that it
+is a regular file, owned by us, with no other name (a hard link to `/etc/shadow` must not
+be emptied). Anything else is refused with `HistoryError`, the file left as it was.
+
 Blocking: acquiring polls with `time.sleep`, so take the lock before the event loop starts.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import os
+import stat
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -76,9 +84,9 @@ class RunLock:
             raise RuntimeError(f"{self.lock_path} is already held by this RunLock")
         descriptor = self._open()
         try:
+            self._check_ours(descriptor)
             self._lock(descriptor)
-            os.ftruncate(descriptor, 0)
-            os.pwrite(descriptor, f"{os.getpid()}\n".encode(), 0)
+            self._write_pid(descriptor)
         except BaseException:
             os.close(descriptor)
             raise
@@ -109,11 +117,49 @@ class RunLock:
         self.release()
 
     def _open(self) -> int:
+        """Open (creating) the lock file without following a link or truncating it;
+        `O_NONBLOCK`, so that a FIFO put there cannot hold the open up."""
+        flags = os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
         try:
             ensure_parent_directory(self.lock_path)
-            return os.open(self.lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, FILE_MODE)
+            return os.open(self.lock_path, flags, FILE_MODE)
         except OSError as error:
+            if error.errno == errno.ELOOP:
+                raise HistoryError(
+                    self.lock_path,
+                    "the lock file is a symbolic link, which reachscan never follows: "
+                    "remove it (the run creates its own)",
+                ) from error
             raise HistoryError(self.lock_path, error.strerror or str(error)) from error
+
+    def _check_ours(self, descriptor: int) -> None:
+        """Refuse a lock file we must not write: not a regular file, another user's, or
+        a file with another name too (a hard link's target would be emptied with it)."""
+        status = os.fstat(descriptor)
+        problem = None
+        if not stat.S_ISREG(status.st_mode):
+            problem = "the lock file is not a regular file"
+        elif status.st_uid != os.geteuid():
+            problem = f"the lock file belongs to uid {status.st_uid}, not to this user"
+        elif status.st_nlink != 1:
+            problem = f"the lock file has {status.st_nlink} names (hard links)"
+        if problem is not None:
+            raise HistoryError(
+                self.lock_path,
+                f"{problem}; it is left untouched: remove it (the run creates its own)",
+            )
+
+    def _write_pid(self, descriptor: int) -> None:
+        """Our pid, for the run kept waiting (the file is ours: `_check_ours`). A full
+        disk here is a history that cannot be written, said as such."""
+        try:
+            os.ftruncate(descriptor, 0)
+            os.pwrite(descriptor, f"{os.getpid()}\n".encode(), 0)
+        except OSError as error:
+            reason = error.strerror or str(error)
+            if error.errno in (errno.ENOSPC, errno.EDQUOT):
+                reason = f"the disk is full: free space or prune the history ({reason})"
+            raise HistoryError(self.lock_path, f"cannot write the lock file: {reason}") from error
 
     def _lock(self, descriptor: int) -> None:
         started = self._clock()

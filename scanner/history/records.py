@@ -22,12 +22,15 @@ another appearing, which is what happened on the wire."""
 
 
 class RunStatus(StrEnum):
-    """How a stored run ended. `running` is also what a run killed outright leaves behind."""
+    """How a stored run ended. `running` is also what a run killed outright leaves behind,
+    until the next run takes the lock: nothing can still be running then, so it closes
+    such runs as `abandoned` (partial, like `interrupted`; their results are kept)."""
 
     RUNNING = "running"
     COMPLETE = "complete"
     INTERRUPTED = "interrupted"
     FAILED = "failed"
+    ABANDONED = "abandoned"
 
 
 @dataclass(frozen=True, slots=True)

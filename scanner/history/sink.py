@@ -20,16 +20,6 @@ ABORT_MESSAGE = "stopped by a fatal error before it finished"
 QUIT_MESSAGE = "interrupted twice: quit at once; the results stored before are kept"
 
 
-@contextlib.contextmanager
-def _as_output_error() -> Iterator[None]:
-    """The runner sets aside a sink that raises `OutputError` and reports it; a history
-    that cannot be written is exactly that, so translate."""
-    try:
-        yield
-    except HistoryError as error:
-        raise OutputError(error.path, error.reason) from error
-
-
 class HistorySink:
     """Write each batch into `store` as one transaction, directly or through `writer` (a
     process of its own, for big scans: scanner/history/writer.py). The caller owns (and
@@ -41,6 +31,14 @@ class HistorySink:
         self._writer = writer
         self._run_id: int | None = None
         self._closed = False
+        self._failure: HistoryError | None = None
+
+    def fail(self, error: HistoryError) -> None:
+        """The history failed outside the sink (a read for the diagnosis): the next
+        `write` or `finish` raises it, so the runner reports it, sets this sink aside and
+        marks the run failed with the reason, as for a batch that could not be stored."""
+        if self._failure is None:
+            self._failure = error
 
     @property
     def run_id(self) -> int | None:
@@ -48,21 +46,25 @@ class HistorySink:
         return self._run_id
 
     def start(self, run: RunInfo) -> None:
-        with _as_output_error():
+        with self._as_output_error():
             self._run_id = self._store.begin_run(run)
 
     def write(self, results: Sequence[Result]) -> None:
-        with _as_output_error():
+        with self._as_output_error():
+            self._raise_failure()
             if self._writer is None:
                 self._store.add_results(self._started(), results)
             else:
                 self._writer.write(result_rows(self._started(), results))
 
     def finish(self, summary: RunSummary) -> None:
-        with _as_output_error():
+        with self._as_output_error():
+            self._raise_failure()
             if self._writer is not None:
                 self._writer.close()  # every batch stored, before the run is closed
             self._store.finish_run(self._started(), summary)
+            # Last: a file deleted or replaced mid-run took this run's rows with it.
+            self._store.check_still_in_place()
         self._closed = True
 
     def abort(self) -> None:
@@ -73,8 +75,9 @@ class HistorySink:
             with contextlib.suppress(HistoryError):
                 if self._writer is not None:
                     self._writer.close()
+            message = ABORT_MESSAGE if self._failure is None else self._failure.reason
             with contextlib.suppress(HistoryError):
-                self._store.fail_run(self._started(), ABORT_MESSAGE)
+                self._store.fail_run(self._started(), message)
 
     def quit(self) -> None:
         """A second Ctrl-C: mark the run interrupted, counted from the results stored so
@@ -85,6 +88,21 @@ class HistorySink:
                 self._writer.stop()
             with contextlib.suppress(HistoryError):
                 self._store.interrupt_run(self._started(), QUIT_MESSAGE)
+
+    @contextlib.contextmanager
+    def _as_output_error(self) -> Iterator[None]:
+        """The runner sets aside a sink that raises `OutputError` and reports it; a history
+        that cannot be written is exactly that, so translate. The first reason is kept:
+        `abort` stores it as why the run failed."""
+        try:
+            yield
+        except HistoryError as error:
+            self.fail(error)
+            raise OutputError(error.path, error.reason) from error
+
+    def _raise_failure(self) -> None:
+        if self._failure is not None:
+            raise self._failure
 
     def _close(self) -> bool:
         """True the first time, for a run that was started and is not closed yet."""

@@ -26,6 +26,7 @@ never create, upgrade or write the file.
 from __future__ import annotations
 
 import contextlib
+import os
 import sqlite3
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -38,7 +39,12 @@ from typing import Any, Self, TypeVar
 import orjson
 
 from scanner.diagnose import History
-from scanner.history.paths import create_private_file, default_db_path, ensure_parent_directory
+from scanner.history.paths import (
+    DB_NAME,
+    create_private_file,
+    default_db_path,
+    ensure_parent_directory,
+)
 from scanner.history.records import (
     EndpointKey,
     HistoryEntry,
@@ -122,7 +128,36 @@ _SCHEMA_V1: Migration = (
     "CREATE INDEX results_by_address ON results (address, state, port, proto)",
 )
 
-MIGRATIONS: tuple[Migration, ...] = (_SCHEMA_V1,)
+_SCHEMA_V2: Migration = (
+    # A new status, `abandoned`: a run found `running` by the next run that takes the lock
+    # was killed outright (SIGKILL, a power cut). SQLite cannot alter a CHECK constraint,
+    # so `runs` is rebuilt as sqlite.org/lang_altertable.html ("other kinds of table schema
+    # changes") says, with foreign keys off (`migrate`): the results keep their run ids.
+    # The AUTOINCREMENT high-water mark is carried over, so a pruned id is never reused.
+    """
+    CREATE TABLE runs_v2 (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        started REAL NOT NULL,
+        finished REAL,
+        status TEXT NOT NULL
+            CHECK (status IN ('running', 'complete', 'interrupted', 'failed', 'abandoned')),
+        command TEXT NOT NULL,
+        version TEXT NOT NULL,
+        counts TEXT,
+        total INTEGER,
+        not_ok INTEGER,
+        inventory_errors INTEGER,
+        message TEXT
+    )
+    """,
+    "INSERT INTO runs_v2 SELECT * FROM runs",
+    "DELETE FROM sqlite_sequence WHERE name = 'runs_v2'",
+    "UPDATE sqlite_sequence SET name = 'runs_v2' WHERE name = 'runs'",
+    "DROP TABLE runs",
+    "ALTER TABLE runs_v2 RENAME TO runs",
+)
+
+MIGRATIONS: tuple[Migration, ...] = (_SCHEMA_V1, _SCHEMA_V2)
 """Schema version N is reached by applying MIGRATIONS[N-1]. Append, never edit: files
 written by earlier versions are upgraded by replaying the ones they lack."""
 
@@ -207,6 +242,15 @@ def _schema_version(connection: sqlite3.Connection) -> int:
     return int(version)
 
 
+def _refuse_directory(path: Path) -> None:
+    """SQLite says only "unable to open database file" (or "disk I/O error", read-only)
+    for a directory: say what it is."""
+    if path.is_dir():
+        raise HistoryError(
+            path, f"is a directory: --db takes the database file, e.g. {path / DB_NAME}"
+        )
+
+
 def _check_ownership(connection: sqlite3.Connection, path: Path) -> None:
     """Refuse a database that belongs to another program: ours carry APPLICATION_ID,
     a new one is empty. Anything else must not be converted to WAL or migrated."""
@@ -226,7 +270,9 @@ def migrate(connection: sqlite3.Connection, migrations: Sequence[Migration], pat
 
     Each step re-reads the version after taking the write lock, so two processes opening
     an old file at once do not both apply a step. A file newer than this program is
-    refused: its tables may mean something this version does not know.
+    refused: its tables may mean something this version does not know. Foreign keys are
+    off meanwhile (a step may rebuild a table others refer to: dropping it must not
+    cascade), and each step's references are checked before it is committed.
     """
     target = len(migrations)
     if _schema_version(connection) > target:
@@ -235,18 +281,22 @@ def migrate(connection: sqlite3.Connection, migrations: Sequence[Migration], pat
             f"written by a newer reachscan (schema {_schema_version(connection)}, this "
             f"version knows {target}): upgrade reachscan or pass another --db",
         )
+    connection.execute("PRAGMA foreign_keys = OFF")  # a no-op inside a transaction
     for number in range(1, target + 1):
         connection.execute("BEGIN IMMEDIATE")
         try:
             if _schema_version(connection) < number:
                 for statement in migrations[number - 1]:
                     connection.execute(statement)
+                if connection.execute("PRAGMA foreign_key_check").fetchone() is not None:
+                    raise HistoryError(path, f"schema step {number} broke a reference")
                 connection.execute(f"PRAGMA user_version = {number:d}")
                 connection.execute(f"PRAGMA application_id = {APPLICATION_ID:d}")
         except BaseException:
             connection.execute("ROLLBACK")
             raise
         connection.execute("COMMIT")
+    connection.execute("PRAGMA foreign_keys = ON")
 
 
 def _check_readable_schema(
@@ -375,11 +425,16 @@ class HistoryStore:
     """
 
     def __init__(
-        self, connection: sqlite3.Connection, path: Path, clock: Callable[[], float]
+        self,
+        connection: sqlite3.Connection,
+        path: Path,
+        clock: Callable[[], float],
+        identity: tuple[int, int] | None = None,
     ) -> None:
         self._connection = connection
         self.path = path
         self._clock = clock
+        self._identity = identity  # (st_dev, st_ino) of the file opened, for writers
 
     @classmethod
     def open(
@@ -396,6 +451,7 @@ class HistoryStore:
         version, stays locked longer than `busy_timeout` seconds, or cannot be written.
         `migrations` is for tests and future versions; the default is the real schema.
         """
+        _refuse_directory(path)
         with _translated(path):
             ensure_parent_directory(path)
             create_private_file(path)
@@ -403,14 +459,14 @@ class HistoryStore:
         try:
             with _translated(path):
                 _check_ownership(connection, path)
-                connection.execute("PRAGMA foreign_keys = ON")
                 connection.execute("PRAGMA journal_mode = WAL")
                 connection.execute("PRAGMA synchronous = NORMAL")
                 migrate(connection, migrations, path)
+                opened = os.stat(path)
         except BaseException:
             connection.close()
             raise
-        return cls(connection, path, clock)
+        return cls(connection, path, clock, (opened.st_dev, opened.st_ino))
 
     @classmethod
     def open_readonly(
@@ -429,6 +485,7 @@ class HistoryStore:
         reachscan history, and one whose schema differs from this version's raise
         `HistoryError` (an older one is upgraded by the next scan).
         """
+        _refuse_directory(path)
         uri = f"{path.absolute().as_uri()}?mode=ro"
         with _translated(path):
             connection = sqlite3.connect(uri, uri=True, timeout=busy_timeout, isolation_level=None)
@@ -442,6 +499,30 @@ class HistoryStore:
 
     def close(self) -> None:
         self._connection.close()
+
+    def check_still_in_place(self) -> None:
+        """Raise `HistoryError` when the file at `path` is no longer the one this store
+        opened: deleted or replaced mid-run, it took this run's rows with it (SQLite
+        writes on into the open file, unlinked, and says nothing). A read-only store
+        does not check."""
+        if self._identity is None:
+            return
+        try:
+            now = os.stat(self.path)
+        except FileNotFoundError:
+            raise HistoryError(
+                self.path,
+                "the file was deleted during the run, and this run's results went with it: "
+                "they are in the other outputs only",
+            ) from None
+        except OSError as error:
+            raise HistoryError(self.path, error.strerror or str(error)) from error
+        if (now.st_dev, now.st_ino) != self._identity:
+            raise HistoryError(
+                self.path,
+                "the file was replaced during the run: this run's results went to the "
+                "file it replaced, and are in the other outputs only",
+            )
 
     def __enter__(self) -> Self:
         return self
@@ -560,6 +641,41 @@ class HistoryStore:
             ).rowcount
         if updated != 1:
             raise UnknownRun(self.path, run_id)
+
+    def abandon_running_runs(self, message: str) -> list[int]:
+        """Close every `running` run as `abandoned`, counted from the results it stored;
+        returns their ids. Only for the holder of the run lock: while it is held no other
+        run can be writing, so a `running` run is one whose process died without closing
+        it (SIGKILL, the OOM killer, a power cut). Its end time is that of its last stored
+        result (or its start): when it was last seen alive, not when it was found."""
+        with self._transaction() as connection:
+            abandoned = [
+                int(run_id)
+                for (run_id,) in connection.execute(
+                    "SELECT id FROM runs WHERE status = 'running' ORDER BY id"
+                ).fetchall()
+            ]
+            for run_id in abandoned:
+                counts = dict(
+                    connection.execute(
+                        "SELECT state, count(*) FROM results WHERE run_id = ? GROUP BY state",
+                        (run_id,),
+                    ).fetchall()
+                )
+                connection.execute(
+                    "UPDATE runs SET status = ?, counts = ?, total = ?, message = ?, "
+                    "not_ok = (SELECT count(*) FROM results WHERE run_id = runs.id AND ok = 0), "
+                    "finished = coalesce((SELECT max(ts) FROM results WHERE run_id = runs.id), "
+                    "started) WHERE id = ?",
+                    (
+                        RunStatus.ABANDONED.value,
+                        _json(counts),
+                        sum(counts.values()),
+                        message,
+                        run_id,
+                    ),
+                )
+        return abandoned
 
     def _close_run(self, run_id: int, statement: str, parameters: tuple[object, ...]) -> None:
         with self._transaction() as connection:

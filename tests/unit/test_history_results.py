@@ -259,6 +259,7 @@ def test_run_counts_latest_complete_and_last_success(store: HistoryStore) -> Non
         RunStatus.COMPLETE: 2,
         RunStatus.INTERRUPTED: 1,
         RunStatus.FAILED: 0,
+        RunStatus.ABANDONED: 0,
     }
     latest = store.latest_complete_run()
     assert latest is not None

@@ -467,8 +467,11 @@ def test_another_programs_database_is_refused_and_left_alone(tmp_path: Path) -> 
 
 
 def test_a_directory_in_place_of_the_file_is_a_history_error(tmp_path: Path) -> None:
-    with pytest.raises(HistoryError, match="cannot open"):
+    """Said as such, not SQLite's "unable to open" (scan) or "disk I/O error" (serve)."""
+    with pytest.raises(HistoryError, match="is a directory: --db takes the database file"):
         HistoryStore.open(tmp_path)
+    with pytest.raises(HistoryError, match="is a directory: --db takes the database file"):
+        HistoryStore.open_readonly(tmp_path)
 
 
 def test_a_database_locked_by_a_writer_is_a_history_error(db_path: Path) -> None:
