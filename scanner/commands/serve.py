@@ -17,13 +17,16 @@ failed one is partial, and serving it would make endpoints it never reached vani
 the series. Until a run completes only the serve metrics above are exposed, so alert on
 `absent(reachscan_last_run_timestamp_seconds)` and on the age.
 
-Why the standard library's ThreadingHTTPServer: one scrape every few seconds needs no
-framework, and a thread per request lets each open the SQLite store itself (sqlite3
-objects belong to the thread that made them) read-only, never blocking a scan that is
-writing (WAL). Rendering a big run costs a pass over its rows, so the rendered run is
-cached per (database file, run id): a complete run never changes. The database's mtime
-is not part of the key because in WAL mode writes land in `-wal` and the main file
-changes only at checkpoints; every batch a scan writes would otherwise empty the cache.
+The HTTP side is `scanner.serve.server`: one event-loop thread and a fixed few responder
+threads, bounded connections and timeouts, whatever clients do (its docstring says why).
+A responder opens the SQLite store itself (sqlite3 objects belong to the thread that made
+them) read-only, never blocking a scan that is writing (WAL). Rendering a big run costs a
+pass over its rows (tens of seconds for 65,535 endpoints) and its text is ~19 MB, so the
+rendered run is cached per (database file, run id), a complete run never changing, and
+every client is sent that one bytes object (and its gzip, made once when first asked
+for), never a copy. The database's mtime is not part of the key because in WAL mode
+writes land in `-wal` and the main file changes only at checkpoints; every batch a scan
+writes would otherwise empty the cache.
 """
 
 from __future__ import annotations
@@ -35,18 +38,17 @@ import itertools
 import os
 import signal
 import socket
-import socketserver
 import sys
 import threading
 import time
-import urllib.parse
+import zlib
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import partial
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http import HTTPStatus
 from pathlib import Path
 from types import FrameType, MappingProxyType
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import GaugeMetricFamily, Metric
@@ -58,6 +60,8 @@ from scanner.history.records import RunRecord, RunStatus
 from scanner.history.store import HistoryError, HistoryStore, run_info_of, summary_of
 from scanner.outputs.prom import PREFIX, PromSink, run_succeeded
 from scanner.plan import ExitStatus
+from scanner.serve.http import Request, Response
+from scanner.serve.server import DEFAULT_LIMITS, Limits, MetricsHttpServer
 
 if TYPE_CHECKING:
     from scanner.commands.common import Subparsers
@@ -65,7 +69,6 @@ if TYPE_CHECKING:
 DEFAULT_LISTEN = "127.0.0.1:9888"
 METRICS_PATH = "/metrics"
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
-REQUEST_TIMEOUT = 30.0  # seconds a client may take to send its request
 REPLAY_BATCH = 1_000  # results handed to the sink at a time
 
 INDEX_PAGE = (
@@ -255,10 +258,57 @@ def _gauge(name: str, documentation: str, value: float) -> GaugeMetricFamily:
 
 
 _CacheKey = tuple[int, int, int]  # the database file's st_dev and st_ino, the run id
+GZIP_LEVEL = 6  # zlib's default: 19 MB of exposition to ~0.6 MB in a fraction of a second
+_GZIP_WBITS = 16 + zlib.MAX_WBITS  # a gzip header and trailer around the deflate stream
+
+
+@dataclass(frozen=True, slots=True)
+class MetricsBody:
+    """One scrape's `/metrics` body as parts to send in turn, never joined: the first is
+    the cached run, the same object for every client (see `scanner.serve.server`)."""
+
+    parts: tuple[bytes, ...]
+    gzipped: bool
+
+    def joined(self) -> bytes:
+        """The whole body in one object (a copy: for tests and small bodies)."""
+        return b"".join(self.parts)
+
+
+@dataclass(frozen=True, slots=True)
+class GzipPrefix:
+    """A run's text compressed once, up to a flush point, and the compressor's state there.
+
+    Each scrape copies the compressor and adds only its own small metrics: the prefix
+    plus that tail is one gzip stream (one member, which every client decodes; curl and
+    some libraries stop after the first member of a concatenation), without compressing
+    19 MB per scrape.
+    """
+
+    compressed: bytes
+    compressor: zlib._Compress
+
+    @classmethod
+    def of(cls, text: bytes) -> GzipPrefix:
+        compressor = zlib.compressobj(GZIP_LEVEL, zlib.DEFLATED, _GZIP_WBITS)
+        compressed = compressor.compress(text) + compressor.flush(zlib.Z_SYNC_FLUSH)
+        return cls(compressed, compressor)
+
+    def completed_with(self, tail: bytes) -> bytes:
+        """The rest of the stream after `compressed`: `tail` and the gzip trailer."""
+        compressor = self.compressor.copy()
+        return compressor.compress(tail) + compressor.flush()
+
+
+@dataclass(frozen=True, slots=True)
+class _CachedRun:
+    key: _CacheKey
+    text: bytes
+    gzip: GzipPrefix | None = None
 
 
 class MetricsRenderer:
-    """Renders `/metrics` for any handler thread; shares only the cached run bytes.
+    """Renders `/metrics` for any responder thread; shares only the cached run bytes.
 
     Each call opens the history read-only in the calling thread. A history that cannot be
     read gives `reachscan_history_up 0` (a scrape that fails outright would hide the
@@ -278,26 +328,36 @@ class MetricsRenderer:
         self._clock = clock
         self._report = report
         self._lock = threading.Lock()
-        self._cached: tuple[_CacheKey, bytes] | None = None
+        self._cached: _CachedRun | None = None
         self._last_problem: str | None = None
         self.renders = 0  # runs rendered (not served from the cache), for the tests
 
-    def render(self) -> bytes:
+    def render(self, *, gzip: bool = False) -> MetricsBody:
+        """This scrape's body: the served run's metrics (cached) and serve's own (fresh).
+
+        With `gzip`, one gzip stream: the run's part compressed once per run, and only
+        serve's own few lines compressed per scrape.
+        """
         try:
-            run_metrics, state = self._read()
+            cached, state = self._read(gzip=gzip)
         except HistoryError as error:
             self._note_problem(str(error))
-            run_metrics, state = b"", HistoryState(False, NO_RUNS, None, None)
+            cached, state = None, HistoryState(False, NO_RUNS, None, None)
         else:
             self._note_problem(None)
-        return run_metrics + exposition(self_families(state, self._clock()))
+        own = exposition(self_families(state, self._clock()))
+        if not gzip:
+            return MetricsBody((own,) if cached is None else (cached.text, own), gzipped=False)
+        if cached is None or cached.gzip is None:  # (never both: _read made the gzip)
+            return MetricsBody((zlib.compress(own, GZIP_LEVEL, _GZIP_WBITS),), gzipped=True)
+        return MetricsBody((cached.gzip.compressed, cached.gzip.completed_with(own)), True)
 
-    def _read(self) -> tuple[bytes, HistoryState]:
+    def _read(self, *, gzip: bool) -> tuple[_CachedRun | None, HistoryState]:
         try:
             identity = os.stat(self._db)
         except FileNotFoundError:
             # No scan has stored a run yet: nothing is wrong, there is just nothing to say.
-            return b"", HistoryState(True, NO_RUNS, None, None)
+            return None, HistoryState(True, NO_RUNS, None, None)
         except OSError as error:
             raise HistoryError(self._db, error.strerror or str(error)) from error
         with HistoryStore.open_readonly(self._db) as store:
@@ -309,20 +369,25 @@ class MetricsRenderer:
                 last_success=store.last_success_time(),
             )
             if served is None:
-                return b"", state
+                return None, state
             key = (identity.st_dev, identity.st_ino, served.id)
-            return self._run_metrics(store, served, key), state
+            return self._run_metrics(store, served, key, gzip=gzip), state
 
-    def _run_metrics(self, store: HistoryStore, run: RunRecord, key: _CacheKey) -> bytes:
+    def _run_metrics(
+        self, store: HistoryStore, run: RunRecord, key: _CacheKey, *, gzip: bool
+    ) -> _CachedRun:
         # Rendering under the lock: concurrent scrapes of a new run wait for one pass over
-        # its rows instead of each making their own.
+        # its rows (and one compression) instead of each making their own.
         with self._lock:
-            if self._cached is not None and self._cached[0] == key:
-                return self._cached[1]
-            rendered = render_run(store, run, aggregates_only=self._aggregates_only)
-            self._cached = (key, rendered)
-            self.renders += 1
-            return rendered
+            cached = self._cached
+            if cached is None or cached.key != key:
+                text = render_run(store, run, aggregates_only=self._aggregates_only)
+                cached = _CachedRun(key, text)
+                self.renders += 1
+            if gzip and cached.gzip is None:
+                cached = _CachedRun(key, cached.text, GzipPrefix.of(cached.text))
+            self._cached = cached
+            return cached
 
     def _note_problem(self, problem: str | None) -> None:
         with self._lock:
@@ -336,75 +401,18 @@ class MetricsRenderer:
 # --- HTTP ---------------------------------------------------------------------------
 
 
-class MetricsHandler(BaseHTTPRequestHandler):
-    """`/metrics`, a small index page at `/`, 404 for anything else; HEAD as GET."""
-
-    server_version = f"reachscan/{__version__}"
-    timeout = REQUEST_TIMEOUT
-
-    def __init__(
-        self,
-        request: Any,
-        client_address: Any,
-        server: socketserver.BaseServer,
-        *,
-        renderer: MetricsRenderer,
-    ) -> None:
-        self._renderer = renderer  # before super().__init__, which handles the request
-        super().__init__(request, client_address, server)
-
-    def do_GET(self) -> None:
-        self._respond(send_body=True)
-
-    def do_HEAD(self) -> None:
-        self._respond(send_body=False)
-
-    def _respond(self, *, send_body: bool) -> None:
-        path = urllib.parse.urlsplit(self.path).path
-        if path == METRICS_PATH:
-            status, content_type, body = 200, CONTENT_TYPE, self._renderer.render()
-        elif path == "/":
-            status, content_type, body = 200, "text/html; charset=utf-8", INDEX_PAGE
-        else:
-            status, content_type, body = 404, "text/plain; charset=utf-8", NOT_FOUND_PAGE
-        self.send_response(status)
-        self.send_header("Content-Type", content_type)
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        if send_body:
-            self.wfile.write(body)
-
-    def log_message(self, format: str, *args: Any) -> None:
-        """Nothing per request: a scrape every 15 seconds would fill the journal."""
-
-
-class MetricsServer(ThreadingHTTPServer):
-    """ThreadingHTTPServer on an IPv4 or IPv6 literal, without the name lookups."""
-
-    daemon_threads = True  # a stuck client must not keep the process from exiting
-    # socketserver's default backlog of 5 drops SYNs once full (FIELD_NOTES.md), which a
-    # scraper sees as a timeout; a few Prometheus replicas and a curl must not get that.
-    request_queue_size = 64
-
-    def __init__(
-        self, address: ListenAddress, handler: Callable[..., BaseHTTPRequestHandler]
-    ) -> None:
-        self.address_family = address.family
-        super().__init__((address.host, address.port), handler)
-
-    def server_bind(self) -> None:
-        # HTTPServer.server_bind calls socket.getfqdn(host): a reverse lookup that, for
-        # 0.0.0.0, asks the configured DNS server about this machine's name. Nothing here
-        # needs the name, so bind as TCPServer does and keep the literal.
-        socketserver.TCPServer.server_bind(self)
-        host, port = self.socket.getsockname()[:2]
-        self.server_name, self.server_port = str(host), int(port)
-
-    def handle_error(self, request: Any, client_address: Any) -> None:
-        """A client that hangs up mid-response is not our error; anything else is."""
-        if isinstance(sys.exc_info()[1], ConnectionError | TimeoutError):
-            return
-        super().handle_error(request, client_address)
+def respond(renderer: MetricsRenderer, request: Request) -> Response:
+    """`/metrics`, a small index page at `/`, 404 for anything else (HEAD as GET: the
+    server leaves the body out)."""
+    if request.path == METRICS_PATH:
+        body = renderer.render(gzip=request.accepts_gzip)
+        encoding = (("Content-Encoding", "gzip"),) if body.gzipped else ()
+        return Response(
+            HTTPStatus.OK, CONTENT_TYPE, body.parts, (("Vary", "Accept-Encoding"), *encoding)
+        )
+    if request.path == "/":
+        return Response(HTTPStatus.OK, "text/html; charset=utf-8", (INDEX_PAGE,))
+    return Response(HTTPStatus.NOT_FOUND, "text/plain; charset=utf-8", (NOT_FOUND_PAGE,))
 
 
 # --- the command --------------------------------------------------------------------
@@ -452,7 +460,7 @@ def run(args: argparse.Namespace) -> int:
         )
     renderer = MetricsRenderer(db, aggregates_only=args.prom_aggregates_only)
     try:
-        server = MetricsServer(address, partial(MetricsHandler, renderer=renderer))
+        server = metrics_server(address, renderer)
     except OSError as error:
         report_error(f"cannot listen on {address.url(path='')}: {error.strerror or error}")
         return int(ExitStatus.USAGE_OR_INVENTORY)
@@ -460,7 +468,22 @@ def run(args: argparse.Namespace) -> int:
         return serve_until_signalled(server, address)
 
 
-def serve_until_signalled(server: MetricsServer, address: ListenAddress) -> int:
+def metrics_server(
+    address: ListenAddress, renderer: MetricsRenderer, limits: Limits = DEFAULT_LIMITS
+) -> MetricsHttpServer:
+    """The server `run` starts, bound and listening; tests pass smaller `limits`."""
+    return MetricsHttpServer(
+        address.host,
+        address.port,
+        address.family,
+        partial(respond, renderer),
+        server_name=f"reachscan/{__version__}",
+        limits=limits,
+        report=report_error,
+    )
+
+
+def serve_until_signalled(server: MetricsHttpServer, address: ListenAddress) -> int:
     """Serve in a worker thread until SIGINT or SIGTERM, then shut down and return 0.
 
     The main thread only waits: `shutdown()` blocks until `serve_forever` returns, so it

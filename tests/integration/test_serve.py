@@ -33,6 +33,7 @@ from scanner.commands.serve import (
     parse_listen_address,
     render_run,
 )
+from scanner.history.records import RunStatus
 from scanner.history.store import HistoryStore
 from scanner.model import Result, State
 from scanner.outputs.atomic import AtomicWriter
@@ -248,9 +249,8 @@ def test_before_any_run_completes_only_serve_metrics(db: Path) -> None:
 
     assert set(missing) == {
         ("reachscan_history_up", ()),
-        *[("reachscan_runs_stored", (("status", status),)) for status in
-          ("running", "complete", "interrupted", "failed")],
-    }  # fmt: skip
+        *[("reachscan_runs_stored", (("status", status.value),)) for status in RunStatus],
+    }
     assert all(value == 0 for key, value in missing.items() if key[0] == "reachscan_runs_stored")
     assert running_only[("reachscan_runs_stored", (("status", "running"),))] == 1
     assert {name for name, _ in running_only} == {"reachscan_history_up", "reachscan_runs_stored"}
@@ -362,10 +362,12 @@ def test_a_run_is_rendered_once_while_it_stays_the_newest(db: Path) -> None:
         first = renderer.render()
         # A scan in progress writes batches (into the WAL): the served run is unchanged.
         store_run(store, [make_result(port=9)], started=1_500.0, finish=False)
-        assert renderer.render().replace(b'running"} 1.0', b'running"} 0.0') == first
+        second = renderer.render()
+        assert second.joined().replace(b'running"} 1.0', b'running"} 0.0') == first.joined()
+        assert second.parts[0] is first.parts[0]  # the very same bytes, not a copy
         assert renderer.renders == 1
         store_run(store, [make_result(port=10)], started=1_600.0)
-        newer = renderer.render()
+        newer = renderer.render().joined()
     assert renderer.renders == 2
     assert samples_of(newer.decode())[("reachscan_endpoints", (("state", "open"),))] == 1
 
@@ -375,14 +377,14 @@ def test_an_unreadable_history_reads_as_down_and_is_reported_once(db: Path) -> N
         store_run(store, [make_result()], started=1_000.0)
     reports: list[str] = []
     renderer = MetricsRenderer(db, report=reports.append)
-    assert samples_of(renderer.render().decode())[("reachscan_history_up", ())] == 1
+    assert samples_of(renderer.render().joined().decode())[("reachscan_history_up", ())] == 1
 
     saved = db.read_bytes()
     db.write_bytes(b"garbage " * 512)
     for _ in range(3):
-        assert samples_of(renderer.render().decode()) == {("reachscan_history_up", ()): 0}
+        assert samples_of(renderer.render().joined().decode()) == {("reachscan_history_up", ()): 0}
     db.write_bytes(saved)
-    assert samples_of(renderer.render().decode())[("reachscan_history_up", ())] == 1
+    assert samples_of(renderer.render().joined().decode())[("reachscan_history_up", ())] == 1
 
     assert len(reports) == 2
     assert "not an SQLite database" in reports[0]
