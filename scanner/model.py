@@ -25,6 +25,7 @@ class State(StrEnum):
     OPEN_FILTERED = "open|filtered"
     UNRESOLVED = "unresolved"
     ERROR = "error"
+    EXCLUDED = "excluded"  # never probed: --exclude, or a multicast/broadcast address
 
 
 class Reason(StrEnum):
@@ -61,6 +62,8 @@ class Reason(StrEnum):
     LOCAL_FIREWALL = "local-firewall"
     NO_ROUTE = "no-route"
     LOCAL_ERROR = "local-error"
+    EXCLUDE_LIST = "exclude-list"  # the address is in --exclude or --exclude-file
+    SPECIAL_ADDRESS = "special-address"  # multicast, broadcast, unspecified: reaches many
 
 
 class Expect(StrEnum):
@@ -230,12 +233,16 @@ def state_meets_expectation(state: State, expect: Expect | None) -> bool:
     """Does `state` satisfy `expect`? With no expectation, anything measured is fine.
 
     Unresolved names and scanner-side errors never satisfy anything: nothing was learned
-    about the endpoint, and an unattended run must not call that success.
+    about the endpoint, and an unattended run must not call that success. An excluded
+    endpoint was never probed either: fine for a sweep that expects nothing (a block's
+    broadcast address), but an expectation it cannot have met is not met.
     """
     if state in _SCAN_FAILURES:
         return False
     if expect is None or expect is Expect.ANY:
         return True
+    if state is State.EXCLUDED:
+        return False
     if expect is Expect.OPEN:
         return state is State.OPEN
     if expect is Expect.REFUSED:

@@ -8,7 +8,8 @@ follows what is in flight, not the size of the inventory:
                                                 \\--(no address)--> `unresolved` results
 
 Every endpoint leaves as at least one result: one per address it resolved to, or one
-`unresolved` result saying why not.
+`unresolved` result saying why not. An address the scope forbids (--exclude, multicast,
+broadcast) is not probed but still leaves as an `excluded` result.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ import anyio
 from anyio.abc import ObjectReceiveStream, ObjectSendStream
 
 from scanner.engine import Engine, EngineConfig, EngineStats, Job
+from scanner.inventory.hosts import address_text
 from scanner.model import Endpoint, Proto, Reason, ResolvedVia, Result, State, Target
 from scanner.net.base import Connector
 from scanner.resolve import Resolver
@@ -44,6 +46,13 @@ class ScanSettings:
     scope: Scope = field(default_factory=Scope)
 
 
+_EXCLUDED_MESSAGES = {
+    Reason.EXCLUDE_LIST: "not probed: the address is in --exclude / --exclude-file",
+    Reason.SPECIAL_ADDRESS: "not probed: a multicast, broadcast or unspecified address "
+    "(--include-special to probe it)",
+}
+
+
 @lru_cache(maxsize=4096)
 def parse_literal(host: str) -> tuple[str, int] | None:
     """(canonical address, family) for an IP literal (brackets allowed), else None."""
@@ -54,7 +63,7 @@ def parse_literal(host: str) -> tuple[str, int] | None:
         address = ipaddress.ip_address(text)
     except ValueError:
         return None
-    return str(address), address.version
+    return address_text(address), address.version
 
 
 class Pipeline:
@@ -81,7 +90,7 @@ class Pipeline:
             self.engine = ShardedEngine(settings.engine, workers, on_result, on_warning)
         else:
             self.engine = Engine(settings.engine, connectors, on_result, on_warning)
-        self.excluded = 0  # endpoint addresses left out by --exclude or as special
+        self.excluded = 0  # endpoint addresses reported `excluded` (--exclude, special)
 
     async def run(self, endpoints: Iterable[Endpoint]) -> EngineStats:
         target_send, target_receive = anyio.create_memory_object_stream[list[Target]](STREAM_BUFFER)
@@ -139,8 +148,9 @@ class Pipeline:
                         "restricts the scan to the other family",
                     )
                     continue
-                if not self.settings.scope.allows(address):
-                    self.excluded += 1
+                refusal = self.settings.scope.refusal(address)
+                if refusal is not None:
+                    self._excluded(Target(endpoint, address, family, via), refusal)
                     continue
                 if not batch:
                     batch_started = time.monotonic()
@@ -167,14 +177,34 @@ class Pipeline:
                         resolution.message,
                     )
                     continue
-                allowed = [
-                    Target(endpoint, resolved.address, resolved.family, resolved.via)
-                    for resolved in resolution.addresses
-                    if self.settings.scope.allows(resolved.address)
-                ]
-                self.excluded += len(resolution.addresses) - len(allowed)
+                allowed: list[Target] = []
+                for resolved in resolution.addresses:
+                    target = Target(endpoint, resolved.address, resolved.family, resolved.via)
+                    refusal = self.settings.scope.refusal(resolved.address)
+                    if refusal is None:
+                        allowed.append(target)
+                    else:
+                        self._excluded(target, refusal)
                 if allowed:
                     await targets.send(allowed)
+
+    def _excluded(self, target: Target, reason: Reason) -> None:
+        """A result for an address the scope forbids: it is reported (and judged against
+        its expectation) like any other, never silently dropped."""
+        self.excluded += 1
+        self._on_result(
+            Result(
+                endpoint=target.endpoint,
+                address=target.address,
+                resolved_via=target.resolved_via,
+                state=State.EXCLUDED,
+                reason=reason,
+                rtt_ms=None,
+                ts=self._wall_clock(),
+                message=_EXCLUDED_MESSAGES[reason],
+                attempts=0,
+            )
+        )
 
     def _unresolved(self, endpoint: Endpoint, reason: Reason, message: str | None) -> None:
         self._on_result(

@@ -61,3 +61,4 @@ class ScanPlan:
     progress: bool
     color: bool
     command: str
+    sources: tuple[str, ...] = ()  # the inventories by name, for messages ("-t" for specs)

@@ -67,7 +67,7 @@ def validate_inventory(plan: ScanPlan) -> int:
 class Preflight:
     """What counting the inventory decided, before anything is sent."""
 
-    within_limit: bool
+    within_limit: bool  # False: the scan must not start (too big, or nothing in it)
     scope: Scope
     endpoints: int  # an upper bound (duplicates counted)
     specs: tuple[TargetSpec | InventoryError, ...] | None  # kept when few, so not re-read
@@ -98,6 +98,9 @@ def preflight(plan: ScanPlan) -> Preflight:
 
     expansion = measure(keeping(plan.specs()))
     specs = None if kept is None else tuple(kept)
+    if expansion.total == 0:
+        report_nothing_to_scan(plan, specs)
+        return Preflight(False, plan.scope, 0, specs)
     if expansion.total > plan.max_endpoints:
         report_error(f"reachscan: {oversize_message(expansion, plan.max_endpoints)}")
         return Preflight(False, plan.scope, expansion.total, specs)
@@ -108,8 +111,25 @@ def preflight(plan: ScanPlan) -> Preflight:
             for item in (plan.specs() if specs is None else specs)
             if isinstance(item, TargetSpec)
         )
-        scope = scope.with_excluded(broadcast_addresses(blocks))
+        scope = scope.with_broadcast(broadcast_addresses(blocks))
     return Preflight(True, scope, expansion.total, specs)
+
+
+def report_nothing_to_scan(
+    plan: ScanPlan, specs: Sequence[TargetSpec | InventoryError] | None
+) -> None:
+    """An inventory without a single endpoint (empty, `/dev/null`, every entry malformed)
+    is a failure, not a clean run: a cron job whose inventory was truncated must not
+    store a complete run and a fresh success timestamp. Its errors are reported first."""
+    tally = InventoryTally(report_error)
+    for _ in tally.endpoints(inventory(plan, specs)):
+        pass
+    names = [("the -t specs" if source == "-t" else source) for source in plan.sources]
+    named = ", ".join(names[:-1]) + f" and {names[-1]}" if len(names) > 1 else "".join(names)
+    verb = "have" if len(names) > 1 or plan.sources == ("-t",) else "has"
+    named = named or "the inventory"
+    why = " (every entry is malformed: see above)" if tally.errors else ""
+    report_error(f"reachscan: nothing to scan: {named} {verb} no endpoints{why}")
 
 
 AUTO_WORKERS_FROM = 5_000

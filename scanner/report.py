@@ -180,6 +180,7 @@ _STATE_VERBS: Mapping[State, tuple[str, str]] = MappingProxyType(
         State.OPEN_FILTERED: ("does not answer", "do not answer"),
         State.OPEN: ("is open", "are open"),
         State.ERROR: ("could not be probed", "could not be probed"),
+        State.EXCLUDED: ("is excluded (not probed)", "are excluded (not probed)"),
     }
 )
 

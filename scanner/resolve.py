@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING
 
 import anyio
 
+from scanner.inventory.hosts import address_text
 from scanner.model import Origin, Reason, ResolvedVia
 
 if TYPE_CHECKING:
@@ -117,7 +118,7 @@ def parse_address_literal(text: str) -> ResolvedAddress | None:
         address = ipaddress.ip_address(candidate)
     except ValueError:
         return None
-    return ResolvedAddress(address.compressed, address.version, ResolvedVia.LITERAL)
+    return ResolvedAddress(address_text(address), address.version, ResolvedVia.LITERAL)
 
 
 def parse_nameserver(text: str) -> tuple[str, int]:
@@ -220,7 +221,7 @@ def _hosts_file_address(text: str) -> ResolvedAddress | None:
         address = ipaddress.ip_address(text)
     except ValueError:
         return None
-    return ResolvedAddress(address.compressed, address.version, ResolvedVia.HOSTS_FILE)
+    return ResolvedAddress(address_text(address), address.version, ResolvedVia.HOSTS_FILE)
 
 
 def load_hosts(path: str | None) -> HostsTable:
@@ -337,7 +338,7 @@ async def _query_family(
     addresses: list[ResolvedAddress] = []
     for rdata in answer:
         address = ipaddress.ip_address(rdata.to_text())
-        resolved = ResolvedAddress(address.compressed, address.version, ResolvedVia.DNS)
+        resolved = ResolvedAddress(address_text(address), address.version, ResolvedVia.DNS)
         if resolved not in addresses:
             addresses.append(resolved)
     if not addresses:

@@ -16,6 +16,7 @@ from functools import lru_cache
 
 from scanner.inventory import InventoryError, TargetSpec
 from scanner.inventory.hosts import AddressBlock, OctetRange, SingleHost
+from scanner.model import Reason
 
 IpNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
@@ -54,37 +55,77 @@ def parse_exclusions(lines: Iterable[str], source: str) -> tuple[IpNetwork, ...]
 
 
 class Scope:
-    """Decides, address by address, whether a probe may be sent (immutable)."""
+    """Decides, address by address, whether a probe may be sent (immutable).
 
-    __slots__ = ("_check", "excluded", "include_special")
+    An IPv4-mapped IPv6 address (`::ffff:127.0.0.5`) is judged as the IPv4 address it
+    is: a connect to it leaves as IPv4 to that very address, so `--exclude 127.0.0.0/8`
+    and the multicast/broadcast rules must hold for it too. Its IPv6 form is tested as
+    well, so an exclusion written as `::ffff:127.0.0.0/104` or `::/0` still applies.
+    """
 
-    def __init__(self, excluded: tuple[IpNetwork, ...] = (), include_special: bool = False):
+    __slots__ = ("_check", "broadcast", "excluded", "include_special")
+
+    def __init__(
+        self,
+        excluded: tuple[IpNetwork, ...] = (),
+        include_special: bool = False,
+        broadcast: tuple[IpNetwork, ...] = (),
+    ):
         self.excluded = excluded
         self.include_special = include_special
+        self.broadcast = broadcast  # the inventory's own blocks' broadcast addresses
         # A sweep asks about the same address once per port: remember recent answers.
-        self._check = lru_cache(maxsize=4096)(self._allowed)
+        self._check = lru_cache(maxsize=4096)(self._judge)
 
     def allows(self, address: str) -> bool:
+        return self._check(address) is None
+
+    def refusal(self, address: str) -> Reason | None:
+        """Why `address` must not be probed (`exclude-list`, `special-address`), or None."""
         return self._check(address)
 
     def with_excluded(self, more: tuple[IpNetwork, ...]) -> Scope:
-        return Scope(self.excluded + more, self.include_special)
+        return Scope(self.excluded + more, self.include_special, self.broadcast)
 
-    def _allowed(self, address: str) -> bool:
-        parsed = ipaddress.ip_address(address)
-        if not self.include_special and any(parsed in network for network in SPECIAL_NETWORKS):
-            return False
-        return not any(parsed in network for network in self.excluded)
+    def with_broadcast(self, more: tuple[IpNetwork, ...]) -> Scope:
+        return Scope(self.excluded, self.include_special, self.broadcast + more)
+
+    def _judge(self, address: str) -> Reason | None:
+        forms = judged_forms(ipaddress.ip_address(address))
+        if any(form in network for form in forms for network in self.excluded):
+            return Reason.EXCLUDE_LIST
+        if not self.include_special and any(
+            form in network for form in forms for network in SPECIAL_NETWORKS + self.broadcast
+        ):
+            return Reason.SPECIAL_ADDRESS
+        return None
+
+
+def judged_forms(
+    address: ipaddress.IPv4Address | ipaddress.IPv6Address,
+) -> tuple[ipaddress.IPv4Address | ipaddress.IPv6Address, ...]:
+    """The address, and for an IPv4-mapped IPv6 address also the IPv4 address it maps."""
+    mapped = address.ipv4_mapped if isinstance(address, ipaddress.IPv6Address) else None
+    return (address,) if mapped is None else (address, mapped)
+
+
+_MAPPED_PREFIX = 0xFFFF << 32
+"""`::ffff:0:0/96` as an integer: the IPv4-mapped IPv6 addresses (RFC 4291 2.5.5.2)."""
 
 
 def broadcast_addresses(specs: Iterable[TargetSpec]) -> tuple[IpNetwork, ...]:
     """The broadcast address of every IPv4 block of 4 or more addresses in the inventory
-    (its last address): probing it would reach every host of that subnet at once."""
+    (its last address): probing it would reach every host of that subnet at once. A block
+    of IPv4-mapped IPv6 addresses (`[::ffff:10.0.0.0/120]`) is an IPv4 block too."""
     found: list[IpNetwork] = []
     for spec in specs:
         hosts = spec.hosts
-        if isinstance(hosts, AddressBlock) and hosts.version == 4 and hosts.count() >= 4:
+        if not isinstance(hosts, AddressBlock) or hosts.count() < 4:
+            continue
+        if hosts.version == 4:
             found.append(ipaddress.IPv4Network(hosts.last))
+        elif hosts.first >> 32 == hosts.last >> 32 == 0xFFFF:
+            found.append(ipaddress.IPv4Network(hosts.last - _MAPPED_PREFIX))
     return tuple(found)
 
 

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import math
 import os
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -75,11 +77,23 @@ def emit_json(value: object) -> int:
 # --- numbers on the command line (argparse `type=` callables) ---------------------------
 
 
+ECHOED_CHARACTERS = 40
+"""How much of a bad value an error message repeats: enough to recognise it, never a
+10 MB argument copied to stderr."""
+
+
+def echoed(text: str) -> str:
+    """`text` quoted for an error message, cut to ECHOED_CHARACTERS with "…"."""
+    if len(text) <= ECHOED_CHARACTERS:
+        return repr(text)
+    return repr(text[:ECHOED_CHARACTERS]) + "…"
+
+
 def whole_number(text: str) -> int:
     try:
         return int(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, not {text!r}") from None
+        raise argparse.ArgumentTypeError(f"expected a number, not {echoed(text)}") from None
 
 
 def positive_int(text: str) -> int:
@@ -96,15 +110,69 @@ def non_negative_int(text: str) -> int:
     return value
 
 
+@dataclass(frozen=True, slots=True)
+class FloatRange:
+    """An argparse `type=` for a float option: a finite number within [low, high] (or
+    (low, high] when `low_excluded`).
+
+    `float()` accepts `inf`, `nan` and `1e-9`; taken as they come, `--timeout inf` waits
+    forever on a dropped port and `--rate 1e-9` sends one probe in 30 years. Every float
+    option therefore has bounds, stated in the message and the README's options table.
+    """
+
+    low: float
+    high: float
+    unit: str
+    low_excluded: bool = False
+
+    def __call__(self, text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            value = math.nan
+        too_low = value <= self.low if self.low_excluded else value < self.low
+        if not math.isfinite(value) or too_low or value > self.high:
+            raise argparse.ArgumentTypeError(
+                f"must be a number {self.accepted()}, not {echoed(text)}"
+            )
+        return value
+
+    def accepted(self) -> str:
+        """The accepted range in words: `from 0.001 to 600 seconds`."""
+        low = _plain(self.low)
+        if self.low_excluded:
+            return f"more than {low} and at most {_plain(self.high)} {self.unit}"
+        return f"from {low} to {_plain(self.high)} {self.unit}"
+
+
+def _plain(number: float) -> str:
+    """10,000,000 rather than 1e+07; 0.001 as it is."""
+    return f"{int(number):,}" if number == int(number) else f"{number:g}"
+
+
+SECONDS_PER_PROBE = FloatRange(0.001, 600, "seconds")
+"""--timeout, --min-timeout: a millisecond to ten minutes for one answer."""
+MAX_TIME = FloatRange(0.001, 604_800, "seconds")
+"""--max-time: up to a week."""
+PROBE_RATE = FloatRange(0.1, 10_000_000, "probes per second")
+"""--rate: one probe every 10 s at the slowest."""
+KEEP_DAYS = FloatRange(0, 36_500, "days", low_excluded=True)
+"""--keep-days: up to a hundred years."""
+WAIT_LOCK = FloatRange(0, 86_400, "seconds")
+"""--wait-lock: up to a day."""
+
+
 def positive_float(text: str) -> float:
+    """Any finite number above 0 (prefer a FloatRange, which also has an upper bound)."""
     value = float(text)
-    if not value > 0:
+    if not 0 < value < math.inf:
         raise argparse.ArgumentTypeError(f"must be more than 0, not {text}")
     return value
 
 
 def non_negative_float(text: str) -> float:
+    """Any finite number from 0 (prefer a FloatRange, which also has an upper bound)."""
     value = float(text)
-    if not value >= 0:
+    if not 0 <= value < math.inf:
         raise argparse.ArgumentTypeError(f"must be 0 or more, not {text}")
     return value

@@ -18,9 +18,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, TextIO
 
 from scanner.commands.common import (
-    non_negative_float,
+    KEEP_DAYS,
+    MAX_TIME,
+    PROBE_RATE,
+    SECONDS_PER_PROBE,
+    WAIT_LOCK,
     non_negative_int,
-    positive_float,
     positive_int,
 )
 from scanner.console import report_error
@@ -260,21 +263,21 @@ def add_scan_arguments(parser: argparse.ArgumentParser) -> None:
     )
     pace.add_argument(
         "--rate",
-        type=positive_float,
+        type=PROBE_RATE,
         default=None,
         metavar="N",
         help="new probes per second (default: no limit)",
     )
     pace.add_argument(
         "--timeout",
-        type=positive_float,
+        type=SECONDS_PER_PROBE,
         default=DEFAULTS.timeout,
         metavar="S",
         help=f"seconds to wait for an answer (default {DEFAULTS.timeout})",
     )
     pace.add_argument(
         "--min-timeout",
-        type=positive_float,
+        type=SECONDS_PER_PROBE,
         default=DEFAULTS.min_timeout,
         metavar="S",
         help="floor of the wait learned from a host's answers "
@@ -290,7 +293,7 @@ def add_scan_arguments(parser: argparse.ArgumentParser) -> None:
     )
     pace.add_argument(
         "--max-time",
-        type=positive_float,
+        type=MAX_TIME,
         default=None,
         metavar="S",
         help="stop after S seconds: report what finished (silent probes awaiting a retry "
@@ -329,14 +332,14 @@ def add_scan_arguments(parser: argparse.ArgumentParser) -> None:
     )
     history.add_argument(
         "--keep-days",
-        type=positive_float,
+        type=KEEP_DAYS,
         default=DEFAULT_KEEP_DAYS,
         metavar="D",
         help=f"drop runs older than D days from the history (default {DEFAULT_KEEP_DAYS:g})",
     )
     history.add_argument(
         "--wait-lock",
-        type=non_negative_float,
+        type=WAIT_LOCK,
         default=0.0,
         metavar="S",
         help="if another run holds the lock, wait up to S seconds (default 0: exit 75 at once)",
@@ -522,6 +525,7 @@ def make_plan(
         progress=stderr_is_terminal and not getattr(args, "no_progress", True) and not quiet,
         color=use_color,
         command=shlex.join(["reachscan", *sys.argv[1:]]),
+        sources=(*(["-t"] if args.target else []), *args.inventories),
     )
 
 

@@ -35,6 +35,7 @@ STATE_MARKS = {
     State.OPEN_FILTERED: "?",
     State.UNRESOLVED: "U",
     State.ERROR: "E",
+    State.EXCLUDED: "X",
 }
 GAP_MARK = "."
 

@@ -14,7 +14,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from itertools import product
 
-from scanner.inventory.errors import SpecError
+from scanner.inventory.errors import SpecError, cut, quoted
 
 _IP_BITS = {4: 32, 6: 128}
 _LABEL = re.compile(r"[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?\Z")
@@ -139,15 +139,15 @@ def parse_host(text: str, *, bracketed: bool = False) -> HostPattern:
         address = None
     if address is not None:
         if bracketed and address.version == 4:
-            raise SpecError(f"brackets are for IPv6 literals; write {text} without them")
+            raise SpecError(f"brackets are for IPv6 literals; write {cut(text)} without them")
         value = None if getattr(address, "scope_id", None) else int(address)
-        return SingleHost(str(address), address.version, value)
+        return SingleHost(address_text(address), address.version, value)
     if bracketed or ":" in text:
-        raise SpecError(f"{text!r} is not a valid IPv6 address")
+        raise SpecError(f"{quoted(text)} is not a valid IPv6 address")
     if "-" in text and _OCTET_RANGE.match(text):
         return _parse_octet_range(text)
     if _NUMERIC.match(text):
-        raise SpecError(f"{text!r} is not a valid IPv4 address")
+        raise SpecError(f"{quoted(text)} is not a valid IPv4 address")
     return SingleHost(_checked_name(text))
 
 
@@ -157,15 +157,15 @@ def _parse_cidr(text: str, *, bracketed: bool) -> AddressBlock:
         address = ipaddress.ip_address(address_text)
     except ValueError:
         raise SpecError(
-            f"{address_text!r} is not an IP address; a CIDR block looks like 10.0.0.0/24"
+            f"{quoted(address_text)} is not an IP address; a CIDR block looks like 10.0.0.0/24"
         ) from None
     if bracketed and address.version == 4:
-        raise SpecError(f"brackets are for IPv6 literals; write {text} without them")
+        raise SpecError(f"brackets are for IPv6 literals; write {cut(text)} without them")
     if getattr(address, "scope_id", None):
-        raise SpecError(f"a CIDR block cannot carry a scope: {text!r}")
+        raise SpecError(f"a CIDR block cannot carry a scope: {quoted(text)}")
     bits = _IP_BITS[address.version]
     if not prefix_text.isascii() or not prefix_text.isdigit() or len(prefix_text) > 3:
-        raise SpecError(f"bad prefix length {prefix_text!r} in {text!r}")
+        raise SpecError(f"bad prefix length {quoted(prefix_text)} in {quoted(text)}")
     prefix = int(prefix_text)
     if prefix > bits:
         raise SpecError(
@@ -181,19 +181,21 @@ def _parse_octet_range(text: str) -> OctetRange:
     parts = text.split(".")
     if len(parts) != 4:
         raise SpecError(
-            f"an IPv4 range needs four octets, e.g. 10.0.0.1-20 or 10.0-1.0.1-3; got {text!r}"
+            f"an IPv4 range needs four octets, e.g. 10.0.0.1-20 or 10.0-1.0.1-3; got {quoted(text)}"
         )
     octets: list[tuple[int, int]] = []
     for part in parts:
         match = _OCTET_ITEM.match(part)
         if match is None:
-            raise SpecError(f"bad octet {part!r} in range {text!r}; write N or N-M")
+            raise SpecError(f"bad octet {quoted(part)} in range {quoted(text)}; write N or N-M")
         low = int(match[1])
         high = int(match[2]) if match[2] is not None else low
         if high > 255:
-            raise SpecError(f"octet {high} is out of range (0-255) in {text!r}")
+            raise SpecError(f"octet {high} is out of range (0-255) in {quoted(text)}")
         if low > high:
-            raise SpecError(f"octet range {part!r} runs backwards in {text!r}; write {high}-{low}")
+            raise SpecError(
+                f"octet range {quoted(part)} runs backwards in {quoted(text)}; write {high}-{low}"
+            )
         octets.append((low, high))
     return OctetRange((octets[0], octets[1], octets[2], octets[3]))
 
@@ -201,15 +203,15 @@ def _parse_octet_range(text: str) -> OctetRange:
 def _checked_name(text: str) -> str:
     name = text[:-1] if text.endswith(".") else text
     if not text.isascii():
-        raise SpecError(f"{text!r} is not a valid host name; write IDN names in xn-- form")
+        raise SpecError(f"{quoted(text)} is not a valid host name; write IDN names in xn-- form")
     if len(name) > 253:
-        raise SpecError(f"host name is longer than 253 characters: {text[:40]!r}...")
+        raise SpecError(f"host name is longer than 253 characters: {quoted(text)}")
     labels = name.split(".")
     for label in labels:
         if not _LABEL.match(label):
-            raise SpecError(f"{text!r} is not a valid host name (bad label {label!r})")
+            raise SpecError(f"{quoted(text)} is not a valid host name (bad label {quoted(label)})")
     if labels[-1].isdigit():
-        raise SpecError(f"{text!r} is not a valid host name or IPv4 address")
+        raise SpecError(f"{quoted(text)} is not a valid host name or IPv4 address")
     return text
 
 
@@ -222,4 +224,15 @@ def _ipv4_text(value: int) -> str:
 
 
 def _ipv6_text(value: int) -> str:
-    return str(ipaddress.IPv6Address(value))
+    return address_text(ipaddress.IPv6Address(value))
+
+
+def address_text(address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> str:
+    """The canonical text of an address: compressed, lower case, and an IPv4-mapped IPv6
+    address with its IPv4 half dotted (`::ffff:127.0.0.5`, as RFC 4291 2.2 writes it and
+    Python 3.13 does), never `::ffff:7f00:5`, which hides which host it reaches."""
+    if isinstance(address, ipaddress.IPv6Address):
+        mapped = address.ipv4_mapped
+        if mapped is not None and address.scope_id is None:
+            return f"::ffff:{mapped}"
+    return str(address)

@@ -13,7 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from types import MappingProxyType
 
-from scanner.inventory.errors import SpecError
+from scanner.inventory.errors import SpecError, quoted
 from scanner.inventory.ports import PortSpec
 from scanner.model import Proto
 
@@ -101,7 +101,7 @@ def lookup_service(name: str, proto: Proto | None = None) -> tuple[int, Proto]:
     """
     service = SERVICES.get(name.lower())
     if service is None:
-        raise SpecError(f"unknown service name {name!r}; write a port number")
+        raise SpecError(f"unknown service name {quoted(name)}; write a port number")
     if proto is None:
         return service.port, service.default_proto
     if proto not in service.protocols:

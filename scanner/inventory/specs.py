@@ -8,18 +8,21 @@ rectangle, hosts x ports: it can count itself and walk its endpoints without eve
 materialising `10.0.0.0/8:1-65535`.
 
 An unbracketed string with two or more colons that parses as an IPv6 address (or block)
-is that address, without ports: `::1:80` is the address `::1:80`, not port 80 on `::1`.
-The bracket form `[::1]:80` is the only way to give ports to an IPv6 literal. Any other
-string splits at its first colon, so `web:U:53,T:80` is host `web` with ports.
+is that address, without ports; the bracket form `[::1]:80` is the only way to give ports
+to an IPv6 literal. One that reads as well as an address followed by a port (`::1:8081`:
+its last group a decimal 1-65535, the text before that colon an address too) is refused
+as ambiguous, with both readings spelled out. Any other string splits at its first
+colon, so `web:U:53,T:80` is host `web` with ports.
 """
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-from scanner.inventory.errors import SpecError
+from scanner.inventory.errors import SpecError, cut, quoted
 from scanner.inventory.hosts import HostPattern, SingleHost, parse_host
 from scanner.inventory.ports import MAX_PORT, MIN_PORT, PortRange, PortSpec, ServiceName
 from scanner.inventory.services import lookup_service
@@ -108,7 +111,7 @@ def parse_host_spec(text: str) -> HostPattern:
     """Parse a spec that must name hosts only (an inventory's `host:` field)."""
     host_text, bracketed, ports_text = _split_spec(text)
     if ports_text is not None:
-        raise SpecError(f"ports go in 'ports:', not in the host: write {host_text!r}")
+        raise SpecError(f"ports go in 'ports:', not in the host: write {quoted(host_text)}")
     try:
         return parse_host(host_text, bracketed=bracketed)
     except SpecError as error:
@@ -129,7 +132,7 @@ def parse_ports(text: str, *, proto: Proto | None = None) -> PortSpec:
             current = _prefix_protocol(prefix[1], item)
             item = prefix[2].strip()
         if not item:
-            raise SpecError(f"empty port item in {text!r}; {_ITEM_HELP}")
+            raise SpecError(f"empty port item in {quoted(text)}; {_ITEM_HELP}")
         port_range, name = _parse_port_item(item, current)
         ranges.append(port_range)
         if name is not None:
@@ -143,16 +146,17 @@ def _split_spec(spec: str) -> tuple[str, bool, str | None]:
     if not text:
         raise SpecError("empty target spec")
     if any(character.isspace() for character in text):
-        raise SpecError(f"one target per spec, without spaces: {text!r}")
+        raise SpecError(f"one target per spec, without spaces: {quoted(text)}")
     if text.startswith("["):
         close = text.find("]")
         if close < 0:
-            raise SpecError(f"missing ']' in {text!r}; write IPv6 literals as [::1]:80")
+            raise SpecError(f"missing ']' in {quoted(text)}; write IPv6 literals as [::1]:80")
         rest = text[close + 1 :]
         if rest and not rest.startswith(":"):
-            raise SpecError(f"unexpected {rest!r} after ']'; write [ADDRESS]:PORTS")
+            raise SpecError(f"unexpected {quoted(rest)} after ']'; write [ADDRESS]:PORTS")
         return text[1:close], True, _ports_after_colon(rest, text)
     if text.count(":") >= 2 and _is_ipv6_literal(text):
+        _refuse_port_lookalike(text)
         return text, False, None
     host, colon, ports = text.partition(":")
     return host, False, _ports_after_colon(colon + ports, text)
@@ -162,7 +166,7 @@ def _ports_after_colon(rest: str, spec: str) -> str | None:
     if not rest:
         return None
     if rest == ":":
-        raise SpecError(f"missing ports after ':' in {spec!r}; write HOST:PORTS or just HOST")
+        raise SpecError(f"missing ports after ':' in {quoted(spec)}; write HOST:PORTS or just HOST")
     return rest[1:]
 
 
@@ -173,13 +177,43 @@ def _is_ipv6_literal(text: str) -> bool:
         return False
 
 
+_PORT_LOOKALIKE = re.compile(r"[0-9]{1,5}\Z")
+
+
+def _refuse_port_lookalike(text: str) -> None:
+    """Refuse an unbracketed IPv6 literal that reads as well as an address and a port.
+
+    `::1:8081` is a valid address, and it is also what someone who meant port 8081 on
+    `::1` types; probing the address sends packets nobody meant to a host off this
+    machine. So when the last group is a decimal number 1-65535 and the text before its
+    colon is an address in its own right, the spec is ambiguous and the user must say
+    which: `[::1]:8081` (or `-t ::1 -p 8081`) for the port, `[::1:8081]` for the address.
+    `2001:db8::8081`, `fe80::1` and `::1` stay addresses: `2001:db8:` and `fe80:` and `:`
+    are not addresses, so no port could have been meant.
+    """
+    if "/" in text:
+        return  # a block: ports never follow an unbracketed one
+    address, _, group = text.rpartition(":")
+    if _PORT_LOOKALIKE.match(group) is None or not MIN_PORT <= int(group) <= MAX_PORT:
+        return
+    try:
+        ipaddress.IPv6Address(address)
+    except ValueError:
+        return
+    raise SpecError(
+        f"{quoted(text)} is ambiguous: for port {group} on {address} write "
+        f"[{address}]:{group} (or -t {address} -p {group}); for the address {text} "
+        f"itself write [{text}]"
+    )
+
+
 def _with_bracket_hint(error: SpecError, spec: str, host: str, *, bracketed: bool) -> SpecError:
     """Point at brackets when a failed spec was probably an IPv6 literal with ports."""
     hexadecimal = all(character in "0123456789abcdefABCDEF" for character in host)
     if bracketed or spec.count(":") < 2 or not hexadecimal:
         return error
     return SpecError(
-        f"{spec.strip()!r} is not a valid IPv6 address;"
+        f"{quoted(spec.strip())} is not a valid IPv6 address;"
         " put IPv6 literals in brackets when ports follow: [::1]:80"
     )
 
@@ -187,7 +221,7 @@ def _with_bracket_hint(error: SpecError, spec: str, host: str, *, bracketed: boo
 def _prefix_protocol(letter: str, item: str) -> Proto:
     proto = _PREFIX_PROTOCOLS.get(letter.lower())
     if proto is None:
-        raise SpecError(f"unsupported protocol prefix {letter}: in {item!r}; use T: or U:")
+        raise SpecError(f"unsupported protocol prefix {letter}: in {quoted(item)}; use T: or U:")
     return proto
 
 
@@ -198,7 +232,7 @@ def _parse_port_item(item: str, prefix: Proto | None) -> tuple[PortRange, str | 
         first = _port_number(number[1])
         last = _port_number(number[2]) if number[2] is not None else first
         if first > last:
-            raise SpecError(f"port range {item} runs backwards; write {last}-{first}")
+            raise SpecError(f"port range {cut(item)} runs backwards; write {last}-{first}")
         proto = _item_protocol(number[3], prefix, item) or Proto.TCP
         return (proto, first, last), None
     service = _SERVICE_ITEM.match(item)
@@ -206,7 +240,7 @@ def _parse_port_item(item: str, prefix: Proto | None) -> tuple[PortRange, str | 
         name = service[1].lower()
         port, proto = lookup_service(name, _item_protocol(service[2], prefix, item))
         return (proto, port, port), name
-    raise SpecError(f"bad port item {item!r}; {_ITEM_HELP}")
+    raise SpecError(f"bad port item {quoted(item)}; {_ITEM_HELP}")
 
 
 def _item_protocol(suffix: str | None, prefix: Proto | None, item: str) -> Proto | None:
@@ -215,14 +249,16 @@ def _item_protocol(suffix: str | None, prefix: Proto | None, item: str) -> Proto
     try:
         proto = Proto(suffix.lower())
     except ValueError:
-        raise SpecError(f"unknown protocol {suffix!r} in {item!r}; write /tcp or /udp") from None
+        raise SpecError(
+            f"unknown protocol {quoted(suffix)} in {quoted(item)}; write /tcp or /udp"
+        ) from None
     if prefix is not None and proto is not prefix:
-        raise SpecError(f"{item!r} contradicts the {prefix} prefix before it")
+        raise SpecError(f"{quoted(item)} contradicts the {prefix} prefix before it")
     return proto
 
 
 def _port_number(text: str) -> int:
     port = int(text) if len(text) <= 5 else MAX_PORT + 1
     if not MIN_PORT <= port <= MAX_PORT:
-        raise SpecError(f"port {text} is out of range ({MIN_PORT}-{MAX_PORT})")
+        raise SpecError(f"port {cut(text)} is out of range ({MIN_PORT}-{MAX_PORT})")
     return port

@@ -3,7 +3,8 @@
 Files come from many editors and pipes, so the reader forgives what does not change the
 meaning (CRLF, tabs, surrounding blanks, a UTF-8 byte-order mark) and reports, with its
 line number, what does (invalid UTF-8, a malformed spec), then carries on with the next
-line: one typo must not hide the other thousand targets, nor silently drop itself.
+line: one typo must not hide the other thousand targets, nor silently drop itself. A file
+saved as UTF-16 or UTF-32 is said so once, not as an error on every line.
 """
 
 from __future__ import annotations
@@ -13,7 +14,12 @@ import sys
 from collections.abc import Iterable, Iterator
 from typing import BinaryIO, TextIO
 
-from scanner.inventory.errors import InventoryError, SpecError
+from scanner.inventory.errors import (
+    InventoryError,
+    SpecError,
+    wide_encoding,
+    wide_encoding_message,
+)
 from scanner.inventory.ports import PortSpec
 from scanner.inventory.specs import TargetSpec, parse_target_spec
 from scanner.model import Expect, Origin
@@ -63,6 +69,11 @@ def parse_text_lines(
     line_number = 0
     try:
         for line_number, raw_line in enumerate(lines, start=1):
+            if line_number == 1 and isinstance(raw_line, bytes):
+                wide = wide_encoding(raw_line)
+                if wide is not None:  # every line would be an error: say why, once
+                    yield InventoryError(Origin(file, 1), wide_encoding_message(wide))
+                    return
             try:
                 line = _decode(raw_line)
             except UnicodeError as error:

@@ -138,6 +138,8 @@ class NmapXmlSink:
         self._hosts: dict[str, _HostRows] = {}
         self._unresolved: dict[str, None] = {}
         self._unresolved_results = 0
+        self._excluded: dict[str, None] = {}  # addresses, in the order first seen
+        self._excluded_results = 0
 
     def start(self, run: RunInfo) -> None:
         self._run = run
@@ -147,6 +149,11 @@ class NmapXmlSink:
             if result.address is None:
                 self._unresolved_results += 1
                 self._unresolved[result.endpoint.host] = None
+            elif result.state is State.EXCLUDED:
+                # nmap lists no host it did not scan (its --exclude): neither does this,
+                # but the document says which were left out.
+                self._excluded_results += 1
+                self._excluded[result.address] = None
             else:
                 self._add(result, result.address)
 
@@ -207,6 +214,8 @@ class NmapXmlSink:
             lines.append(_host_element(address, self._hosts[address]))
         if self._unresolved_results:
             lines.append(self._unresolved_comment())
+        if self._excluded_results:
+            lines.append(self._excluded_comment())
         lines += self._runstats(run, summary)
         lines.append("</nmaprun>")
         return "\n".join(lines) + "\n"
@@ -238,6 +247,17 @@ class NmapXmlSink:
         return _comment(
             f"{self._unresolved_results} endpoint(s) not listed: no address to probe "
             f"({len(names)} name(s) did not resolve: {shown}{suffix})"
+        )
+
+    def _excluded_comment(self) -> str:
+        addresses = list(self._excluded)
+        shown = ", ".join(addresses[:UNRESOLVED_NAMES_SHOWN])
+        more = len(addresses) - UNRESOLVED_NAMES_SHOWN
+        suffix = f" and {more} more" if more > 0 else ""
+        return _comment(
+            f"{self._excluded_results} endpoint(s) not listed: excluded, not probed "
+            f"(--exclude, or multicast/broadcast; {len(addresses)} address(es): "
+            f"{shown}{suffix})"
         )
 
     def _runstats(self, run: RunInfo, summary: RunSummary) -> list[str]:

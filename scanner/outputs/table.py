@@ -38,6 +38,7 @@ _STATE_STYLES = {
     State.OPEN_FILTERED: "magenta",
     State.UNRESOLVED: "red",
     State.ERROR: "red",
+    State.EXCLUDED: "cyan",
 }
 _COLUMN_TITLES = ("PORT", "STATE", "REASON", "RTT", "EXPECT", "")
 

@@ -70,7 +70,7 @@ def test_ipv6_addresses_are_canonicalized() -> None:
     table = parse_hosts("2001:0DB8:0000::0001 six\n::ffff:192.0.2.7 mapped\n", "hosts")
     assert addresses_of(table, "six") == ["2001:db8::1"]
     assert table.lookup("mapped") == (
-        ResolvedAddress("::ffff:c000:207", 6, ResolvedVia.HOSTS_FILE),
+        ResolvedAddress("::ffff:192.0.2.7", 6, ResolvedVia.HOSTS_FILE),
     )
 
 

@@ -137,6 +137,7 @@ def test_all_as_expected_is_ok() -> None:
         "open_filtered",
         "unresolved",
         "error",
+        "excluded",
         "time",
     }
     assert perfdata["time"]["uom"] == "s"

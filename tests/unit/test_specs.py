@@ -12,7 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from scanner.inventory.errors import SpecError
-from scanner.inventory.hosts import AddressBlock, OctetRange, SingleHost
+from scanner.inventory.hosts import AddressBlock, OctetRange, SingleHost, address_text
 from scanner.inventory.ports import PortSpec
 from scanner.inventory.services import DEFAULT_PORTS, SERVICES, lookup_service
 from scanner.inventory.specs import TargetSpec, parse_host_spec, parse_ports, parse_target_spec
@@ -236,8 +236,11 @@ def test_ipv4_literal() -> None:
         ("2001:db8::1", "2001:db8::1"),
         ("2001:DB8:0:0::1", "2001:db8::1"),
         ("[2001:db8::1]", "2001:db8::1"),
-        ("::1:80", "::1:80"),  # a valid address, not ::1 port 80 (documented)
-        ("::ffff:192.0.2.1", "::ffff:c000:201"),
+        ("[::1:80]", "::1:80"),  # brackets say it is the address, not ::1 port 80
+        ("2001:db8::8081", "2001:db8::8081"),  # `2001:db8:` is no address: no port meant
+        ("fe80::1", "fe80::1"),
+        ("::ffff:192.0.2.1", "::ffff:192.0.2.1"),  # IPv4-mapped: the IPv4 half dotted
+        ("[::FFFF:C000:201]", "::ffff:192.0.2.1"),
     ],
 )
 def test_bare_and_bracketed_ipv6_without_ports(text: str, host: str) -> None:
@@ -402,14 +405,14 @@ def _hosts(draw: st.DrawFn) -> tuple[str, list[str], bool]:
         return str(address), [str(address)], False
     if kind == "v6":
         address6 = draw(st.ip_addresses(v=6))
-        return str(address6).upper(), [str(address6)], True
+        return str(address6).upper(), [address_text(address6)], True
     if kind in ("v4cidr", "v6cidr"):
         is_v6 = kind == "v6cidr"
         bits = 128 if is_v6 else 32
         prefix = draw(st.integers(bits - 4, bits))
         base = draw(st.ip_addresses(v=6) if is_v6 else st.ip_addresses(v=4))
         network = ipaddress.ip_network(f"{base}/{prefix}", strict=False)
-        return str(network), [str(address) for address in network], is_v6
+        return str(network), [address_text(address) for address in network], is_v6
     octets = []
     for _ in range(4):
         low = draw(st.integers(0, 255))
