@@ -44,6 +44,7 @@ from scanner.inventory import (
 )
 from scanner.model import Expect
 from scanner.outputs import FORMATS, OutputOptions
+from scanner.outputs.atomic import output_identity
 from scanner.plan import ExitStatus, OutputSpec, ScanPlan
 from scanner.preflight import AUTO_WORKERS_FROM, list_targets
 from scanner.resolve import ResolverConfig, parse_nameserver
@@ -411,7 +412,25 @@ def resolve_outputs(
     to_stdout = [output for output in outputs if output.path == "-"]
     if len(to_stdout) > 1:
         raise UsageError("only one output can go to standard output; give the others -o PATH")
+    refuse_shared_files(outputs)
     return tuple(outputs)
+
+
+def refuse_shared_files(outputs: Sequence[OutputSpec]) -> None:
+    """Two outputs into one file: only the last committed would be left, the other lost
+    without a word. Compared as files (`x`, `./x`, `/abs/x`, a link to it), before any
+    scanning; character devices such as /dev/null may repeat (see `output_identity`)."""
+    first_spelling: dict[tuple[object, ...], str] = {}
+    for output in outputs:
+        identity = None if output.path == "-" else output_identity(output.path)
+        if identity is None:
+            continue
+        earlier = first_spelling.get(identity)
+        if earlier is None:
+            first_spelling[identity] = output.path
+            continue
+        same = "given twice" if earlier == output.path else f"is the same file as -o {earlier}"
+        raise UsageError(f"-o {output.path}: {same}; each output needs a file of its own")
 
 
 def inventory_specs_of(

@@ -10,12 +10,27 @@ the target and fsync the directory so the rename itself survives a crash.
 The temporary name is `.{basename}.tmp-{random}`: hidden, and it does not end with the
 target's suffix, because collectors pick files up by suffix (node_exporter reads `*.prom`)
 and must not read a half-written one.
+
+Replacement is for regular files only. A path that is a character device (`/dev/null`), a
+FIFO or this process's own standard output or error (`/dev/stdout`) is written through, as
+a shell's `>` would: renaming a temporary file over `/dev/null` would replace the system's
+null device with a regular file (as root), or fail for want of write permission on `/dev`
+(as anyone else). A symbolic link to a regular file keeps being a link: its target is
+replaced, in the target's directory.
+
+A run killed outright (SIGKILL, the OOM killer, a power cut) cannot remove its temporary
+file. Each writer holds an exclusive `flock` on its temporary file for as long as it lives
+(the kernel drops it however the process ends), so the next writer for the same path can
+tell a dead run's leftover from a live run's file and removes only the former.
 """
 
 from __future__ import annotations
 
 import errno
+import fcntl
 import os
+import re
+import stat
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
@@ -32,11 +47,71 @@ _NEW_FILE_MODE = 0o666
 _NAME_ATTEMPTS = 16
 
 
+_TEMP_SUFFIX = re.compile(r"[0-9a-f]{8}")  # os.urandom(4).hex(), as AtomicWriter names them
+# Kinds of file that cannot be written through and must not be replaced either.
+_REFUSED_KINDS = {
+    stat.S_IFSOCK: "is a socket, which cannot be opened as a file; give a file name",
+    stat.S_IFBLK: "is a block device; give a file name (results go to files, FIFOs and "
+    "character devices only)",
+}
+
+
 def open_target(path: str) -> OutputTarget:
-    """Open `path` for results: `-` is standard output, anything else an atomic file."""
+    """Open `path` for results: `-` is standard output; a regular file (or a new path) is
+    replaced atomically; a character device, a FIFO, or our own stdout/stderr under another
+    name is written through. Raises `OutputError` for anything else."""
     if path == STDOUT_PATH:
         return StreamWriter()
-    return AtomicWriter(path)
+    try:
+        found = os.stat(path)
+    except FileNotFoundError:
+        return AtomicWriter(path)  # a new file (a dangling link is refused there)
+    except OSError as exc:
+        raise _os_error(path, exc) from exc
+    descriptor = _standard_stream_of(found)
+    if descriptor is not None:
+        return PassThroughWriter.duplicate(path, descriptor)
+    kind = stat.S_IFMT(found.st_mode)
+    if kind == stat.S_IFREG:
+        return AtomicWriter(path)
+    if kind == stat.S_IFDIR:
+        raise OutputError(path, "is a directory; give a file name")
+    if kind in _REFUSED_KINDS:
+        raise OutputError(path, _REFUSED_KINDS[kind])
+    return PassThroughWriter(path)
+
+
+def output_identity(path: str) -> tuple[object, ...] | None:
+    """What makes two `-o` paths the same output (`./x`, `x`, `/abs/x`, a link to it):
+    the file's device and inode where it exists, its resolved path where it does not yet.
+
+    None for a character device: writing through to `/dev/null` twice is harmless, so it
+    may be given more than once. Two outputs into one regular file would leave only the
+    last one committed, and two into one FIFO would mix their formats for its reader."""
+    if path == STDOUT_PATH:
+        return (STDOUT_PATH,)
+    try:
+        found = os.stat(path)
+    except OSError:
+        return ("new", os.path.realpath(path))
+    if stat.S_ISCHR(found.st_mode):
+        return None
+    return ("file", found.st_dev, found.st_ino)
+
+
+def _standard_stream_of(found: os.stat_result) -> int | None:
+    """1 or 2 when `found` is this process's stdout or stderr (`/dev/stdout`, `/dev/fd/2`,
+    `/proc/self/fd/1`, or the file the shell redirected it to): written through that
+    descriptor, because a socket cannot be reopened by name and a file the shell opened
+    for appending must not be replaced."""
+    for descriptor in (1, 2):
+        try:
+            stream = os.fstat(descriptor)
+        except OSError:  # closed (`>&-`)
+            continue
+        if (stream.st_dev, stream.st_ino) == (found.st_dev, found.st_ino):
+            return descriptor
+    return None
 
 
 class AtomicWriter:
@@ -45,29 +120,23 @@ class AtomicWriter:
     Opening already creates the temporary file, so a missing directory or a permission
     problem is reported before any scanning starts. Any OS error raises `OutputError` and
     removes the temporary file; the previous file at `path` is never touched until commit.
+    A symbolic link at `path` stays: the file it points to is the one replaced. Opening
+    also removes the temporary files that dead runs left for the same file.
     """
 
     def __init__(self, path: str) -> None:
         self.path = path
         if os.path.isdir(path):
             raise OutputError(path, "is a directory; give a file name")
-        directory, basename = os.path.split(os.path.abspath(path))
+        self._final_path = _replaced_file(path)
+        directory, basename = os.path.split(self._final_path)
         self._directory = directory
+        remove_stale_temporaries(directory, basename)
         self._fd: int | None = None
-        self.temp_path = ""
-        for _ in range(_NAME_ATTEMPTS):
-            candidate = os.path.join(directory, f".{basename}.tmp-{os.urandom(4).hex()}")
-            try:
-                flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC
-                self._fd = os.open(candidate, flags, _NEW_FILE_MODE)
-            except FileExistsError:
-                continue
-            except OSError as exc:
-                raise self._error(exc) from exc
-            self.temp_path = candidate
-            break
-        else:
-            raise OutputError(path, "could not pick an unused temporary file name")
+        try:
+            self._fd, self.temp_path = _create_locked_temporary(directory, basename)
+        except OSError as exc:
+            raise self._error(exc) from exc
 
     def write(self, data: bytes | bytearray) -> None:
         """Write all of `data` (os.write may write less than asked, so loop)."""
@@ -90,11 +159,16 @@ class AtomicWriter:
         fd = self._require_open()
         try:
             os.fsync(fd)  # some filesystems report ENOSPC/EIO only here
-            os.close(fd)
-            self._fd = None
-            os.replace(self.temp_path, self.path)
+            # Renamed while still open, so still locked: a writer starting now must not
+            # take the temporary file for a dead run's and remove it under us.
+            os.replace(self.temp_path, self._final_path)
         except OSError as exc:
             self.discard()
+            raise self._error(exc) from exc
+        self._fd = None
+        try:
+            os.close(fd)
+        except OSError as exc:  # the data was fsynced: a late close error is still one
             raise self._error(exc) from exc
         self._fsync_directory()
 
@@ -103,11 +177,12 @@ class AtomicWriter:
         if self._fd is None:
             return
         fd, self._fd = self._fd, None
+        # Unlinked while still locked, so no cleanup elsewhere races us for the name.
+        with suppress(FileNotFoundError):
+            os.unlink(self.temp_path)
         # The file is being thrown away: a late write error from close changes nothing.
         with suppress(OSError):
             os.close(fd)
-        with suppress(FileNotFoundError):
-            os.unlink(self.temp_path)
 
     @property
     def closed(self) -> bool:
@@ -135,8 +210,267 @@ class AtomicWriter:
             os.close(dir_fd)
 
     def _error(self, exc: OSError) -> OutputError:
-        reason = exc.strerror or os.strerror(exc.errno or errno.EIO)
-        return OutputError(self.path, reason)
+        return _os_error(self.path, exc)
+
+
+def _os_error(path: str, exc: OSError) -> OutputError:
+    """The one translation of an OS error on an output into what the user reads."""
+    reason = exc.strerror or os.strerror(exc.errno or errno.EIO)
+    return OutputError(path, reason)
+
+
+def _replaced_file(path: str) -> str:
+    """The file a commit replaces: `path` itself, or, when `path` is a symbolic link to a
+    regular file, the file it resolves to (so the link survives and points at the new
+    results, as `open(path, "w")` would leave it).
+
+    The kernel refuses to follow some links (`fs.protected_symlinks`: a link owned by
+    someone else in a sticky world-writable directory such as /tmp); resolving the path
+    by hand would bypass that, so the link is first followed by the kernel, and the file
+    it reached must be the one resolved. A dangling link is refused: creating the file it
+    names is rarely what was meant."""
+    absolute = os.path.abspath(path)
+    if not os.path.islink(absolute):
+        return absolute
+    resolved = os.path.realpath(absolute)
+    try:
+        followed = os.open(absolute, os.O_PATH | os.O_CLOEXEC)
+    except FileNotFoundError:
+        raise OutputError(
+            path, f"is a symbolic link to {resolved}, which does not exist; give a file name"
+        ) from None
+    except OSError as exc:
+        raise _os_error(path, exc) from exc
+    try:
+        reached = os.fstat(followed)
+    finally:
+        os.close(followed)
+    try:
+        named = os.stat(resolved)
+    except OSError as exc:
+        raise _os_error(path, exc) from exc
+    if (named.st_dev, named.st_ino) != (reached.st_dev, reached.st_ino):
+        raise OutputError(path, "the symbolic link changed while it was being opened")
+    return resolved
+
+
+def _create_locked_temporary(directory: str, basename: str) -> tuple[int, str]:
+    """A new temporary file `.{basename}.tmp-{random}` in `directory`, already locked.
+
+    Locked before it has a name where the filesystem allows (O_TMPFILE, then a link via
+    /proc): a writer cleaning up can never find it unlocked. Elsewhere (no O_TMPFILE, no
+    /proc) it is locked just after creation, and a cleanup running in that instant could
+    remove it; the commit would then fail with a clear error, never a wrong file."""
+    try:
+        return _link_locked_temporary(directory, basename)
+    except _NoUnnamedFiles:
+        pass
+    for _ in range(_NAME_ATTEMPTS):
+        candidate = os.path.join(directory, _temporary_name(basename))
+        try:
+            flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC
+            fd = os.open(candidate, flags, _NEW_FILE_MODE)
+        except FileExistsError:
+            continue
+        fcntl.flock(fd, fcntl.LOCK_EX)  # new and ours: nobody else can hold it
+        return fd, candidate
+    raise _names_exhausted()
+
+
+def _names_exhausted() -> OSError:
+    return OSError(errno.EEXIST, "could not pick an unused temporary file name")
+
+
+class _NoUnnamedFiles(Exception):
+    """This filesystem (or a missing /proc) does not allow a file locked before it is named."""
+
+
+_UNSUPPORTED_ERRNOS = frozenset({errno.EOPNOTSUPP, errno.EISDIR, errno.EINVAL})
+
+
+def _link_locked_temporary(directory: str, basename: str) -> tuple[int, str]:
+    try:
+        fd = os.open(directory, os.O_TMPFILE | os.O_WRONLY | os.O_CLOEXEC, _NEW_FILE_MODE)
+    except OSError as exc:
+        if exc.errno in _UNSUPPORTED_ERRNOS:
+            raise _NoUnnamedFiles from exc
+        raise
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        directory_fd = os.open(directory, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+        try:
+            for _ in range(_NAME_ATTEMPTS):
+                name = _temporary_name(basename)
+                try:
+                    # A directory descriptor makes CPython call linkat(AT_SYMLINK_FOLLOW),
+                    # which links the unnamed file the /proc entry stands for.
+                    os.link(f"/proc/self/fd/{fd}", name, dst_dir_fd=directory_fd)
+                except FileExistsError:
+                    continue
+                except FileNotFoundError as exc:  # no /proc
+                    raise _NoUnnamedFiles from exc
+                return fd, os.path.join(directory, name)
+        finally:
+            os.close(directory_fd)
+    except BaseException:
+        os.close(fd)
+        raise
+    os.close(fd)
+    raise _names_exhausted()
+
+
+def _temporary_name(basename: str) -> str:
+    return f".{basename}.tmp-{os.urandom(4).hex()}"
+
+
+def remove_stale_temporaries(directory: str, basename: str) -> tuple[str, ...]:
+    """Remove the temporary files that dead writers left for `basename`; their paths.
+
+    Only what is provably a dead reachscan writer's goes: named as ours, a regular file
+    (links and devices are never opened), owned by this user, and unlocked. A live
+    writer, in this process or another, holds its lock until after its rename, so its
+    file is never taken. Best effort: a directory that cannot be listed is left alone."""
+    prefix = f".{basename}.tmp-"
+    try:
+        names = os.listdir(directory)
+    except OSError:
+        return ()
+    removed = []
+    for name in names:
+        if name.startswith(prefix) and _TEMP_SUFFIX.fullmatch(name[len(prefix) :]):
+            path = os.path.join(directory, name)
+            if _remove_if_dead(path):
+                removed.append(path)
+    return tuple(removed)
+
+
+def _remove_if_dead(path: str) -> bool:
+    try:
+        if not stat.S_ISREG(os.lstat(path).st_mode):
+            return False
+        flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC
+        fd = os.open(path, flags)
+    except OSError:
+        return False
+    try:
+        opened = os.fstat(fd)
+        if not stat.S_ISREG(opened.st_mode) or opened.st_uid != os.geteuid():
+            return False
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:  # a live writer holds it
+            return False
+        # Its writer may have renamed it into place and exited between our open and our
+        # lock: remove the name only while it still names this very file.
+        named = os.lstat(path)
+        if (named.st_dev, named.st_ino) != (opened.st_dev, opened.st_ino):
+            return False
+        os.unlink(path)
+        return True
+    except OSError:
+        return False
+    finally:
+        os.close(fd)
+
+
+class PassThroughWriter:
+    """Write straight into a character device, a FIFO, or our own stdout/stderr by name.
+
+    Nothing is replaced and nothing can be taken back: what was written stays written, as
+    with standard output. The path is opened without O_CREAT or O_TRUNC, so if it changed
+    into something else meanwhile nothing is created or emptied.
+
+    A FIFO is opened with O_NONBLOCK, so one without a reader fails at once with a clear
+    error instead of hanging the run before it starts (an unattended run with nobody to
+    start the reader would wait forever); a reader already waiting in its own open()
+    counts, so `cat fifo & reachscan ... -o fifo` works. The descriptor is then made
+    blocking, so a slow reader slows the run rather than losing results. Closing it (at
+    commit, at discard, or by the kernel when the process dies) gives the reader its EOF.
+    """
+
+    def __init__(self, path: str, descriptor: int | None = None) -> None:
+        self.path = path
+        if descriptor is not None:
+            self._fd: int | None = descriptor
+            return
+        flags = os.O_WRONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC
+        try:
+            fd = os.open(path, flags)
+        except OSError as exc:
+            if exc.errno == errno.ENXIO and _is_fifo(path):
+                raise OutputError(
+                    path, "is a FIFO with no reader; start its reader first"
+                ) from None
+            raise _os_error(path, exc) from exc
+        try:
+            if stat.S_ISREG(os.fstat(fd).st_mode):
+                raise OutputError(path, "became a regular file while it was being opened")
+            os.set_blocking(fd, True)
+        except BaseException as exc:
+            os.close(fd)
+            if isinstance(exc, OSError):
+                raise _os_error(path, exc) from exc
+            raise
+        self._fd = fd
+
+    @classmethod
+    def duplicate(cls, path: str, descriptor: int) -> PassThroughWriter:
+        """A writer for `path` that is already open here as `descriptor` (1 or 2)."""
+        try:
+            return cls(path, os.dup(descriptor))
+        except OSError as exc:
+            raise _os_error(path, exc) from exc
+
+    def write(self, data: bytes | bytearray) -> None:
+        fd = self._require_open()
+        view = memoryview(data)
+        try:
+            while view:
+                written = os.write(fd, view)
+                view = view[written:]
+        except BrokenPipeError as exc:
+            self.discard()
+            raise OutputError(self.path, "its reader went away (Broken pipe)") from exc
+        except OSError as exc:
+            self.discard()
+            raise _os_error(self.path, exc) from exc
+
+    def flush(self) -> None:
+        """Nothing to do: writes go straight to the kernel, unbuffered."""
+        self._require_open()
+
+    def commit(self) -> None:
+        """Close: no fsync (a FIFO or a device has nothing to sync), no rename."""
+        fd = self._require_open()
+        self._fd = None
+        try:
+            os.close(fd)
+        except OSError as exc:
+            raise _os_error(self.path, exc) from exc
+
+    def discard(self) -> None:
+        """Close; what was written stays. Safe to call repeatedly."""
+        if self._fd is None:
+            return
+        fd, self._fd = self._fd, None
+        with suppress(OSError):
+            os.close(fd)
+
+    @property
+    def closed(self) -> bool:
+        return self._fd is None
+
+    def _require_open(self) -> int:
+        if self._fd is None:
+            raise RuntimeError(f"{self.path}: writer already committed or discarded")
+        return self._fd
+
+
+def _is_fifo(path: str) -> bool:
+    try:
+        return stat.S_ISFIFO(os.stat(path).st_mode)
+    except OSError:
+        return False
 
 
 class StreamWriter:

@@ -7,7 +7,9 @@ point is what the kernel reports and whether the previous file survives it.
 
 from __future__ import annotations
 
+import fcntl
 import os
+import socket
 import stat
 import subprocess
 from collections.abc import Iterator
@@ -15,7 +17,13 @@ from pathlib import Path
 
 import pytest
 
-from scanner.outputs.atomic import AtomicWriter, StreamWriter, open_target
+from scanner.outputs.atomic import (
+    AtomicWriter,
+    PassThroughWriter,
+    StreamWriter,
+    open_target,
+    output_identity,
+)
 from scanner.outputs.base import OutputClosed, OutputError
 
 IS_ROOT = os.geteuid() == 0
@@ -192,3 +200,174 @@ def test_a_full_device_on_stdout_is_an_output_error() -> None:
         with pytest.raises(OutputError) as raised:
             writer.write(b"line\n")
     assert str(raised.value) == "cannot write results to standard output: No space left on device"
+
+
+# Special files: written through, never replaced (a copy of a device is made with mknod in
+# the test's own directory; the system's /dev is only ever stat'ed).
+
+
+def test_a_fifo_with_a_reader_is_written_through_and_its_reader_gets_the_end(
+    tmp_path: Path,
+) -> None:
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    reader = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK)
+    try:
+        target = open_target(str(fifo))
+        assert isinstance(target, PassThroughWriter)
+        target.write(b"line\n")
+        target.commit()
+        assert os.read(reader, 100) == b"line\n"
+        assert os.read(reader, 100) == b""  # the end: no writer holds it any more
+    finally:
+        os.close(reader)
+    assert stat.S_ISFIFO(fifo.lstat().st_mode)
+    assert _entries(tmp_path) == {"fifo"}
+
+
+def test_a_fifo_without_a_reader_fails_at_open_instead_of_waiting(tmp_path: Path) -> None:
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    with pytest.raises(OutputError) as raised:
+        open_target(str(fifo))
+    assert str(raised.value) == (
+        f"cannot write results to {fifo}: is a FIFO with no reader; start its reader first"
+    )
+
+
+def test_a_reader_that_goes_away_is_an_output_error(tmp_path: Path) -> None:
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    reader = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK)
+    target = open_target(str(fifo))
+    os.close(reader)
+    with pytest.raises(OutputError, match="its reader went away"):
+        target.write(b"line\n")
+    target.discard()  # what a sink's abort() does next: must not fail
+
+
+def test_a_full_device_is_an_output_error_naming_the_path() -> None:
+    writer = PassThroughWriter("/dev/full")  # opened without O_CREAT/O_TRUNC: nothing replaced
+    with pytest.raises(OutputError) as raised:
+        writer.write(b"line\n")
+    assert str(raised.value) == "cannot write results to /dev/full: No space left on device"
+    assert writer.closed
+
+
+@pytest.mark.skipif(not IS_ROOT, reason="mknod needs root")
+def test_a_character_device_is_written_through_and_stays_one(tmp_path: Path) -> None:
+    device = tmp_path / "null"
+    os.mknod(device, 0o666 | stat.S_IFCHR, os.makedev(1, 3))
+    target = open_target(str(device))
+    target.write(b"gone\n")
+    target.commit()
+    assert stat.S_ISCHR(device.lstat().st_mode)
+    assert _entries(tmp_path) == {"null"}
+
+
+def test_a_socket_is_refused_with_a_reason(tmp_path: Path) -> None:
+    path = tmp_path / "s"
+    with socket.socket(socket.AF_UNIX) as listener:
+        listener.bind(str(path))
+        with pytest.raises(OutputError, match="is a socket"):
+            open_target(str(path))
+    assert stat.S_ISSOCK(path.lstat().st_mode)
+
+
+def test_a_link_to_a_regular_file_stays_a_link_to_the_new_file(tmp_path: Path) -> None:
+    (tmp_path / "real").mkdir()
+    real = tmp_path / "real" / "r.jsonl"
+    real.write_bytes(b"old\n")
+    link = tmp_path / "r.jsonl"
+    link.symlink_to(real)
+    writer = open_target(str(link))
+    writer.write(b"new\n")
+    writer.commit()
+    assert link.is_symlink() and link.readlink() == real
+    assert real.read_bytes() == b"new\n"
+    assert _entries(tmp_path / "real") == {"r.jsonl"}
+
+
+def test_a_dangling_link_is_refused_rather_than_followed(tmp_path: Path) -> None:
+    link = tmp_path / "r.jsonl"
+    link.symlink_to(tmp_path / "nowhere" / "x")
+    with pytest.raises(OutputError, match=r"is a symbolic link to .*, which does not exist"):
+        open_target(str(link))
+    assert _entries(tmp_path) == {"r.jsonl"}
+
+
+def test_output_identity_sees_one_file_through_every_spelling(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    Path("existing").write_bytes(b"")
+    Path("link").symlink_to("existing")
+    assert (
+        output_identity("new") == output_identity("./new") == output_identity(str(tmp_path / "new"))
+    )
+    assert (
+        output_identity("existing")
+        == output_identity("link")
+        == output_identity(str(tmp_path / "existing"))
+    )
+    assert output_identity("new") != output_identity("existing")
+    assert output_identity("/dev/null") is None  # a character device may take two outputs
+
+
+# Leftovers of dead runs: removed when the next writer for the same file opens, and only
+# what is provably a dead writer's (its lock is free, it is a regular file of this user).
+
+
+def test_an_unlocked_leftover_is_removed_when_the_next_writer_opens(tmp_path: Path) -> None:
+    target = tmp_path / "r.jsonl"
+    (tmp_path / ".r.jsonl.tmp-0123abcd").write_bytes(b"half a run")
+    not_ours = {".r.jsonl.tmp-notours", ".other.jsonl.tmp-0123abcd", ".r.jsonl.tmp-0123abcd0"}
+    for name in not_ours:
+        (tmp_path / name).write_bytes(b"")
+    writer = AtomicWriter(str(target))
+    writer.commit()
+    assert _entries(tmp_path) == {"r.jsonl", *not_ours}
+
+
+def test_a_live_writers_temporary_file_is_left_alone(tmp_path: Path) -> None:
+    target = tmp_path / "r.jsonl"
+    first = AtomicWriter(str(target))
+    first.write(b"first\n")
+    second = AtomicWriter(str(target))  # finds first's temporary file, locked
+    assert Path(first.temp_path).exists()
+    second.write(b"second\n")
+    second.commit()
+    first.commit()
+    assert target.read_bytes() == b"first\n"
+    assert _entries(tmp_path) == {"r.jsonl"}
+
+
+def test_a_leftover_whose_lock_is_held_is_left_alone(tmp_path: Path) -> None:
+    leftover = tmp_path / ".r.jsonl.tmp-0123abcd"
+    leftover.write_bytes(b"")
+    with open(leftover, "rb") as held:
+        fcntl.flock(held, fcntl.LOCK_EX)  # another open file: the lock conflicts as a process's
+        AtomicWriter(str(tmp_path / "r.jsonl")).discard()
+        assert leftover.exists()
+
+
+def test_links_fifos_and_directories_named_as_leftovers_are_never_touched(
+    tmp_path: Path,
+) -> None:
+    victim = tmp_path / "victim"
+    victim.write_bytes(b"keep me\n")
+    (tmp_path / ".r.jsonl.tmp-00000001").symlink_to(victim)
+    os.mkfifo(tmp_path / ".r.jsonl.tmp-00000002")
+    (tmp_path / ".r.jsonl.tmp-00000003").mkdir()
+    AtomicWriter(str(tmp_path / "r.jsonl")).discard()
+    assert victim.read_bytes() == b"keep me\n"
+    assert len(_entries(tmp_path)) == 4
+
+
+@pytest.mark.skipif(not IS_ROOT, reason="giving a file to another user needs root")
+def test_another_users_leftover_is_left_alone(tmp_path: Path) -> None:
+    leftover = tmp_path / ".r.jsonl.tmp-0123abcd"
+    leftover.write_bytes(b"")
+    os.chown(leftover, 65534, 65534)
+    AtomicWriter(str(tmp_path / "r.jsonl")).discard()
+    assert leftover.exists()
