@@ -16,7 +16,8 @@ the process from 297 MB to 1,886 MB; two thousand that connected and never spoke
 - **Connections are bounded** (`max_connections`). A new connection past the bound takes
   the place of the oldest one that has not sent a whole request yet (a scraper sends its
   request at once; one that has not is either slow or not a scraper); if every connection
-  is busy being answered, the new one gets a 503 and is closed.
+  is busy being answered, the new one is answered 503 (at most `max_refusals` such
+  answers at a time; past those, it is reset).
 - **Idle and stalled clients are dropped**: a connection that has not sent a whole request
   within `request_timeout` seconds, or that takes nothing of its response for
   `send_timeout` seconds, is closed with an RST (`SO_LINGER` 0), which also frees the
@@ -70,6 +71,7 @@ class Limits:
     request_timeout: float = 10.0  # seconds to send a whole request head
     send_timeout: float = 30.0  # seconds a client may take nothing of its response
     linger_timeout: float = 5.0  # seconds to wait for the client's close after a response
+    max_refusals: int = 16  # 503 answers being sent at once past max_connections
     responders: int = 2  # threads building responses
     backlog: int = 1024  # a short accept queue drops SYNs (docs/KERNEL_NOTES.md section 5)
     accept_burst: int = 64  # connections accepted per turn before serving the others
@@ -93,10 +95,11 @@ class _Phase(enum.Enum):
 class _Connection:
     """One client's state; touched only by the event-loop thread."""
 
-    __slots__ = ("deadline", "method", "pending", "phase", "received", "sock")
+    __slots__ = ("deadline", "method", "pending", "phase", "received", "refused", "sock")
 
-    def __init__(self, sock: socket.socket, deadline: float) -> None:
+    def __init__(self, sock: socket.socket, deadline: float, *, refused: bool = False) -> None:
         self.sock = sock
+        self.refused = refused  # answered 503: past the bound, not counted in it
         self.phase = _Phase.READING
         self.deadline: float | None = deadline
         self.received = b""
@@ -244,9 +247,10 @@ class MetricsHttpServer:
                     return
                 continue
             sock.setblocking(False)
-            full = len(self._connections) >= self.limits.max_connections
+            refusals = sum(1 for c in self._connections.values() if c.refused)
+            full = len(self._connections) - refusals >= self.limits.max_connections
             if full and not self._drop_oldest_idle():
-                self._refuse(sock)
+                self._refuse(sock, can_answer=refusals < self.limits.max_refusals)
                 continue
             connection = _Connection(sock, self._clock() + self.limits.request_timeout)
             self._connections[sock] = connection
@@ -262,19 +266,21 @@ class MetricsHttpServer:
         self._close((silent or reading)[0], abort=True)
         return True
 
-    def _refuse(self, sock: socket.socket) -> None:
-        """503 to a connection past the bound, best effort (it may not be read), closed."""
+    def _refuse(self, sock: socket.socket, *, can_answer: bool) -> None:
+        """A connection past the bound: answered 503 like any response (sent, then the
+        client's close awaited, so its unread request does not turn the answer into an
+        RST), or, with `max_refusals` answers already going out, reset at once."""
+        connection = _Connection(sock, self._clock(), refused=True)
+        self._connections[sock] = connection
+        self._selector.register(sock, selectors.EVENT_READ, self._on_readable)
+        if not can_answer:
+            self._close(connection, abort=True)
+            return
         response = error_response(
             HTTPStatus.SERVICE_UNAVAILABLE,
             f"{self.limits.max_connections} connections are being answered; try again",
         )
-        try:
-            sock.send(response_head(response, server=self._server_name, now=time.time()))
-            sock.send(response.body[0])
-        except OSError:
-            pass
-        finally:
-            sock.close()
+        self._start_sending(connection, response)
 
     def _pause_accepting(self) -> None:
         if self._accept_paused_until is None:

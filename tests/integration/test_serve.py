@@ -9,25 +9,16 @@ on port 0 and the test reads the port from its start line, so no port is guessed
 
 from __future__ import annotations
 
-import contextlib
-import os
-import select
 import signal
 import socket
 import subprocess
 import sys
 import time
-import urllib.error
-import urllib.request
-from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
 
 from scanner.commands.serve import (
-    CONTENT_TYPE,
     MemoryTarget,
     MetricsRenderer,
     parse_listen_address,
@@ -41,9 +32,8 @@ from scanner.outputs.base import RunInfo
 from scanner.outputs.prom import PromSink
 from tests.support.history import make_result, store_run, summary_of
 from tests.support.listeners import LoopbackServices, free_port
+from tests.support.serve import REPO_ROOT, Samples, Served, get, samples_of, serving
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
-START_TIMEOUT = 20.0
 SERVE_METRICS = {
     "reachscan_history_up",
     "reachscan_runs_stored",
@@ -51,31 +41,9 @@ SERVE_METRICS = {
     "reachscan_last_run_age_seconds",
 }
 
-Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
-
-_NO_PROXY = urllib.request.build_opener(urllib.request.ProxyHandler({}))
-
-
-def samples_of(text: str) -> Samples:
-    return {
-        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
-        for family in text_string_to_metric_families(text)
-        for sample in family.samples
-    }
-
 
 def without_serve_metrics(samples: Samples) -> Samples:
     return {key: value for key, value in samples.items() if key[0] not in SERVE_METRICS}
-
-
-def get(url: str) -> tuple[int, str, str]:
-    """Status, content type and body; an HTTP error status is returned, not raised."""
-    try:
-        with _NO_PROXY.open(url, timeout=30) as response:
-            return response.status, response.headers["Content-Type"], response.read().decode()
-    except urllib.error.HTTPError as error:
-        with error:
-            return error.code, error.headers["Content-Type"], error.read().decode()
 
 
 def endpoint(host: str, address: str, port: int, **labels: str) -> tuple[tuple[str, str], ...]:
@@ -89,67 +57,12 @@ def endpoint(host: str, address: str, port: int, **labels: str) -> tuple[tuple[s
 # --- the server process -----------------------------------------------------------------
 
 
-@dataclass
-class Served:
-    process: subprocess.Popen[bytes]
-    base_url: str
-    start_lines: list[str]
-
-    def scrape(self) -> Samples:
-        status, content_type, body = get(f"{self.base_url}/metrics")
-        assert (status, content_type) == (200, CONTENT_TYPE)
-        return samples_of(body)
-
-
 def reachscan(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "scanner", *args],
         cwd=REPO_ROOT, capture_output=True, text=True, timeout=timeout,
         stdin=subprocess.DEVNULL, check=False,
     )  # fmt: skip
-
-
-@contextlib.contextmanager
-def serving(db: Path, *args: str, listen: str = "127.0.0.1:0") -> Iterator[Served]:
-    """`reachscan serve` until the block ends; killed (by its pid) if still running."""
-    process = subprocess.Popen(
-        [sys.executable, "-m", "scanner", "serve", "--listen", listen, "--db", str(db), *args],
-        cwd=REPO_ROOT, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE, bufsize=0,
-    )  # fmt: skip
-    try:
-        lines = read_start_lines(process)
-        (start,) = [line for line in lines if line.startswith("serving ")]
-        url = start.removeprefix("serving ").removesuffix("/metrics")
-        yield Served(process, url, lines)
-    finally:
-        if process.poll() is None:
-            process.kill()
-        process.communicate(timeout=10)
-
-
-def read_start_lines(process: subprocess.Popen[bytes]) -> list[str]:
-    """stderr lines up to and including `serving URL`.
-
-    Read from the descriptor, not through a buffered reader: a reader may pull both lines
-    into its buffer at once, and select() would then wait for bytes already read.
-    """
-    assert process.stderr is not None
-    descriptor = process.stderr.fileno()
-    received = b""
-    deadline = time.monotonic() + START_TIMEOUT
-    while True:
-        *lines, _ = received.decode().split("\n")  # whole lines only
-        if any(line.startswith("serving ") for line in lines):
-            return lines
-        remaining = deadline - time.monotonic()
-        readable, _, _ = select.select([descriptor], [], [], max(0.0, remaining))
-        if not readable:
-            pytest.fail(f"reachscan serve did not start within {START_TIMEOUT} s: {lines}")
-        chunk = os.read(descriptor, 65536)
-        if not chunk:
-            pytest.fail(f"reachscan serve exited {process.wait()} before serving: {lines}")
-        received += chunk
 
 
 def stop(served: Served, signum: signal.Signals) -> tuple[int, str]:
