@@ -399,6 +399,68 @@ def test_migration_from_a_v1_file_keeps_its_runs(db_path: Path) -> None:
     HistoryStore.open(db_path, migrations=(*MIGRATIONS[:1], V2_FOR_TEST)).close()
 
 
+def test_the_v2_upgrade_keeps_every_run_result_and_id_and_allows_abandoned(
+    db_path: Path,
+) -> None:
+    """v2 rebuilds `runs` (a CHECK constraint cannot be altered): the results must not be
+    cascaded away with the old table, and a pruned newest id must not be reused."""
+    with HistoryStore.open(db_path, migrations=MIGRATIONS[:1]) as version_one:
+        kept = [
+            store_run(version_one, [make_result(), make_result(port=22)], 1_000.0 * n)
+            for n in (1, 2)
+        ]
+        pruned = store_run(version_one, [make_result()], started=3_000.0)
+    with sqlite3.connect(db_path) as raw:  # the newest run pruned, as retention could
+        raw.execute("PRAGMA foreign_keys = ON")
+        raw.execute("DELETE FROM runs WHERE id = ?", (pruned,))
+    raw.close()
+
+    with HistoryStore.open(db_path) as upgraded:
+        assert [run.id for run in upgraded.runs()] == list(reversed(kept))
+        assert all(len(upgraded.observations(run_id)) == 2 for run_id in kept)
+        running = store_run(upgraded, [make_result()], started=4_000.0, finish=False)
+        assert running == pruned + 1  # AUTOINCREMENT's high-water mark survived
+        assert upgraded.abandon_running_runs("killed") == [running]
+        assert upgraded.get_run(running).status is RunStatus.ABANDONED
+    assert raw_rows(db_path, "PRAGMA user_version") == [(len(MIGRATIONS),)]
+    assert raw_rows(db_path, "PRAGMA foreign_key_check") == []
+
+
+def test_runs_left_running_are_closed_abandoned_with_what_they_stored(
+    store: HistoryStore,
+) -> None:
+    complete = store_run(store, [make_result()], started=1_000.0)
+    killed = store_run(
+        store,
+        [make_result(ts=2_001.0), make_result(port=22, state=State.REFUSED, ts=2_003.0)],
+        started=2_000.0,
+        finish=False,
+    )
+
+    assert store.abandon_running_runs("its process died") == [killed]
+    assert store.abandon_running_runs("its process died") == []  # closed once
+
+    run = store.get_run(killed)
+    assert (run.status, run.total, run.not_ok) == (RunStatus.ABANDONED, 2, 1)
+    assert run.counts == {"open": 1, "refused": 1}
+    assert run.finished == 2_003.0  # last seen alive: its newest result
+    assert run.message == "its process died"
+    assert store.get_run(complete).status is RunStatus.COMPLETE
+    assert store.latest_complete_run() is not None
+    assert store.latest_complete_run().id == complete  # type: ignore[union-attr]
+
+
+def test_a_history_deleted_or_replaced_under_the_store_is_noticed(db_path: Path) -> None:
+    with HistoryStore.open(db_path) as store:
+        store.check_still_in_place()
+        db_path.unlink()
+        with pytest.raises(HistoryError, match="deleted during the run"):
+            store.check_still_in_place()
+        HistoryStore.open(db_path).close()  # another file at the same path
+        with pytest.raises(HistoryError, match="replaced during the run"):
+            store.check_still_in_place()
+
+
 def test_a_file_from_a_newer_version_is_refused(db_path: Path) -> None:
     HistoryStore.open(db_path, migrations=(*MIGRATIONS[:1], V2_FOR_TEST)).close()
     with pytest.raises(HistoryError, match="newer reachscan"):
