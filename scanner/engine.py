@@ -48,6 +48,11 @@ SELF_CONNECT_GIVE_UP = 8
 
 RTT_SAMPLES_BEFORE_ADAPTING = 4
 
+RATE_TOKEN_SLACK = 1e-9
+"""A refill computed in floating point can fall short of a whole token by a rounding
+error; waiting for that shortfall would ask for a timer shorter than the clock can
+represent, and the dispatcher would wake again at the same instant, forever."""
+
 IDLE_HOSTS_REMEMBERED = 1024
 """Idle hosts whose round trip or ICMP habits are kept for later probes. A sweep of many
 hosts with one port each gains nothing from more, and each costs memory."""
@@ -274,7 +279,7 @@ class Engine:
         while len(self._inflight) < self._limit:
             if config.rate is not None:
                 self._refill_rate(now)
-                if self._rate_tokens < 1.0:
+                if self._rate_tokens < 1.0 - RATE_TOKEN_SLACK:
                     return (1.0 - self._rate_tokens) / config.rate
             job = self._next_job()
             if job is None:

@@ -7,13 +7,18 @@ from collections.abc import Callable, Mapping
 
 import pytest
 
+from tests.support.virtual_time import new_virtual_time_loop
+
 pytest_plugins = ["tests.support.fixtures"]
 
 
 def pytest_asyncio_loop_factories(
     config: pytest.Config, item: pytest.Item
 ) -> Mapping[str, Callable[[], asyncio.AbstractEventLoop]]:
-    """The loops reachscan supports; uvloop where it is installed."""
+    """The loops reachscan supports; uvloop where it is installed. A test marked
+    `virtual_time` asserts exact times, which only the virtual-time loop can give."""
+    if item.get_closest_marker("virtual_time") is not None:
+        return {"virtual-time": new_virtual_time_loop}
     factories: dict[str, Callable[[], asyncio.AbstractEventLoop]] = {
         "asyncio": asyncio.new_event_loop,
     }

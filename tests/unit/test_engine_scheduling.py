@@ -1,129 +1,35 @@
 """The engine's scheduling logic against a fake connector: limits, retries, back-off, pacing.
 
-The fake answers from a script (port -> outcomes per attempt) after a short delay on the
-real loop, so these tests check ordering and bookkeeping, not the kernel; the kernel's
-side is in tests/integration.
+The fake answers from a script (port -> outcomes per attempt) after a delay of loop time,
+and every test here runs on the virtual-time loop (tests/support/virtual_time.py): time
+jumps over idle waits, so a pace, a rate or a deadline is asserted exactly, never as a
+wall-clock bound that a busy machine would break. The kernel's side is in
+tests/integration.
 """
 
 from __future__ import annotations
 
 import asyncio
-import errno
-import itertools
 from collections import Counter
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Sequence
 
 import anyio
 import pytest
 
-from scanner.engine import Engine, EngineConfig, Job
-from scanner.model import (
-    Endpoint,
-    Event,
-    IcmpOrigin,
-    IcmpReport,
-    Offender,
-    Outcome,
-    Proto,
-    Reason,
-    ResolvedVia,
-    Result,
-    State,
-    Target,
+from scanner.engine import Engine, EngineConfig
+from scanner.model import Outcome, Proto, Reason, Result, State, Target
+from tests.support.fake_connector import (
+    EMFILE,
+    ICMP_CLOSED,
+    OPEN,
+    RST,
+    SELF,
+    SILENT,
+    FakeConnector,
+    make_targets,
 )
 
-RST = Outcome(Event.ERROR, errno=errno.ECONNREFUSED, rtt=0.001)
-OPEN = Outcome(Event.CONNECTED, rtt=0.001)
-SILENT = None  # never answers: the engine must expire it
-EMFILE = Outcome(Event.ERROR, errno=errno.EMFILE, immediate=True, message="EMFILE")
-SELF = Outcome(Event.SELF_CONNECT)
-ICMP_CLOSED = Outcome(
-    Event.ERROR,
-    errno=errno.ECONNREFUSED,
-    icmp=IcmpReport(IcmpOrigin.ICMP4, 3, 3, errno.ECONNREFUSED, "10.0.0.1", Offender.TARGET),
-)
-
-
-@dataclass
-class FakeProbe:
-    connector: FakeConnector
-    timer: asyncio.TimerHandle | None = None
-
-    def expire(self) -> Outcome:
-        self._stop()
-        return Outcome(Event.SILENCE)
-
-    def cancel(self) -> None:
-        self.connector.cancelled += 1
-        self._stop()
-
-    def _stop(self) -> None:
-        if self.timer is not None:
-            self.timer.cancel()
-        self.connector.inflight -= 1
-
-
-@dataclass
-class FakeConnector:
-    """Answers each port from a script; a missing entry means `default`."""
-
-    script: dict[int, Sequence[Outcome | None]] = field(default_factory=dict)
-    default: Outcome | None = RST
-    delay: float = 0.002
-    inflight: int = 0
-    max_inflight: int = 0
-    max_per_host: Counter[str] = field(default_factory=Counter)
-    per_host: Counter[str] = field(default_factory=Counter)
-    starts: list[tuple[float, Target]] = field(default_factory=list)
-    attempts: Counter[tuple[str, int]] = field(default_factory=Counter)
-    cancelled: int = 0
-
-    def start(
-        self, target: Target, token: Job, on_outcome: Callable[[Job, Outcome], None]
-    ) -> FakeProbe | Outcome:
-        loop = asyncio.get_running_loop()
-        key = (target.address, target.endpoint.port)
-        attempt = self.attempts[key]
-        self.attempts[key] += 1
-        self.starts.append((loop.time(), target))
-        plan = self.script.get(target.endpoint.port)
-        outcome = self.default if plan is None else plan[min(attempt, len(plan) - 1)]
-        if outcome is not None and outcome.immediate:
-            return outcome
-        self.inflight += 1
-        self.max_inflight = max(self.max_inflight, self.inflight)
-        self.per_host[target.address] += 1
-        self.max_per_host[target.address] = max(
-            self.max_per_host[target.address], self.per_host[target.address]
-        )
-        probe = FakeProbe(self)
-        if outcome is not None:
-
-            def finish() -> None:
-                self.inflight -= 1
-                self.per_host[target.address] -= 1
-                on_outcome(token, outcome)
-
-            probe.timer = loop.call_later(self.delay, finish)
-        original_stop = probe._stop
-
-        def stop() -> None:
-            self.per_host[target.address] -= 1
-            original_stop()
-
-        probe._stop = stop  # type: ignore[method-assign]
-        return probe
-
-
-def make_targets(
-    addresses: Sequence[str], ports: Sequence[int], proto: Proto = Proto.TCP
-) -> list[Target]:
-    return [
-        Target(Endpoint(address, port, proto, None), address, 4, ResolvedVia.LITERAL)
-        for address in addresses
-        for port in ports
-    ]
+pytestmark = pytest.mark.virtual_time
 
 
 async def run_engine(
@@ -132,7 +38,11 @@ async def run_engine(
     results: list[Result] = []
     warnings: list[str] = []
     engine = Engine(
-        config, {Proto.TCP: connector, Proto.UDP: connector}, results.append, warnings.append
+        config,
+        {Proto.TCP: connector, Proto.UDP: connector},
+        results.append,
+        warnings.append,
+        clock=asyncio.get_running_loop().time,
     )
     send, receive = anyio.create_memory_object_stream[list[Target]](16)
 
@@ -146,6 +56,17 @@ async def run_engine(
             group.start_soon(feed)
             await engine.run(receive)
     return results, warnings, engine
+
+
+def start_times(connector: FakeConnector) -> list[float]:
+    """When each probe started, in seconds of loop time after the first one."""
+    first = connector.starts[0][0]
+    return [when - first for when, _ in connector.starts]
+
+
+def exactly(times: Sequence[float]) -> object:
+    """Virtual time is exact up to the rounding of float additions."""
+    return pytest.approx(list(times), abs=1e-9)
 
 
 def states(results: Sequence[Result]) -> Counter[tuple[State, Reason]]:
@@ -188,6 +109,7 @@ async def test_silence_is_retried_then_reported() -> None:
     assert (result.state, result.reason) == (State.FILTERED, Reason.NO_RESPONSE)
     assert result.attempts == 2
     assert connector.attempts[("10.0.0.1", 80)] == 2
+    assert start_times(connector) == exactly([0.0, 0.05])  # retried the moment it expired
 
 
 @pytest.mark.asyncio
@@ -255,10 +177,9 @@ async def test_retries_to_an_icmp_sending_host_are_paced() -> None:
         EngineConfig(timeout=0.03, retries=2, icmp_pace_v4=pace), connector, targets
     )
     assert states(results) == Counter({(State.REFUSED, Reason.PORT_UNREACH): 8})
-    retry_times = sorted(when for when, target in connector.starts[8:])
-    assert len(retry_times) == 5
-    gaps = [later - earlier for earlier, later in itertools.pairwise(retry_times)]
-    assert min(gaps) >= pace * 0.9
+    # All eight at once; the five silent ones expire at 0.03 s, and since the host has
+    # sent ICMP, their retries go out one per pace rather than in a burst.
+    assert start_times(connector) == exactly([0.0] * 8 + [0.03 + pace * k for k in range(5)])
 
 
 @pytest.mark.asyncio
@@ -266,9 +187,8 @@ async def test_rate_limit_spaces_new_probes() -> None:
     connector = FakeConnector(delay=0.001)
     targets = make_targets(["10.0.0.1"], range(1, 41))
     await run_engine(EngineConfig(rate=200.0), connector, targets)
-    times = [when for when, _ in connector.starts]
-    # 40 probes at 200/s (burst of 10) take at least (40 - 10) / 200 = 0.15 s.
-    assert times[-1] - times[0] >= 0.14
+    # A burst of 10 (50 ms worth), then one probe every 1/200 s.
+    assert start_times(connector) == exactly([0.0] * 10 + [k / 200 for k in range(1, 31)])
 
 
 @pytest.mark.asyncio
@@ -296,11 +216,16 @@ async def test_max_time_reports_unconfirmed_silence_and_counts_what_was_never_pr
     connector = FakeConnector(default=SILENT)
     targets = make_targets(["10.0.0.1"], range(1, 201), Proto.UDP)
     config = EngineConfig(timeout=0.05, retries=50, per_host=4, max_time=0.3)
+    loop = asyncio.get_running_loop()
+    started = loop.time()
     results, _, engine = await run_engine(config, connector, targets)
+    assert loop.time() - started == pytest.approx(0.3, abs=1e-9)  # stopped at --max-time
     assert engine.stats.out_of_time
-    assert results, "probes that were tried are reported"
     assert {(r.state, r.reason) for r in results} == {(State.OPEN_FILTERED, Reason.NO_RESPONSE)}
-    probed = {r.endpoint.port for r in results}
-    assert len(probed) + engine.stats.not_probed <= 200
-    assert engine.stats.not_probed > 0
+    # Four ports at a time, each wave expiring after 0.05 s; every port that was tried is
+    # reported once, everything else is counted as never probed.
+    assert start_times(connector) == exactly([0.05 * (k // 4) for k in range(24)])
+    probed = [r.endpoint.port for r in results]
+    assert len(probed) == len(set(probed)) == 12
+    assert engine.stats.not_probed == 200 - 12
     assert connector.inflight == 0
