@@ -202,6 +202,17 @@ ERROR_ADVICE: Mapping[int, str] = {
 }
 
 
+OUT_OF_MEMORY = "out of memory: raise the memory limit (ulimit -v) or free memory"
+
+# Extended result codes that the primary code would mislead about: under an address-space
+# limit (`ulimit -v`) SQLite cannot map the WAL index and says "disk I/O error".
+EXTENDED_ERROR_ADVICE: Mapping[int, str] = {
+    7: OUT_OF_MEMORY,  # NOMEM
+    3082: OUT_OF_MEMORY,  # IOERR_NOMEM
+    5386: f"could not map the -shm file into memory, {OUT_OF_MEMORY}",  # IOERR_SHMMAP
+}
+
+
 class HistoryError(Exception):
     """The history database cannot be used; the message says why and what to do."""
 
@@ -221,6 +232,8 @@ class UnknownRun(HistoryError):
 
 def _explain(error: sqlite3.Error) -> str:
     code = getattr(error, "sqlite_errorcode", None)
+    if isinstance(code, int) and code in EXTENDED_ERROR_ADVICE:
+        return f"{EXTENDED_ERROR_ADVICE[code]} ({error})"
     if isinstance(code, int) and (code & 0xFF) in ERROR_ADVICE:
         return f"{ERROR_ADVICE[code & 0xFF]} ({error})"
     return str(error)
@@ -235,6 +248,8 @@ def _translated(path: Path) -> Iterator[None]:
         raise HistoryError(path, _explain(error)) from error
     except OSError as error:
         raise HistoryError(path, error.strerror or str(error)) from error
+    except MemoryError as error:  # sqlite3 raises it for SQLITE_NOMEM
+        raise HistoryError(path, OUT_OF_MEMORY) from error
 
 
 def _schema_version(connection: sqlite3.Connection) -> int:

@@ -6,6 +6,8 @@ from __future__ import annotations
 import os
 import sqlite3
 import stat
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -534,6 +536,34 @@ def test_a_directory_in_place_of_the_file_is_a_history_error(tmp_path: Path) -> 
         HistoryStore.open(tmp_path)
     with pytest.raises(HistoryError, match="is a directory: --db takes the database file"):
         HistoryStore.open_readonly(tmp_path)
+
+
+ADDRESS_SPACE_LIMITED = """
+import resource, sys
+from pathlib import Path
+from scanner.history.store import HistoryError, HistoryStore
+in_use = int(open("/proc/self/statm").read().split()[0]) * resource.getpagesize()
+resource.setrlimit(resource.RLIMIT_AS, (in_use, in_use))
+try:
+    HistoryStore.open(Path(sys.argv[1])).close()
+except HistoryError as error:
+    print(error)
+"""
+
+
+def test_an_address_space_limit_is_said_as_out_of_memory_not_disk_io(db_path: Path) -> None:
+    """Under `ulimit -v` SQLite cannot map the WAL index and says "disk I/O error"."""
+    completed = subprocess.run(
+        [sys.executable, "-c", ADDRESS_SPACE_LIMITED, str(db_path)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])},
+    )
+    assert completed.returncode == 0, completed.stderr
+    assert "out of memory: raise the memory limit (ulimit -v)" in completed.stdout
+    assert "input/output error" not in completed.stdout
 
 
 def test_a_database_locked_by_a_writer_is_a_history_error(db_path: Path) -> None:
