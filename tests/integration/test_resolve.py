@@ -7,7 +7,6 @@ Every test passes the responder's address explicitly: the machine's nameserver (
 from __future__ import annotations
 
 import socket
-import time
 from collections.abc import Iterable
 
 import anyio
@@ -241,14 +240,14 @@ async def test_timeout_is_a_resolver_error_within_the_configured_lifetime(
 ) -> None:
     dns_responder.set_records("silent.test", ["198.51.100.8"])
     dns_responder.set_failure("silent.test", "TIMEOUT")
-    started = time.monotonic()
     resolution = await make_resolver(dns_responder, timeout=0.5).resolve("silent.test")
-    elapsed = time.monotonic() - started
     assert resolution.failure is Reason.RESOLVER_ERROR
     assert resolution.message is not None
-    assert "no answer" in resolution.message
+    # The lifetime dnspython gave up after is the one configured (not its 5 s default).
+    assert f"no answer from nameserver 127.0.0.1:{dns_responder.port} within 0.5 s" in (
+        resolution.message
+    )
     assert f"127.0.0.1:{dns_responder.port}" in resolution.message
-    assert elapsed < 2.0
     # Two tries per record type: the lifetime is split, not spent on one datagram.
     assert dns_responder.queries.count(("silent.test", "A")) >= 2
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import textwrap
-import time
 from pathlib import Path
 
 import pytest
@@ -514,10 +513,9 @@ def _billion_laughs(levels: int) -> str:
     return "\n".join(lines) + "\n"
 
 
-def test_an_alias_bomb_is_refused_quickly() -> None:
-    started = time.monotonic()
+@pytest.mark.timeout(60)  # expanding it would not end: the refusal is by arithmetic
+def test_an_alias_bomb_is_refused_by_arithmetic() -> None:
     result = parse(_billion_laughs(10))  # 10**9 host entries if expanded
-    assert time.monotonic() - started < 2
     assert [str(item) for item in result] == [
         f"{FILE}:1: aliases expand to more than 1,000,000 nodes; refusing to read it"
     ]
