@@ -13,23 +13,31 @@ nothing.
 
 from __future__ import annotations
 
+import sqlite3
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
 from tests.hostile.hostile_support import (
     IN_PRIVATE_NETNS,
+    REPO_ROOT,
     Reachscan,
+    history_runs,
     needs_private_netns,
     no_traceback,
     verdicts,
 )
+from tests.support.fixtures import HostsFileFactory
 from tests.support.listeners import LoopbackServices, free_port
 
 pytestmark = pytest.mark.hostile
 
 OPEN_TCP = ("open", "syn-ack")
 REFUSED_TCP = ("refused", "conn-refused")
+EXCLUDED = ("excluded", "exclude-list")
+SPECIAL = ("excluded", "special-address")
 
 
 def test_a_spec_of_a_trillion_endpoints_is_refused_before_any_probe(
@@ -113,8 +121,11 @@ def test_exclude_and_exclude_file_addresses_get_no_probe(
         str(exclude_file),
     )
 
-    assert run.returncode == 0, run.stderr
-    assert verdicts(run.records) == {("127.77.42.1", port, "tcp"): OPEN_TCP}
+    assert run.returncode == 0, run.stderr  # -t sweeps expect nothing: excluded is fine
+    assert verdicts(run.records) == {
+        ("127.77.42.1", port, "tcp"): OPEN_TCP,
+        **{(address, port, "tcp"): EXCLUDED for address in addresses[1:]},
+    }
     assert services.accepted("127.77.42.1", port) == 1
     assert [services.accepted(address, port) for address in addresses[1:]] == [0, 0, 0]
     assert "3 endpoint addresses not probed" in run.stderr
@@ -155,9 +166,10 @@ def test_the_broadcast_address_of_a_block_is_left_out_unless_asked_for(
     default = reachscan.run("-t", f"127.77.43.0/30:{port}")
 
     assert default.returncode == 0, default.stderr
-    assert set(verdicts(default.records)) == {
-        (f"127.77.43.{host}", port, "tcp") for host in (0, 1, 2)
-    }
+    found = verdicts(default.records)
+    assert set(found) == {(f"127.77.43.{host}", port, "tcp") for host in (0, 1, 2, 3)}
+    assert found[("127.77.43.3", port, "tcp")] == SPECIAL
+    assert all(record["ok"] for record in default.records)
     assert services.accepted("127.77.43.3", port) == 0
     assert "1 endpoint addresses not probed" in default.stderr
 
@@ -175,7 +187,9 @@ def test_multicast_is_left_out_unless_asked_for(reachscan: Reachscan) -> None:
     default = reachscan.run("-t", "224.0.0.1:80", "-t", "127.0.0.1:9", prefix=IN_PRIVATE_NETNS)
 
     assert default.returncode == 0, default.stderr
-    assert set(verdicts(default.records)) == {("127.0.0.1", 9, "tcp")}
+    found = verdicts(default.records)
+    assert set(found) == {("127.0.0.1", 9, "tcp"), ("224.0.0.1", 80, "tcp")}
+    assert found[("224.0.0.1", 80, "tcp")] == SPECIAL
     assert "1 endpoint addresses not probed" in default.stderr
 
     special = reachscan.run(
@@ -193,3 +207,146 @@ def test_multicast_is_left_out_unless_asked_for(reachscan: Reachscan) -> None:
 
     assert set(verdicts(special.records)) == {("127.0.0.1", 9, "tcp"), ("224.0.0.1", 80, "tcp")}
     assert "not probed" not in special.stderr
+
+
+# --- IPv4-mapped IPv6 addresses are the IPv4 addresses they map -----------------------------
+
+
+def test_an_ipv4_mapped_literal_block_and_name_obey_an_ipv4_exclusion(
+    reachscan: Reachscan, services: LoopbackServices, hosts_file: HostsFileFactory
+) -> None:
+    """`::ffff:127.77.46.5` leaves as IPv4 to 127.77.46.5: `--exclude 127.77.46.0/24`
+    must stop it, written as a literal, inside a block, or as a name the hosts file maps
+    to it. The control run without the exclusion shows the probe would arrive, and the
+    address is shown with its IPv4 half dotted."""
+    addresses = [f"127.77.46.{host}" for host in (5, 6)]
+    port = free_port("tcp", *addresses)
+    for address in addresses:
+        services.tcp(address, port)
+    mapped = reachscan.with_hosts(hosts_file({"mapped.test": ["::ffff:127.77.46.6"]}))
+    specs = ["-t", f"[::ffff:127.77.46.5]:{port}", "-t", f"[::ffff:127.77.46.8/126]:{port}"]
+    specs += ["-t", f"mapped.test:{port}"]
+
+    excluded = mapped.run(*specs, "--exclude", "127.77.46.0/24")
+
+    assert excluded.returncode == 0, excluded.stderr
+    no_traceback(excluded.stderr)
+    found = verdicts(excluded.records)
+    assert set(found) == {
+        (f"::ffff:127.77.46.{host}", port, "tcp") for host in (5, 6, 8, 9, 10, 11)
+    }
+    assert set(found.values()) == {EXCLUDED}
+    assert [services.accepted(address, port) for address in addresses] == [0, 0]
+
+    control = mapped.run("-t", f"[::ffff:127.77.46.5]:{port}", "-t", f"mapped.test:{port}")
+
+    assert control.returncode == 0, control.stderr
+    assert verdicts(control.records) == {
+        ("::ffff:127.77.46.5", port, "tcp"): OPEN_TCP,
+        ("::ffff:127.77.46.6", port, "tcp"): OPEN_TCP,
+    }
+    assert [services.accepted(address, port) for address in addresses] == [1, 1]
+
+
+@needs_private_netns
+def test_ipv4_mapped_broadcast_and_multicast_are_special(reachscan: Reachscan) -> None:
+    """`[::ffff:255.255.255.255]` and `[::ffff:224.0.0.1]` are the limited broadcast and
+    all-hosts multicast: never attempted without --include-special (in a namespace with
+    only loopback, so a broken guard sends nothing anywhere)."""
+    run = reachscan.run(
+        "-t",
+        "[::ffff:255.255.255.255]:80",
+        "-t",
+        "[::ffff:224.0.0.1]:80",
+        "-t",
+        "127.0.0.1:9",
+        prefix=IN_PRIVATE_NETNS,
+    )
+
+    assert run.returncode == 0, run.stderr
+    assert verdicts(run.records) == {
+        ("::ffff:255.255.255.255", 80, "tcp"): SPECIAL,
+        ("::ffff:224.0.0.1", 80, "tcp"): SPECIAL,
+        ("127.0.0.1", 9, "tcp"): REFUSED_TCP,
+    }
+    assert all(record["rtt_ms"] is None for record in run.records[:2])
+
+
+# --- excluded endpoints are results, judged against what the inventory expects -------------
+
+
+def test_an_expected_open_endpoint_that_is_excluded_fails_in_every_output(
+    reachscan: Reachscan,
+    services: LoopbackServices,
+    hosts_file: HostsFileFactory,
+    tmp_path: Path,
+) -> None:
+    """An inventory says `web.test` must be open; its address is in --exclude. Nothing
+    is probed, and the run is not a success: exit 1, the record `excluded` and not ok,
+    `reachscan_failed_endpoints 1`, the history stores the state, and the history
+    commands read it back."""
+    port = services.tcp("127.77.47.1")
+    inventory = tmp_path / "fleet.txt"
+    inventory.write_text(f"web.test:{port}\n")
+    named = reachscan.with_hosts(hosts_file({"web.test": ["127.77.47.1"]}))
+    database = tmp_path / "history.sqlite"
+    prom = tmp_path / "r.prom"
+    xml = tmp_path / "r.xml"
+
+    run = named.run(
+        str(inventory),
+        "--exclude",
+        "127.77.47.0/24",
+        "--db",
+        str(database),
+        "--format",
+        "jsonl",
+        "--format",
+        "prom",
+        "-o",
+        str(prom),
+        "--format",
+        "nmap-xml",
+        "-o",
+        str(xml),
+    )
+
+    assert run.returncode == 1, run.stderr
+    no_traceback(run.stderr)
+    assert [(r["address"], r["state"], r["reason"], r["ok"]) for r in run.records] == [
+        ("127.77.47.1", "excluded", "exclude-list", False)
+    ]
+    assert services.accepted("127.77.47.1", port) == 0
+    metrics = prom.read_text()
+    assert "reachscan_failed_endpoints 1.0" in metrics
+    assert 'reachscan_endpoints{state="excluded"} 1.0' in metrics
+    assert "reachscan_last_success_timestamp_seconds" not in metrics
+    assert "not listed: excluded" in xml.read_text()
+    assert history_runs(database) == [(1, "complete", 1)]
+    with sqlite3.connect(f"file:{database}?mode=ro", uri=True) as connection:
+        stored = connection.execute("SELECT state, reason, ok FROM results").fetchall()
+    connection.close()
+    assert stored == [("excluded", "exclude-list", 0)]
+    shown = subprocess.run(
+        [sys.executable, "-m", "scanner", "history", "--db", str(database), f"web.test:{port}"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        cwd=REPO_ROOT,
+    )
+    assert shown.returncode == 0, shown.stderr
+    no_traceback(shown.stderr)
+    assert "excluded" in shown.stdout
+
+
+def test_an_excluded_endpoint_expecting_any_is_ok(
+    reachscan: Reachscan, services: LoopbackServices
+) -> None:
+    port = services.tcp("127.77.47.2")
+
+    run = reachscan.run("-t", f"127.77.47.2:{port}", "--expect", "any", "--exclude", "127.77.47.2")
+
+    assert run.returncode == 0, run.stderr
+    assert [(r["state"], r["ok"]) for r in run.records] == [("excluded", True)]
+    assert services.accepted("127.77.47.2", port) == 0

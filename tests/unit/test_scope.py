@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from scanner.inventory import DEFAULT_PORTS, InventoryError, parse_target_spec
-from scanner.model import Origin
+from scanner.model import Origin, Reason
 from scanner.scope import (
     Scope,
     ScopeError,
@@ -76,3 +76,36 @@ def test_broadcast_of_every_ipv4_block() -> None:
         ]
     )
     assert [str(network) for network in found] == ["10.1.0.255/32"]
+
+
+def test_an_ipv4_mapped_address_is_judged_as_its_ipv4_address() -> None:
+    """`::ffff:a.b.c.d` leaves as IPv4 to a.b.c.d: exclusions and the special rules
+    written for IPv4 hold for it, and exclusions written in its IPv6 form too."""
+    scope = Scope(excluded=parse_exclusions(["127.0.0.0/8"], "x"))
+    assert scope.refusal("::ffff:127.0.0.5") is Reason.EXCLUDE_LIST
+    assert scope.refusal("::ffff:7f00:5") is Reason.EXCLUDE_LIST
+    assert scope.allows("::ffff:192.0.2.1")
+    assert (
+        Scope(excluded=parse_exclusions(["::ffff:192.0.2.0/120"], "x")).refusal("::ffff:192.0.2.1")
+        is Reason.EXCLUDE_LIST
+    )
+    for special in ("::ffff:255.255.255.255", "::ffff:224.0.0.1", "::ffff:0.0.0.0"):
+        assert Scope().refusal(special) is Reason.SPECIAL_ADDRESS
+        assert Scope(include_special=True).allows(special)
+
+
+def test_an_exclusion_outranks_the_special_rules_in_the_reason() -> None:
+    scope = Scope(excluded=parse_exclusions(["224.0.0.0/24"], "x"))
+    assert scope.refusal("224.0.0.1") is Reason.EXCLUDE_LIST
+    assert scope.refusal("224.0.1.1") is Reason.SPECIAL_ADDRESS
+    assert scope.refusal("192.0.2.1") is None
+
+
+def test_the_broadcast_of_an_ipv4_mapped_block_is_its_ipv4_broadcast() -> None:
+    found = broadcast_addresses(
+        [spec("[::ffff:10.1.0.0/120]:22"), spec("[::ffff:10.2.0.0/127]:22")]
+    )
+    assert [str(network) for network in found] == ["10.1.0.255/32"]
+    scope = Scope().with_broadcast(found)
+    assert scope.refusal("::ffff:10.1.0.255") is Reason.SPECIAL_ADDRESS
+    assert scope.allows("::ffff:10.1.0.254")

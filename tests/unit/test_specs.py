@@ -517,3 +517,30 @@ def test_near_miss_specs_parse_or_raise_spec_error(text: str) -> None:
     _parse_or_spec_error(text)
     with contextlib.suppress(SpecError):
         parse_ports(text)
+
+
+@pytest.mark.parametrize(
+    ("text", "address", "port"),
+    [("::1:8081", "::1", "8081"), ("2001:db8::1:443", "2001:db8::1", "443"), ("::1:1", "::1", "1")],
+)
+def test_an_ipv6_literal_that_reads_as_address_and_port_is_ambiguous(
+    text: str, address: str, port: str
+) -> None:
+    with pytest.raises(SpecError) as raised:
+        spec(text)
+    message = str(raised.value)
+    assert f"[{address}]:{port}" in message and f"-t {address} -p {port}" in message
+    assert f"[{text}]" in message
+
+
+@pytest.mark.parametrize("text", ["::1", "fe80::1", "2001:db8::8081", "::1:0", "::1:ab"])
+def test_ipv6_literals_no_port_could_follow_are_addresses(text: str) -> None:
+    assert hosts_of(spec(text, parse_ports("7"))) == [str(ipaddress.ip_address(text))]
+
+
+def test_a_huge_bad_token_is_cut_in_the_message() -> None:
+    with pytest.raises(SpecError) as raised:
+        parse_ports("%" * 1_000_000)
+    assert str(raised.value) == f"bad port item {'%' * 40!r}…; " + (
+        "write N, N-M, N/udp, a service name, or T:/U: before a list"
+    )

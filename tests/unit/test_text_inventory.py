@@ -165,3 +165,23 @@ def test_an_unreadable_file_is_one_error(tmp_path: Path) -> None:
     assert len(result) == 1
     assert isinstance(result[0], InventoryError)
     assert "Permission denied" in result[0].message
+
+
+@pytest.mark.parametrize("encoding", ["utf-16", "utf-16-le", "utf-16-be", "utf-32", "utf-32-be"])
+def test_a_utf16_or_utf32_file_is_one_error_saying_so(encoding: str) -> None:
+    data = "".join(f"192.0.2.{n}:22\n" for n in range(1, 20)).encode(encoding)
+
+    items = list(parse_text_lines(data.splitlines(keepends=True), file="f", default_ports=PORTS))
+
+    name = encoding[:6].upper()
+    assert [str(item) for item in items] == [
+        f"f:1: looks like {name}, not UTF-8; save it as UTF-8 (nothing in it was read)"
+    ]
+
+
+def test_nul_bytes_that_are_no_wide_encoding_stay_per_line_errors() -> None:
+    items = list(
+        parse_text_lines([b"192.0.2.1:22\x00\n", b"\x00\x00\x00\n"], file="f", default_ports=PORTS)
+    )
+
+    assert [item.origin.line for item in items if isinstance(item, InventoryError)] == [1, 2]
