@@ -5,6 +5,12 @@ handed over in a single write, so a reader never sees a partial line; on standar
 each batch is flushed at once, so results appear while the scan runs. Into a file, lines go
 to the atomic temporary file and become visible at `finish`, which an interrupted run also
 reaches, so it still leaves every completed line.
+
+A partial run (interrupted, stopped by an output that failed such as a full history,
+`--max-time`, a worker that died: `RunSummary.interrupted`) ends with one line that is not
+a result, `{"incomplete": true, "results": N}`: a file read later has no exit status or
+stderr beside it, and results that merely stop look like a complete run. Every other line
+keeps the result schema; a complete run has no such line.
 """
 
 from __future__ import annotations
@@ -15,6 +21,13 @@ import orjson
 
 from scanner.model import Result
 from scanner.outputs.base import OutputTarget, RunInfo, RunSummary, result_to_record
+
+
+def incomplete_marker(summary: RunSummary) -> bytes:
+    """The last line of a partial run's JSON Lines: how many results the run finished."""
+    return orjson.dumps(
+        {"incomplete": True, "results": summary.total}, option=orjson.OPT_APPEND_NEWLINE
+    )
 
 
 class JsonLinesSink:
@@ -43,6 +56,8 @@ class JsonLinesSink:
         self._target.flush()
 
     def finish(self, summary: RunSummary) -> None:
+        if summary.interrupted:
+            self._target.write(incomplete_marker(summary))
         self._target.commit()
 
     def abort(self) -> None:

@@ -22,6 +22,7 @@ from tests.support.cli import (
     Reachscan,
     ScanRun,
     Verdicts,
+    is_incomplete,
     parse_records,
     verdicts,
 )
@@ -36,6 +37,7 @@ __all__ = [  # the shared CLI helpers, re-exported for the hostile tests
     "ScanRun",
     "Verdicts",
     "history_runs",
+    "is_incomplete",
     "needs_private_netns",
     "no_traceback",
     "parse_records",

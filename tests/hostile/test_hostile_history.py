@@ -32,6 +32,7 @@ from tests.hostile.hostile_support import (
     REPO_ROOT,
     Reachscan,
     history_runs,
+    is_incomplete,
     no_traceback,
     parse_records,
     wait_for,
@@ -294,3 +295,40 @@ def test_a_history_deleted_mid_run_exits_3_and_says_the_rows_went_with_it(
     no_traceback(stderr)
     assert f"{database}: the file was deleted during the run" in stderr
     assert len(parse_records(jsonl.read_text())) == 1_000
+
+
+def test_a_history_that_fills_up_mid_run_leaves_the_other_outputs_marked_partial(
+    reachscan: Reachscan, tmp_path: Path
+) -> None:
+    """A trigger refusing one batch stands in for the full disk (or corrupt page) that
+    stops the scan: JSON Lines ends with the partial-run marker, the .prom file says
+    `reachscan_run_interrupted 1`, and the stored run is `failed` with the reason."""
+    database = tmp_path / "h.sqlite"
+    assert reachscan.run("-t", f"{REFUSING_ADDRESS}:9", "--db", str(database)).returncode == 0
+    with sqlite3.connect(database) as connection:
+        connection.execute(
+            "CREATE TRIGGER full_disk BEFORE INSERT ON results WHEN NEW.port = 21000 "
+            "BEGIN SELECT RAISE(ABORT, 'database or disk is full (simulated)'); END"
+        )
+    connection.close()
+    jsonl, prom = tmp_path / "r.jsonl", tmp_path / "r.prom"
+
+    run = reachscan.run(
+        "-t", f"{REFUSING_ADDRESS}:20000-21999", "--db", str(database),
+        "--format", "jsonl", "-o", str(jsonl), "--format", "prom", "-o", str(prom),
+    )  # fmt: skip
+
+    assert run.returncode == 3, run.stderr
+    no_traceback(run.stderr)
+    text = jsonl.read_text()
+    records = parse_records(text)
+    assert is_incomplete(text), text[-300:]
+    assert 0 < len(records) < 2_000
+    assert text.splitlines()[-1] == f'{{"incomplete":true,"results":{len(records)}}}'
+    assert "reachscan_run_interrupted 1" in prom.read_text()
+    with sqlite3.connect(f"file:{database}?mode=ro", uri=True) as connection:
+        status, message = connection.execute(
+            "SELECT status, message FROM runs ORDER BY id DESC LIMIT 1"
+        ).fetchone()
+    connection.close()
+    assert (status, message) == ("failed", "database or disk is full (simulated)")

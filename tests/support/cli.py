@@ -26,11 +26,29 @@ Record = dict[str, object]
 Verdicts = dict[tuple[object, object, object], tuple[object, object]]
 
 
+INCOMPLETE_KEYS = ["incomplete", "results"]
+"""The one line that is not a result: last, in a partial run's JSONL (scanner/outputs/jsonl.py)."""
+
+
+def is_incomplete(text: str) -> bool:
+    """Whether JSONL output ends with the marker of a partial run."""
+    lines = text.splitlines()
+    if not lines:
+        return False
+    last = json.loads(lines[-1])
+    return isinstance(last, dict) and list(last) == INCOMPLETE_KEYS
+
+
 def parse_records(text: str) -> list[Record]:
     """Every JSONL line as a dict with exactly the schema's keys; a partial or invalid line
-    fails the test here."""
+    fails the test here. A partial run's last line, the marker, is checked and left out
+    (`is_incomplete` tells whether it is there)."""
     records = []
-    for line in text.splitlines():
+    lines = text.splitlines()
+    if is_incomplete(text):
+        marker = json.loads(lines.pop())
+        assert marker["incomplete"] is True and marker["results"] >= len(lines), marker
+    for line in lines:
         record = json.loads(line)
         assert isinstance(record, dict), line
         assert list(record) == RECORD_KEYS, line

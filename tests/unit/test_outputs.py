@@ -252,15 +252,18 @@ def test_jsonl_abort_discards() -> None:
 def test_jsonl_file_appears_only_at_finish_and_keeps_an_interrupted_runs_lines(
     tmp_path: Path,
 ) -> None:
+    """...ending with the marker of a partial run, so a file read later says so."""
     path = tmp_path / "results.jsonl"
     sink = make_sink("jsonl", str(path))
     sink.start(RUN)
-    sink.write([make_result(1), make_result(2)])
-    sink.write([make_result(3)])
+    written = [make_result(1), make_result(2), make_result(3)]
+    sink.write(written[:2])
+    sink.write(written[2:])
     assert not path.exists()
-    sink.finish(summary_of([], interrupted=True))
-    ports = [orjson.loads(line)["port"] for line in path.read_bytes().splitlines()]
-    assert ports == [1, 2, 3]
+    sink.finish(summary_of(written, interrupted=True))
+    *lines, last = [orjson.loads(line) for line in path.read_bytes().splitlines()]
+    assert [line["port"] for line in lines] == [1, 2, 3]
+    assert last == {"incomplete": True, "results": 3}
     assert [entry.name for entry in tmp_path.iterdir()] == ["results.jsonl"]
 
 
