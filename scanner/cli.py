@@ -17,6 +17,14 @@ from collections.abc import Sequence
 
 from scanner import __version__
 from scanner.commands.scan import UsageError
+from scanner.console import (
+    STDOUT_CLOSED,
+    discard_stdout,
+    fill_closed_standard_streams,
+    report_error,
+    stdout_writable,
+)
+from scanner.interrupts import Interrupt
 from scanner.plan import ExitStatus
 
 COMMANDS = ("scan", "check", "diff", "history", "serve")
@@ -37,6 +45,7 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    fill_closed_standard_streams()  # before anything opens a file that could take fd 1
     arguments = list(sys.argv[1:] if argv is None else argv)
     if arguments[:1] == ["check"]:
         from scanner.commands import check
@@ -49,5 +58,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(args.handler(args))
     except UsageError as exc:
         parser.exit(ExitStatus.USAGE_OR_INVENTORY, f"reachscan: {exc}\n")
+    except Interrupt as interrupt:  # said last, once everything has been cleaned up
+        report_error(str(interrupt))
+        return int(ExitStatus.INTERRUPTED)
     except KeyboardInterrupt:
         return int(ExitStatus.INTERRUPTED)
+    except OSError:
+        if stdout_writable():
+            raise
+        # A command that prints its answer (history, diff) started with stdout closed.
+        report_error(f"reachscan: cannot write to standard output: {STDOUT_CLOSED}")
+        discard_stdout()  # else the interpreter's own flush at exit fails once more
+        return int(ExitStatus.OUTPUT_FAILED)

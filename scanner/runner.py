@@ -1,17 +1,18 @@
 """Runs one scan end to end: inventory, pipeline, outputs, signals, exit status.
 
 This is where the operator's guarantees are kept: results reach every output in batches
-as they finish; on SIGINT or SIGTERM no new probe starts, probes in flight are abandoned at
+as they finish; on an interrupt no new probe starts, probes in flight are abandoned at
 once, and every finished result is still written (files committed atomically, with what
-was done); a reader that closes our stdout ends the run quietly.
+was done), and one that comes once every result is in lets the writing finish (the phases:
+scanner/interrupts.py); a reader that closes our stdout ends the run quietly.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import gc
 import os
-import signal
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -20,7 +21,7 @@ from dataclasses import dataclass, replace
 import anyio
 
 from scanner import __version__
-from scanner.console import report_error
+from scanner.console import STDOUT_CLOSED, report_error, stdout_writable
 from scanner.engine import Engine, EngineConfig
 from scanner.evidence import (
     EvidenceGatherer,
@@ -29,6 +30,7 @@ from scanner.evidence import (
 )
 from scanner.fanout import BATCH_SIZE, InventoryTally, ResultFanout
 from scanner.history import ChangesOnlySink, HistoryError
+from scanner.interrupts import ScanControl, SignalGuard
 from scanner.model import Result, Target
 from scanner.net.connectors import probe_connectors
 from scanner.outputs import (
@@ -55,7 +57,7 @@ from scanner.preflight import (
 )
 from scanner.resolve import Resolver
 from scanner.session import HistorySession
-from scanner.shards import WorkerFailed
+from scanner.shards import ShardedEngine, WorkerFailed
 from scanner.worker_pool import WorkerPool
 
 
@@ -63,6 +65,9 @@ def open_sinks(plan: ScanPlan, history: HistorySession | None) -> list[Sink]:
     """Every output of the run; what goes to stdout is filtered by -q and --changes-only."""
     sinks: list[Sink] = []
     changes = history.change_filter() if history is not None and plan.changes_only else None
+    to_stdout = any(output.path == "-" for output in plan.outputs)
+    if to_stdout and not stdout_writable():  # before any temporary file exists
+        raise OutputError("standard output", STDOUT_CLOSED)
     try:
         for output in plan.outputs:
             sink = make_sink(output.format, output.path, plan.output_options)
@@ -71,9 +76,10 @@ def open_sinks(plan: ScanPlan, history: HistorySession | None) -> list[Sink]:
             if output.path == "-" and plan.quiet:
                 sink = QuietSink(sink)
             sinks.append(sink)
-        if plan.quiet and all(output.path != "-" for output in plan.outputs):
+        if plan.quiet and not to_stdout and stdout_writable():
             # Every output goes to a file: -q still owes cron a word when something is
-            # wrong, so the trouble goes to stdout as a table (and nothing otherwise).
+            # wrong, so the trouble goes to stdout as a table (and nothing otherwise;
+            # nothing either when stdout was closed: no one is there to read it).
             sinks.append(QuietSink(make_sink("table", "-", plan.output_options)))
         if history is not None:
             sinks.append(history.sink)
@@ -97,13 +103,6 @@ def start_sinks(sinks: Sequence[Sink], run: RunInfo) -> None:
         raise
 
 
-class Interrupted:
-    """Remembers which signal stopped the run."""
-
-    def __init__(self) -> None:
-        self.signal: int | None = None
-
-
 def quit_at_once(sinks: Sequence[Sink], history: HistorySession | None) -> None:
     """A second interrupt: close the history's run as interrupted and drop the outputs'
     half-written temporary files (each path keeps its previous whole file)."""
@@ -114,24 +113,21 @@ def quit_at_once(sinks: Sequence[Sink], history: HistorySession | None) -> None:
             sink.abort()
 
 
-async def watch_signals(
-    scope: anyio.CancelScope,
-    interrupted: Interrupted,
-    progress: Progress,
-    quit_now: Callable[[], None],
-) -> None:
-    """First SIGINT/SIGTERM: stop the scan, keep results. Second: `quit_now`, then leave."""
-    with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
-        async for received in signals:
-            if interrupted.signal is not None:
-                quit_now()
-                os._exit(ExitStatus.INTERRUPTED)
-            interrupted.signal = received
-            progress.log(
-                "reachscan: interrupted; writing the results finished so far "
-                "(press Ctrl-C again to quit at once)"
-            )
-            scope.cancel()
+def scanning_status(fanout: ResultFanout, endpoints: int, since: float) -> str:
+    """The SIGUSR1 line while probing. Runs inside the signal handler, at any point of
+    the scan: it only reads, and never raises (an exception there would surface in
+    whatever code the signal interrupted)."""
+    try:
+        states = ", ".join(
+            f"{count:,} {state.value}" for state, count in sorted(fanout.counts.items())
+        )
+        return (
+            f"reachscan: scanning for {time.monotonic() - since:.1f} s: {fanout.total:,} "
+            f"results so far ({states or 'none yet'}); the inventory has {endpoints:,} "
+            "endpoints"
+        )
+    except Exception:
+        return "reachscan: scanning"
 
 
 async def run_follow_up_probes(
@@ -233,6 +229,7 @@ class Scanned:
     """How the scan itself went, for the summary and the exit status."""
 
     fanout: ResultFanout
+    completed: bool  # every result came in: no signal, failure or --max-time cut it short
     out_of_time: bool
     worker_failures: tuple[str, ...]
     held_warnings: tuple[str, ...]  # kept back by -q; printed only if the run had trouble
@@ -241,11 +238,15 @@ class Scanned:
 async def run_plan(
     plan: ScanPlan,
     prepared: Prepared,
+    signals: SignalGuard,
     history: HistorySession | None = None,
     workers: WorkerPool | None = None,
 ) -> int:
     """Scan, write every output, and say how it went (`workers`: forked by the caller,
-    before the loop, when `prepared.workers` asks for more than this process)."""
+    before the loop, when `prepared.workers` asks for more than this process).
+    `signals` is moved through the phases of the run (scanner/interrupts.py): an
+    interrupt from here on keeps every result that finished."""
+    signals.begin_scan()
     try:
         sinks = open_sinks(plan, history)
     except (OutputError, ValueError) as exc:
@@ -257,16 +258,18 @@ async def run_plan(
         report_error(f"reachscan: {exc}")
         return ExitStatus.OUTPUT_FAILED
     tally = InventoryTally(report_error)
-    interrupted = Interrupted()
     try:
-        scanned = await scan(plan, prepared, history, workers, sinks, tally, interrupted)
+        scanned = await scan(plan, prepared, history, workers, sinks, tally, signals)
+        total = scanned.fanout.total
+        signals.status = lambda: f"reachscan: all {total:,} results are in; writing the outputs"
+        signals.finishing()  # a second interrupt already received is raised here
         summary = RunSummary(
             finished=time.time(),
             counts=dict(scanned.fanout.counts),
             total=scanned.fanout.total,
             not_ok=scanned.fanout.not_ok,
             inventory_errors=tally.errors,
-            interrupted=interrupted.signal is not None
+            interrupted=(signals.received is not None and not scanned.completed)
             or scanned.fanout.stdout_closed
             or bool(scanned.fanout.failures)
             or scanned.out_of_time
@@ -275,11 +278,11 @@ async def run_plan(
         )
         scanned.fanout.finish(summary)
     except KeyboardInterrupt:
-        # A second Ctrl-C after the signal watcher has stopped (the scan is over and
-        # the outputs are being written): quit at once, as the watcher would have.
+        # A second interrupt while the outputs are being written (scanner/interrupts.py
+        # raises it there): quit at once, as a second one during the scan does.
         quit_at_once(sinks, history)
         raise
-    return conclude(scanned, summary, sinks, history, interrupted)
+    return conclude(scanned, summary, sinks, history, signals)
 
 
 async def scan(
@@ -289,13 +292,14 @@ async def scan(
     workers: WorkerPool | None,
     sinks: list[Sink],
     tally: InventoryTally,
-    interrupted: Interrupted,
+    signals: SignalGuard,
 ) -> Scanned:
     """The inventory through the pipeline, the refusals explained, every result handed
     to the sinks; stops early on a signal, --max-time or a failed output or worker."""
     engine_config = prepared.engine
     held_warnings: list[str] = []
     worker_failures: list[str] = []
+    completed = False
     with Progress(plan.progress, None) as progress:
         fanout = ResultFanout(sinks, progress, plan.diagnose)
         resolver = Resolver(plan.resolver)
@@ -327,15 +331,24 @@ async def scan(
                 wall_clock=time.time,
                 workers=workers,
             )
+            loop = asyncio.get_running_loop()
             async with anyio.create_task_group() as group:
                 fanout.stop = group.cancel_scope.cancel
-                group.start_soon(
-                    watch_signals,
-                    group.cancel_scope,
-                    interrupted,
-                    progress,
-                    lambda: quit_at_once(fanout.sinks, history),
-                )
+
+                def stop(message: str) -> None:
+                    with contextlib.suppress(OSError):  # SIGHUP: the terminal may be gone
+                        progress.log(message)
+                    group.cancel_scope.cancel()
+
+                def quit_now(message: str) -> None:
+                    report_error(message)
+                    quit_at_once(fanout.sinks, history)
+                    os._exit(ExitStatus.INTERRUPTED)
+
+                since = time.monotonic()
+                endpoints = prepared.checked.endpoints
+                signals.status = lambda: scanning_status(fanout, endpoints, since)
+                signals.control_scan(ScanControl(loop, stop, quit_now))
                 group.start_soon(fanout.flush_periodically)
                 try:
                     await pipeline.run(tally.endpoints(inventory(plan, prepared.checked.specs)))
@@ -343,7 +356,16 @@ async def scan(
                     worker_failures.extend(str(error) for error in failed.exceptions)
                 if not pipeline.engine.stats.out_of_time and not worker_failures:
                     await explain_refusals(fanout, plan, resolver, engine_config, warn, history)
+                completed = not pipeline.engine.stats.out_of_time and not worker_failures
                 group.cancel_scope.cancel()
+        if not completed and isinstance(pipeline.engine, ShardedEngine):
+            # Stopped while the workers were saying goodbye, every result in: not partial.
+            completed = (
+                pipeline.engine.all_results_in
+                and not fanout.held
+                and not worker_failures
+                and not pipeline.engine.stats.out_of_time
+            )
         stats = pipeline.engine.stats
         if stats.out_of_time:
             warn(
@@ -359,7 +381,9 @@ async def scan(
             )
         fanout.release_held()
         fanout.flush()
-    return Scanned(fanout, stats.out_of_time, tuple(worker_failures), tuple(held_warnings))
+    return Scanned(
+        fanout, completed, stats.out_of_time, tuple(worker_failures), tuple(held_warnings)
+    )
 
 
 def conclude(
@@ -367,7 +391,7 @@ def conclude(
     summary: RunSummary,
     sinks: Sequence[Sink],
     history: HistorySession | None,
-    interrupted: Interrupted,
+    signals: SignalGuard,
 ) -> int:
     """After the outputs are written: report what went wrong, prune the history, and
     choose the exit status."""
@@ -392,7 +416,7 @@ def conclude(
             report_error(f"reachscan: {message}")
         report_error("reachscan: the results finished before the failure were written")
         return ExitStatus.SCANNER_FAILED
-    if scanned.out_of_time and interrupted.signal is None:
+    if scanned.out_of_time and signals.received is None:
         return ExitStatus.OUT_OF_TIME
     return exit_status(summary)
 

@@ -167,6 +167,17 @@ class ShardedEngine:
         self._combine_stats()
         return self.stats
 
+    @property
+    def all_results_in(self) -> bool:
+        """The input has ended and every target has its result: what remains is the
+        workers' goodbye (their statistics), so stopping now loses no result. An interrupt
+        landing there must not mark a finished scan partial (scanner/interrupts.py)."""
+        return (
+            self._input_done
+            and not self._pending
+            and not any(worker.queue for worker in self._workers)
+        )
+
     # ------------------------------------------------------------------ sending
 
     def _route(self, batch: Sequence[Target]) -> None:

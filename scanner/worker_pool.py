@@ -10,7 +10,8 @@ Why then: forking is only safe in a process with one thread and no running event
 the scan command forks the pool after counting the inventory and before `anyio.run`: no
 thread, no loop and no socket of the scan exist yet. The child closes every descriptor
 that is not its own or a standard stream (a child holding another's write end would keep
-it from ever seeing the end of its input), ignores SIGINT and SIGTERM (`PARENT_DECIDES`),
+it from ever seeing the end of its input), ignores the signals the parent decides about
+(`PARENT_DECIDES`),
 runs its `serve` (`scanner.shard_worker.serve` for a scan worker,
 `scanner.history.writer.serve` for the history writer), and leaves with `os._exit`, so
 nothing of the parent's (buffered output, atexit handlers, the history database) is
@@ -33,11 +34,20 @@ from typing import NoReturn, Self
 REAP_WAIT = 1.0  # seconds a worker may take to end once its pipes are closed
 CHILD_FAILURE = 70
 
-PARENT_DECIDES = {signal.SIGINT, signal.SIGTERM}
-"""Ignored by every child: a Ctrl-C reaches the whole process group, and so does a service
-manager's stop, but the parent decides how a scan ends (its interrupt closes the children's
-input, which ends them, so they cannot be orphaned). A child dying of the parent's
-interrupt would race it, and turn it into "a scan worker exited early"."""
+PARENT_DECIDES = {
+    signal.SIGINT,
+    signal.SIGTERM,
+    signal.SIGHUP,
+    signal.SIGQUIT,
+    signal.SIGUSR1,
+    signal.SIGUSR2,
+}
+"""Ignored by every child: a Ctrl-C (or Ctrl-\\) reaches the whole process group, and so do a
+service manager's stop, a dropped ssh session's SIGHUP and a `kill -USR1` sent to the
+group, but the parent decides how a scan ends (its interrupt closes the children's input,
+which ends them, so they cannot be orphaned). A child dying of a signal meant for the
+parent would race it, and turn an interrupt into "a scan worker exited early". The same
+set as `scanner.interrupts.HANDLED` (not imported: this module sits below the runner)."""
 
 Serve = Callable[[int, int], int]
 """A child's work: (read_fd, write_fd) -> its exit status."""

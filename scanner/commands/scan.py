@@ -31,6 +31,7 @@ from scanner.engine import EngineConfig
 from scanner.evidence import DiagnosisBudget
 from scanner.history import HistoryError, LockBusy
 from scanner.history.writer import WRITER_FROM, HistoryWriter
+from scanner.interrupts import SignalGuard
 from scanner.inventory import (
     DEFAULT_PORTS,
     INVENTORY_FORMATS,
@@ -548,9 +549,13 @@ def make_plan(
     )
 
 
-def run_async(plan: ScanPlan, loop_choice: str) -> int:
+def run_async(plan: ScanPlan, loop_choice: str, signals: SignalGuard | None = None) -> int:
     """Count the inventory, take the lock and open the history (before the loop: the lock
-    waits by sleeping), fork the processes, then run the scan on the chosen event loop."""
+    waits by sleeping), fork the processes, then run the scan on the chosen event loop.
+    `signals`: the guard already in place (`run`); else one is installed here."""
+    if signals is None:
+        with SignalGuard().installed() as guard:
+            return run_async(plan, loop_choice, guard)
     import anyio
 
     options: dict[str, object] = {}
@@ -573,15 +578,17 @@ def run_async(plan: ScanPlan, loop_choice: str) -> int:
             history_session(plan.history, writer) as history,
             start_workers(prepared) as workers,
         ):
-            return anyio.run(
+            status = anyio.run(
                 run_plan,
                 plan,
                 prepared,
+                signals,
                 history,
                 workers,
                 backend="asyncio",
                 backend_options=options,
             )
+        return signals.exit_status(status)  # also for an interrupt while all was closed
     except LockBusy as busy:
         report_error(f"reachscan: {busy}")
         return ExitStatus.LOCKED
@@ -615,7 +622,8 @@ def start_history_writer(
 
 
 def run(args: argparse.Namespace) -> int:
-    plan = make_plan(args)
-    if plan.list_only:
-        return list_targets(plan)
-    return run_async(plan, args.loop)
+    with SignalGuard().installed() as signals:  # from start to exit: scanner/interrupts.py
+        plan = make_plan(args)
+        if plan.list_only:
+            return list_targets(plan)
+        return run_async(plan, args.loop, signals)

@@ -177,8 +177,13 @@ def expected_children(closed_ports: int) -> int:
     return (workers if workers > 1 else 0) + (1 if endpoints >= WRITER_FROM else 0)
 
 
+INTERRUPTS = [signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT]
+"""Ctrl-C, a service manager's stop, a dropped ssh session, Ctrl-\\: the same interrupt."""
+INTERRUPT_IDS = ["int", "term", "hup", "quit"]
+
+
 @pytest.mark.parametrize("closed_ports", CLOSED_PORTS, ids=CLOSED_PORTS_IDS)
-@pytest.mark.parametrize("signal_number", [signal.SIGINT, signal.SIGTERM], ids=["int", "term"])
+@pytest.mark.parametrize("signal_number", INTERRUPTS, ids=INTERRUPT_IDS)
 def test_an_interrupted_scan_commits_every_output_and_they_agree(
     reachscan: Reachscan,
     services: LoopbackServices,
@@ -200,7 +205,7 @@ def test_an_interrupted_scan_commits_every_output_and_they_agree(
     assert returncode == 130, stderr
     assert stopped_after < 3.0
     no_traceback(stderr)
-    assert "interrupted" in stderr
+    assert f"interrupted by {signal_number.name}" in stderr, stderr
     # Only the committed files are left: no temporary file survives.
     assert sorted(entry.name for entry in outputs.directory.iterdir()) == ["m.prom", "run.jsonl"]
 
@@ -262,18 +267,23 @@ def test_a_second_ctrl_c_exits_at_once_and_leaves_no_half_written_file(
 
 
 @pytest.mark.parametrize("closed_ports", CLOSED_PORTS, ids=CLOSED_PORTS_IDS)
+@pytest.mark.parametrize("signal_number", [signal.SIGTERM, signal.SIGHUP], ids=["term", "hup"])
 def test_a_stop_sent_to_the_whole_process_group_is_an_interrupt_not_a_failure(
-    reachscan: Reachscan, services: LoopbackServices, outputs: Outputs, closed_ports: int
+    reachscan: Reachscan,
+    services: LoopbackServices,
+    outputs: Outputs,
+    closed_ports: int,
+    signal_number: signal.Signals,
 ) -> None:
-    """A service manager stopping reachscan (systemd's default KillMode) or a Ctrl-C on
-    the terminal signals every process of the group, the scan workers and the history
-    writer too: the run still ends as interrupted with every finished result written,
-    not as a scanner failure."""
+    """A service manager stopping reachscan (systemd's default KillMode), a Ctrl-C on the
+    terminal or a dropped ssh session (SIGHUP to the foreground group) signals every
+    process of the group, the scan workers and the history writer too: the run still ends
+    as interrupted with every finished result written, not as a scanner failure."""
     arguments, _ = scan_arguments(services, closed_ports)
     process = reachscan.start(
         *arguments, *outputs.arguments(), stdout=subprocess.DEVNULL, new_session=True
     )
-    stopped = interrupt(process, outputs, signal.SIGTERM, to_group=True)
+    stopped = interrupt(process, outputs, signal_number, to_group=True)
     returncode, stopped_after, stderr = stopped.returncode, stopped.stopped_after, stopped.stderr
     assert stopped.children == expected_children(closed_ports)
 
