@@ -16,7 +16,15 @@ from dataclasses import dataclass, replace
 from scanner.console import report_error
 from scanner.engine import EngineConfig
 from scanner.fanout import InventoryTally
+from scanner.history.writer import WRITER_FROM
 from scanner.inventory import InventoryError, InventoryItem, TargetSpec, iter_unique
+from scanner.limits import (
+    LOOP_DESCRIPTORS,
+    DescriptorNeeds,
+    fit_workers,
+    open_descriptor_count,
+    shortage_message,
+)
 from scanner.model import Endpoint
 from scanner.plan import ExitStatus, ScanPlan
 from scanner.scope import Scope, broadcast_addresses, measure, oversize_message
@@ -37,6 +45,35 @@ def raise_descriptor_limit() -> int:
         except (ValueError, OSError):
             pass
     return soft
+
+
+def fit_workers_to_descriptors(
+    plan: ScanPlan, endpoints: int, workers: int, descriptor_limit: int, loop: str
+) -> int | None:
+    """The worker processes the descriptor limit leaves room for, besides the outputs,
+    the history and the loop (scanner/limits.py): `workers`, fewer (said on stderr), or
+    None when the scan cannot run at all (said on stderr: how many it needs)."""
+    needs = DescriptorNeeds(
+        already_open=open_descriptor_count(),
+        loop=LOOP_DESCRIPTORS[loop],
+        file_outputs=sum(1 for output in plan.outputs if output.path != "-"),
+        history=plan.history is not None,
+        history_writer=plan.history is not None and endpoints >= WRITER_FROM,
+        workers=workers,
+    )
+    fitted = fit_workers(needs, descriptor_limit)
+    if fitted is None:
+        report_error(shortage_message(replace(needs, workers=1), descriptor_limit))
+        return None
+    if fitted.workers < workers:
+        instead = (
+            "in this process" if fitted.workers == 1 else f"in {fitted.workers} worker processes"
+        )
+        report_error(
+            f"reachscan: {workers} worker processes need {needs.total} file descriptors "
+            f"(ulimit -n is {descriptor_limit}): probing {instead} instead"
+        )
+    return fitted.workers
 
 
 def fit_concurrency(config: EngineConfig, descriptor_limit: int) -> EngineConfig:

@@ -31,6 +31,7 @@ from scanner.evidence import (
 from scanner.fanout import BATCH_SIZE, InventoryTally, ResultFanout
 from scanner.history import ChangesOnlySink, HistoryError
 from scanner.interrupts import ScanControl, SignalGuard
+from scanner.limits import FatalCallbackWatch, is_exhaustion, release_memory
 from scanner.model import Result, Target
 from scanner.net.connectors import probe_connectors
 from scanner.outputs import (
@@ -50,6 +51,7 @@ from scanner.preflight import (
     Preflight,
     choose_workers,
     fit_concurrency,
+    fit_workers_to_descriptors,
     inventory,
     preflight,
     raise_descriptor_limit,
@@ -83,7 +85,7 @@ def open_sinks(plan: ScanPlan, history: HistorySession | None) -> list[Sink]:
             sinks.append(QuietSink(make_sink("table", "-", plan.output_options)))
         if history is not None:
             sinks.append(history.sink)
-    except (OutputError, ValueError):
+    except Exception:  # also out of memory or descriptors importing an output's module
         for sink in sinks:
             sink.abort()
         raise
@@ -190,9 +192,10 @@ class Prepared:
     engine: EngineConfig
 
 
-def prepare(plan: ScanPlan) -> Prepared | ExitStatus:
+def prepare(plan: ScanPlan, loop: str = "uvloop") -> Prepared | ExitStatus:
     """--strict, counting the inventory, the descriptor limit and the worker count; an
-    exit status when the scan must not start."""
+    exit status when the scan must not start. `loop`: the event loop the scan will run
+    on ("uvloop" or "asyncio"), which opens descriptors of its own."""
     if plan.strict and validate_inventory(plan):
         report_error("reachscan: --strict: inventory errors above; nothing was scanned")
         return ExitStatus.USAGE_OR_INVENTORY
@@ -200,10 +203,19 @@ def prepare(plan: ScanPlan) -> Prepared | ExitStatus:
     if not checked.within_limit:
         return ExitStatus.USAGE_OR_INVENTORY
     descriptor_limit = raise_descriptor_limit()
+    workers = fit_workers_to_descriptors(
+        plan,
+        checked.endpoints,
+        choose_workers(plan.workers, checked.endpoints),
+        descriptor_limit,
+        loop,
+    )
+    if workers is None:  # too few descriptors even in this process alone: said why
+        return ExitStatus.OUTPUT_FAILED
     calm_garbage_collector()
     return Prepared(
         checked=checked,
-        workers=choose_workers(plan.workers, checked.endpoints),
+        workers=workers,
         descriptor_limit=descriptor_limit,
         engine=fit_concurrency(plan.engine, descriptor_limit),
     )
@@ -282,6 +294,15 @@ async def run_plan(
         # raises it there): quit at once, as a second one during the scan does.
         quit_at_once(sinks, history)
         raise
+    except Exception as error:
+        # A fatal error (out of memory, out of descriptors: scanner/limits.py), which the
+        # caller reports: no half-written file stays behind, the history run is failed.
+        if is_exhaustion(error):
+            release_memory(error)
+        for sink in sinks:
+            with contextlib.suppress(Exception):
+                sink.abort()
+        raise
     return conclude(scanned, summary, sinks, history, signals)
 
 
@@ -333,6 +354,9 @@ async def scan(
             )
             loop = asyncio.get_running_loop()
             async with anyio.create_task_group() as group:
+                # Out of memory in a loop callback stops the run (scanner/limits.py).
+                exhaustion = FatalCallbackWatch(group.cancel_scope.cancel)
+                loop.set_exception_handler(exhaustion)
                 fanout.stop = group.cancel_scope.cancel
 
                 def stop(message: str) -> None:
@@ -358,6 +382,8 @@ async def scan(
                     await explain_refusals(fanout, plan, resolver, engine_config, warn, history)
                 completed = not pipeline.engine.stats.out_of_time and not worker_failures
                 group.cancel_scope.cancel()
+            loop.set_exception_handler(None)
+            exhaustion.raise_error()
         if not completed and isinstance(pipeline.engine, ShardedEngine):
             # Stopped while the workers were saying goodbye, every result in: not partial.
             completed = (

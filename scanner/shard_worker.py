@@ -17,12 +17,16 @@ import anyio
 
 from scanner.engine import Engine, EngineConfig, Job
 from scanner.frames import FrameReader, encode
+from scanner.limits import FatalCallbackWatch, is_out_of_memory
 from scanner.model import Endpoint, Proto, Reason, ResolvedVia, Result, State, Target
 from scanner.net.base import Connector
 from scanner.net.connectors import probe_connectors
 from scanner.shards import BATCH, PROTOS
 
 FLUSH_INTERVAL = 0.02
+
+OUT_OF_MEMORY_FRAME = encode(("error", MemoryError.__name__))
+"""What a worker out of memory tells the parent (which then fails as out of memory)."""
 
 
 class Conversation:
@@ -102,8 +106,22 @@ async def converse(conversation: Conversation) -> None:
     loop = asyncio.get_running_loop()
     frames: asyncio.Queue[tuple[object, ...]] = asyncio.Queue()
     with anyio.CancelScope() as lifetime:
+        # Out of memory in any callback (probes, timers, the pipe) ends the worker, which
+        # reports it, rather than being logged and met again at the next turn.
+        watch = FatalCallbackWatch(lifetime.cancel)
+        loop.set_exception_handler(watch)
 
         def readable() -> None:
+            """Never raises (the loop would call it again at once, failing for ever): a
+            failure stops reading and ends the worker, reported by `serve`."""
+            try:
+                read_frames()
+            except Exception as error:
+                loop.remove_reader(conversation.read_fd)
+                watch.error = watch.error or error
+                lifetime.cancel()
+
+        def read_frames() -> None:
             data = os.read(conversation.read_fd, 1 << 20)
             if not data:
                 # The input ended. After "done" that is the parent saying goodbye; before
@@ -122,6 +140,7 @@ async def converse(conversation: Conversation) -> None:
         finally:
             with contextlib.suppress(ValueError, OSError):
                 loop.remove_reader(conversation.read_fd)
+    watch.raise_error()
 
 
 async def probe(conversation: Conversation, frames: asyncio.Queue[tuple[object, ...]]) -> None:
@@ -187,8 +206,11 @@ def serve(read_fd: int, write_fd: int) -> int:
         anyio.run(converse, conversation, backend="asyncio", backend_options=options)
     except (BrokenPipeError, ConnectionResetError):
         return 0  # the parent went away (interrupted): nothing left to report to
-    except Exception:
+    except Exception as error:
         with contextlib.suppress(OSError):
-            conversation.send(("error", traceback.format_exc()))
+            if is_out_of_memory(error):  # the frame was made in advance: needs no memory
+                os.write(write_fd, OUT_OF_MEMORY_FRAME)
+            else:
+                conversation.send(("error", traceback.format_exc()))
         return 1
     return 0

@@ -26,6 +26,7 @@ the parent decides, and an interrupt closes their pipes, which ends them.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import zlib
 from collections import deque
@@ -121,6 +122,7 @@ class ShardedEngine:
         self._sharding = Sharding(len(pool.processes), config.per_host)
         self._changed: asyncio.Event | None = None
         self._failure: str | None = None
+        self._crash: BaseException | None = None  # raised by a pipe callback
         self._input_done = False
         self._out_of_time = False
 
@@ -162,6 +164,7 @@ class ShardedEngine:
                 if self._failure is not None:
                     raise WorkerFailed(self._failure)
                 await self._wait_change()
+            self._raise_crash()
         finally:
             self._stop(loop)
         self._combine_stats()
@@ -229,6 +232,13 @@ class ShardedEngine:
         self._write(loop, worker)
 
     def _write(self, loop: asyncio.AbstractEventLoop, worker: Worker) -> None:
+        """Also the pipe's writer callback: see `_on_readable` on why it never raises."""
+        try:
+            self._write_some(loop, worker)
+        except Exception as error:
+            self._crashed(loop, worker, error)
+
+    def _write_some(self, loop: asyncio.AbstractEventLoop, worker: Worker) -> None:
         if worker.input_closed:
             return
         try:
@@ -255,6 +265,30 @@ class ShardedEngine:
     # ---------------------------------------------------------------- receiving
 
     def _on_readable(self, worker: Worker) -> None:
+        """The pipe's reader callback. It never raises: the loop would only log the
+        exception and, the pipe still readable, call it again at once, for ever (a
+        `MemoryError` here once wrote 100 MB of tracebacks a minute). A failure stops
+        watching the pipes and is raised from `run`, where the scan can end cleanly."""
+        try:
+            self._read(worker)
+        except Exception as error:
+            self._crashed(asyncio.get_running_loop(), worker, error)
+
+    def _crashed(self, loop: asyncio.AbstractEventLoop, worker: Worker, error: Exception) -> None:
+        with contextlib.suppress(Exception):
+            loop.remove_reader(worker.process.from_worker)
+            if worker.writing:
+                loop.remove_writer(worker.process.to_worker)
+                worker.writing = False
+        if self._crash is None:
+            self._crash = error
+        self._signal()
+
+    def _raise_crash(self) -> None:
+        if self._crash is not None:
+            raise self._crash
+
+    def _read(self, worker: Worker) -> None:
         try:
             data = os.read(worker.process.from_worker, 1 << 20)
         except BlockingIOError:
@@ -306,6 +340,8 @@ class ShardedEngine:
                 self._out_of_time = True
         elif kind == "error":
             lines = str(frame[1]).strip().splitlines() or ["unknown error"]
+            if lines[-1].startswith(MemoryError.__name__):
+                raise MemoryError("a scan worker ran out of memory")  # as if it were ours
             self._fail(f"a scan worker failed: {lines[-1]}")  # the exception, not its trace
 
     def _fail(self, message: str) -> None:
@@ -321,6 +357,7 @@ class ShardedEngine:
         assert self._changed is not None
         await self._changed.wait()
         self._changed.clear()
+        self._raise_crash()
 
     # ------------------------------------------------------------------ ending
 

@@ -43,6 +43,7 @@ from scanner.inventory import (
     inventory_specs,
     parse_ports,
 )
+from scanner.limits import exhaustion_message
 from scanner.model import Expect
 from scanner.outputs import FORMATS, OutputOptions
 from scanner.outputs.atomic import output_identity
@@ -567,10 +568,10 @@ def run_async(plan: ScanPlan, loop_choice: str, signals: SignalGuard | None = No
                 raise UsageError("--loop uvloop: uvloop is not installed") from None
         else:
             options["loop_factory"] = uvloop.new_event_loop
-    prepared = prepare(plan)
-    if isinstance(prepared, ExitStatus):
-        return prepared
     try:
+        prepared = prepare(plan, "uvloop" if "loop_factory" in options else "asyncio")
+        if isinstance(prepared, ExitStatus):
+            return prepared
         # Forked here, before the loop and any thread exist (scanner/worker_pool.py), the
         # history writer even before the history is opened (scanner/history/writer.py).
         with (
@@ -594,6 +595,14 @@ def run_async(plan: ScanPlan, loop_choice: str, signals: SignalGuard | None = No
         return ExitStatus.LOCKED
     except HistoryError as exc:
         report_error(f"reachscan: history: {exc}")
+        return ExitStatus.OUTPUT_FAILED
+    except Exception as error:
+        # Out of memory or descriptors wherever it struck (scanner/limits.py): one line
+        # and exit 3; the run has removed its temporary files and failed its history run.
+        message = exhaustion_message(error)
+        if message is None:
+            raise
+        report_error(message)
         return ExitStatus.OUTPUT_FAILED
 
 
