@@ -22,8 +22,10 @@ import asyncio
 import contextlib
 import errno
 import gc
+import mmap
 import os
 import resource
+import signal
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any
@@ -187,24 +189,76 @@ def _limit_text(which: int, name: str, unit: int) -> str:
     return "" if soft == resource.RLIM_INFINITY else f" ({name} is {soft // unit})"
 
 
+STOP_GRACE = 20
+"""Seconds a run out of memory may take to stop cleanly before it is ended at once."""
+
+
+def give_up_after(seconds: int, error: BaseException) -> None:
+    """The last resort once memory has run out: if stopping cleanly has not ended the
+    process within `seconds` (every step of it failing for want of memory, the loop's
+    tasks going neither on nor out), say so and exit 3 at once. A timer signal, because
+    the loop's own timers need the loop to get round to them. What the run leaves behind
+    (temporary files, a run marked `running`) is cleaned up by the next run that takes
+    the history's lock."""
+    message = (exhaustion_message(error) or "reachscan: out of memory") + (
+        "; it could not stop cleanly and was ended at once\n"
+    )
+    encoded = message.encode()
+
+    def end_now(_signum: int, _frame: object) -> None:
+        with contextlib.suppress(OSError):
+            os.write(2, encoded)
+        os._exit(3)  # ExitStatus.OUTPUT_FAILED (scanner.plan imports too much for here)
+
+    with contextlib.suppress(ValueError, OSError):  # not the main thread: no last resort
+        signal.signal(signal.SIGALRM, end_now)
+        signal.alarm(seconds)
+
+
+def cancel_give_up() -> None:
+    """The run stopped in time: no last resort."""
+    with contextlib.suppress(ValueError, OSError):
+        signal.alarm(0)
+
+
+RESERVE_BYTES = 16 << 20
+"""Address space held back while a run goes (mapped, never touched: it costs no memory,
+only room under `ulimit -v`) and given back when memory runs out, so that stopping the
+run (cancelling its tasks, anyio's delivery of the cancellation, removing temporary
+files) has room to allocate. Without it, under a tight limit every one of those steps
+failed in turn and the run neither went on nor stopped."""
+
+
 class FatalCallbackWatch:
     """The event loop's exception handler for one run: the first exhaustion in a callback
-    (out of memory or descriptors) is kept and `stop` called; later ones are dropped (a
-    callback whose descriptor stays ready fails again at every turn until the run has
-    stopped); anything else goes to the loop's default handler, as before."""
+    (out of memory or descriptors) is kept, the reserve given back and `stop` called;
+    later ones are dropped (a callback whose descriptor stays ready fails again at every
+    turn until the run has stopped); anything else goes to the loop's default handler,
+    as before."""
 
     def __init__(self, stop: Callable[[], None]) -> None:
         self.error: BaseException | None = None
         self._stop = stop
+        self._reserve: mmap.mmap | None = None
+        with contextlib.suppress(OSError, ValueError):
+            self._reserve = mmap.mmap(-1, RESERVE_BYTES)
 
     def __call__(self, loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
         error = context.get("exception")
         if isinstance(error, BaseException) and is_exhaustion(error):
             if self.error is None:
+                self.release_reserve()
                 self.error = error
+                give_up_after(STOP_GRACE, error)
                 self._stop()
             return
         loop.default_exception_handler(context)
+
+    def release_reserve(self) -> None:
+        """Give the reserve back (also when the run ends: it is not needed after)."""
+        reserve, self._reserve = self._reserve, None
+        if reserve is not None:
+            reserve.close()
 
     def raise_error(self) -> None:
         """Raise the exhaustion a callback met, if one did."""

@@ -383,6 +383,7 @@ async def scan(
                 completed = not pipeline.engine.stats.out_of_time and not worker_failures
                 group.cancel_scope.cancel()
             loop.set_exception_handler(None)
+            exhaustion.release_reserve()
             exhaustion.raise_error()
         if not completed and isinstance(pipeline.engine, ShardedEngine):
             # Stopped while the workers were saying goodbye, every result in: not partial.

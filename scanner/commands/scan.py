@@ -43,7 +43,7 @@ from scanner.inventory import (
     inventory_specs,
     parse_ports,
 )
-from scanner.limits import exhaustion_message
+from scanner.limits import cancel_give_up, exhaustion_message
 from scanner.model import Expect
 from scanner.outputs import FORMATS, OutputOptions
 from scanner.outputs.atomic import output_identity
@@ -602,6 +602,7 @@ def run_async(plan: ScanPlan, loop_choice: str, signals: SignalGuard | None = No
         message = exhaustion_message(error)
         if message is None:
             raise
+        cancel_give_up()  # stopped cleanly after all
         report_error(message)
         return ExitStatus.OUTPUT_FAILED
 
