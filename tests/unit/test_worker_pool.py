@@ -7,15 +7,21 @@ import os
 import signal
 import threading
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
+import anyio
 import pytest
 
 from scanner.engine import EngineConfig
 from scanner.frames import FrameReader, encode
+from scanner.model import Endpoint, Proto, ResolvedVia, Result, Target
 from scanner.shard_worker import serve
+from scanner.shards import ShardedEngine
 from scanner.worker_pool import REAP_WAIT, WorkerPool, WorkersUnavailable
 from tests.support.proc_fds import pipes_held
+
+ADDRESS = "127.0.0.1"
 
 
 def test_one_worker_means_probing_in_this_process() -> None:
@@ -192,3 +198,34 @@ def test_children_close_what_they_inherit_also_without_proc(
         while pipes_held(first.pid) & others and time.monotonic() < deadline:
             time.sleep(0.01)
         assert not pipes_held(first.pid) & others
+
+
+def test_a_failing_pipe_callback_stops_the_run_once_instead_of_firing_again() -> None:
+    """An exception in the parent's worker-pipe callback used to reach only the loop's
+    logger, and the pipe, still readable, called it again at once: a MemoryError there
+    wrote 233,010 tracebacks a minute and the run never ended. Now the callback stops
+    watching the pipes and `run` raises the error, once."""
+    results: list[Result] = []
+
+    def out_of_memory(result: Result) -> None:
+        results.append(result)
+        raise MemoryError("test: no memory for this result")
+
+    targets = [
+        Target(Endpoint(ADDRESS, port, Proto.TCP, None), ADDRESS, 4, ResolvedVia.LITERAL)
+        for port in range(20_000, 22_000)
+    ]
+    batches = [targets[start : start + 500] for start in range(0, len(targets), 500)]
+
+    async def scan(pool: WorkerPool) -> None:
+        send, receive = anyio.create_memory_object_stream[Sequence[Target]](len(batches))
+        with send:
+            for batch in batches:
+                send.send_nowait(batch)
+        engine = ShardedEngine(EngineConfig(), pool, out_of_memory, lambda message: None)
+        with anyio.fail_after(60):  # without the fix the run waits for ever
+            await engine.run(receive)
+
+    with WorkerPool.fork(2, serve) as pool, pytest.raises(MemoryError):
+        anyio.run(scan, pool)
+    assert len(results) == 1
