@@ -236,9 +236,12 @@ class FatalCallbackWatch:
     turn until the run has stopped); anything else goes to the loop's default handler,
     as before."""
 
-    def __init__(self, stop: Callable[[], None]) -> None:
+    def __init__(self, stop: Callable[[], None], last_resort: int | None = STOP_GRACE) -> None:
+        """`last_resort`: seconds after the first exhaustion until `give_up_after` ends
+        the process (None: never; for tests, which must not end pytest)."""
         self.error: BaseException | None = None
         self._stop = stop
+        self._last_resort = last_resort
         self._reserve: mmap.mmap | None = None
         with contextlib.suppress(OSError, ValueError):
             self._reserve = mmap.mmap(-1, RESERVE_BYTES)
@@ -249,7 +252,8 @@ class FatalCallbackWatch:
             if self.error is None:
                 self.release_reserve()
                 self.error = error
-                give_up_after(STOP_GRACE, error)
+                if self._last_resort is not None:
+                    give_up_after(self._last_resort, error)
                 self._stop()
             return
         loop.default_exception_handler(context)
