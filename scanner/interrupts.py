@@ -30,10 +30,13 @@ under uvloop (which runs pending handlers from its self-pipe callback); a signal
 just before the loop enters its wait is run at the next wake-up, within the 0.2 s flush
 interval. So the handler must never do more than is safe at an arbitrary point: while scanning it
 hands the work to the loop (`call_soon_threadsafe` only appends to the ready queue and
-writes a wake-up byte, safe amid the loop's own code); it raises only where the code
-around it is synchronous and ready for it (`Interrupt`, a `KeyboardInterrupt`, which
-every layer already handles as a Ctrl-C); it writes its messages with one `os.write`,
-because `print` from inside a `print` raises.
+writes a wake-up byte, safe amid the loop's own code); before the scan, where nothing is
+written yet, it raises `Interrupt` (a `KeyboardInterrupt`, which every layer already
+handles as a Ctrl-C); while writing, a second interrupt quits from the handler itself and
+exits without unwinding, because an exception raised there can land in a weakref
+callback or a `__del__`, which only print it and go on (seen: the outputs' writing
+frees asyncio tasks, whose WeakSet callback ran the handler). Its messages go out with
+one `os.write`, because `print` from inside a `print` raises.
 """
 
 from __future__ import annotations
@@ -76,8 +79,10 @@ class Phase(enum.Enum):
 
 
 class Interrupt(KeyboardInterrupt):
-    """Raised by the handler where the run must end at once; `str()` is the one line to
-    show (after the unwinding has cleaned up, so the message comes last)."""
+    """Raised by the handler before the scan starts, where the run must end at once and
+    unwinding cleans up; `str()` is the one line to show (after the unwinding, last). Were
+    it swallowed (raised inside a weakref callback), the interrupt is still `received`,
+    and the exit status 130."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,6 +121,7 @@ class SignalGuard:
         self._control: ScanControl | None = None
         self._signals: list[signal.Signals] = []  # every interrupt, in order
         self._handled = 0  # how many of them have been acted on
+        self._quit_while_finishing: Callable[[str], None] | None = None
 
     @property
     def phase(self) -> Phase:
@@ -149,11 +155,13 @@ class SignalGuard:
         self._control = control
         self._catch_up()
 
-    def finishing(self) -> None:
-        """Every result is final: an interrupt now lets the writing finish. Call from
-        synchronous code (a pending second interrupt is raised here)."""
+    def finishing(self, quit: Callable[[str], None]) -> None:
+        """Every result is final: an interrupt now lets the writing finish, and a second
+        one calls `quit` (given the line to show; it does not return) from the handler
+        itself, wherever the writing is. A second one already received: `quit` now."""
         self._phase = Phase.FINISHING
         self._control = None
+        self._quit_while_finishing = quit
         self._catch_up()
 
     def exit_status(self, status: int) -> int:
@@ -218,5 +226,5 @@ class SignalGuard:
                 f"reachscan: interrupted by {name} while writing the outputs: every "
                 f"result is in, so the writing is finished first ({AGAIN})"
             )
-        else:
-            raise Interrupt(again)
+        elif self._quit_while_finishing is not None:
+            self._quit_while_finishing(again)

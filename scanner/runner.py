@@ -17,6 +17,7 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
+from typing import NoReturn
 
 import anyio
 
@@ -30,7 +31,7 @@ from scanner.evidence import (
 )
 from scanner.fanout import BATCH_SIZE, InventoryTally, ResultFanout
 from scanner.history import ChangesOnlySink, HistoryError
-from scanner.interrupts import ScanControl, SignalGuard
+from scanner.interrupts import ScanControl, SignalGuard, say
 from scanner.limits import FatalCallbackWatch, is_exhaustion, release_memory
 from scanner.model import Result, Target
 from scanner.net.connectors import probe_connectors
@@ -113,6 +114,15 @@ def quit_at_once(sinks: Sequence[Sink], history: HistorySession | None) -> None:
     for sink in sinks:
         with contextlib.suppress(Exception):
             sink.abort()
+
+
+def quit_and_exit(message: str, sinks: Sequence[Sink], history: HistorySession | None) -> NoReturn:
+    """A second interrupt, as it comes (also inside the signal handler, amid the writing:
+    an exception raised there could land in a weakref callback, which only prints it):
+    say so with one `os.write`, `quit_at_once`, and exit 130 without unwinding."""
+    say(message)
+    quit_at_once(sinks, history)
+    os._exit(ExitStatus.INTERRUPTED)
 
 
 def scanning_status(fanout: ResultFanout, endpoints: int, since: float) -> str:
@@ -274,7 +284,9 @@ async def run_plan(
         scanned = await scan(plan, prepared, history, workers, sinks, tally, signals)
         total = scanned.fanout.total
         signals.status = lambda: f"reachscan: all {total:,} results are in; writing the outputs"
-        signals.finishing()  # a second interrupt already received is raised here
+        # From here a second interrupt quits from the handler itself (or here, if it came
+        # already): the writing is synchronous and holds the loop.
+        signals.finishing(lambda message: quit_and_exit(message, sinks, history))
         summary = RunSummary(
             finished=time.time(),
             counts=dict(scanned.fanout.counts),
@@ -290,8 +302,8 @@ async def run_plan(
         )
         scanned.fanout.finish(summary)
     except KeyboardInterrupt:
-        # A second interrupt while the outputs are being written (scanner/interrupts.py
-        # raises it there): quit at once, as a second one during the scan does.
+        # Not from an interrupt (scanner/interrupts.py handles SIGINT), but a
+        # KeyboardInterrupt raised by other means still leaves no half-written file.
         quit_at_once(sinks, history)
         raise
     except Exception as error:
@@ -365,9 +377,7 @@ async def scan(
                     group.cancel_scope.cancel()
 
                 def quit_now(message: str) -> None:
-                    report_error(message)
-                    quit_at_once(fanout.sinks, history)
-                    os._exit(ExitStatus.INTERRUPTED)
+                    quit_and_exit(message, fanout.sinks, history)
 
                 since = time.monotonic()
                 endpoints = prepared.checked.endpoints
