@@ -86,7 +86,7 @@ def expected_states(address: str, ports: range, dropped: range) -> dict[tuple[st
 def fixed_timeout_bound(endpoints: int, timeout: float) -> tuple[float, int]:
     """ceil(N / in flight) x timeout with reachscan's current defaults (one host, so the
     per-host limit applies too); returns (seconds, in flight)."""
-    from scanner.engine import EngineConfig
+    from scanner.engine.engine import EngineConfig
 
     defaults = EngineConfig()
     in_flight = min(defaults.concurrency, defaults.per_host)

@@ -16,7 +16,6 @@ import sys
 from collections.abc import Sequence
 
 from scanner import __version__
-from scanner.commands.scan import UsageError
 from scanner.console import (
     STDOUT_CLOSED,
     discard_stdout,
@@ -24,8 +23,8 @@ from scanner.console import (
     report_error,
     stdout_writable,
 )
-from scanner.interrupts import Interrupt
-from scanner.plan import ExitStatus
+from scanner.run.interrupts import Interrupt
+from scanner.status import ExitStatus, UsageError
 
 COMMANDS = ("scan", "check", "diff", "history", "serve")
 """In the order `reachscan --help` lists them; each is the module scanner.commands.NAME."""

@@ -19,7 +19,8 @@ from typing import TYPE_CHECKING, NoReturn
 from scanner.commands import scan
 from scanner.outputs import OutputOptions
 from scanner.outputs.nagios import DEFAULT_CRITICAL, Status, Threshold
-from scanner.plan import OutputSpec
+from scanner.run.plan import OutputSpec
+from scanner.status import UsageError
 
 if TYPE_CHECKING:
     from scanner.commands.common import Subparsers
@@ -92,7 +93,7 @@ def main(argv: Sequence[str]) -> int:
             output_options=OutputOptions(warning=args.warning, critical=args.critical),
         )
         status = scan.run_async(plan, args.loop)
-    except scan.UsageError as exc:
+    except UsageError as exc:
         return unknown(str(exc))
     except KeyboardInterrupt:
         return unknown("interrupted")

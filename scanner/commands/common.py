@@ -15,7 +15,7 @@ import orjson
 
 from scanner.history.paths import default_db_path
 from scanner.history.store import HistoryError, HistoryStore
-from scanner.plan import ExitStatus
+from scanner.status import ExitStatus
 
 if TYPE_CHECKING:
     # What `ArgumentParser.add_subparsers` returns; generic only in typeshed.

@@ -19,7 +19,7 @@ from scanner.commands.common import (
 )
 from scanner.history.diff import diff_runs, diff_to_json, render_diff_text
 from scanner.history.store import HistoryError
-from scanner.plan import ExitStatus
+from scanner.status import ExitStatus
 
 if TYPE_CHECKING:
     from scanner.commands.common import Subparsers

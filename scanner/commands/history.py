@@ -19,6 +19,7 @@ from scanner.commands.common import (
     positive_int,
     report_error,
 )
+from scanner.core.model import Proto
 from scanner.history.store import HistoryError
 from scanner.history.timeline import (
     DEFAULT_FLAP_THRESHOLD,
@@ -27,8 +28,7 @@ from scanner.history.timeline import (
     render_timeline_text,
     timeline_to_json,
 )
-from scanner.model import Proto
-from scanner.plan import ExitStatus
+from scanner.status import ExitStatus
 
 if TYPE_CHECKING:
     from scanner.commands.common import Subparsers

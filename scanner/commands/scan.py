@@ -27,11 +27,19 @@ from scanner.commands.common import (
     positive_int,
 )
 from scanner.console import report_error
-from scanner.engine import EngineConfig
-from scanner.evidence import DiagnosisBudget
+from scanner.core.evidence import DiagnosisBudget
+from scanner.core.model import Expect
+from scanner.core.scope import (
+    DEFAULT_MAX_ENDPOINTS,
+    IpNetwork,
+    Scope,
+    ScopeError,
+    parse_exclusions,
+)
+from scanner.engine.engine import EngineConfig
+from scanner.engine.shard_worker import serve as serve_shard
 from scanner.history import HistoryError, LockBusy
 from scanner.history.writer import WRITER_FROM, HistoryWriter
-from scanner.interrupts import SignalGuard
 from scanner.inventory import (
     DEFAULT_PORTS,
     INVENTORY_FORMATS,
@@ -43,24 +51,17 @@ from scanner.inventory import (
     inventory_specs,
     parse_ports,
 )
-from scanner.limits import cancel_give_up, exhaustion_message
-from scanner.model import Expect
 from scanner.outputs import FORMATS, OutputOptions
 from scanner.outputs.atomic import output_identity
-from scanner.plan import ExitStatus, OutputSpec, ScanPlan
-from scanner.preflight import AUTO_WORKERS_FROM, list_targets
-from scanner.resolve import ResolverConfig, parse_nameserver
-from scanner.runner import Prepared, prepare, run_plan
-from scanner.scope import (
-    DEFAULT_MAX_ENDPOINTS,
-    IpNetwork,
-    Scope,
-    ScopeError,
-    parse_exclusions,
-)
-from scanner.session import HistoryPlan, history_session
-from scanner.shard_worker import serve as serve_shard
-from scanner.worker_pool import WorkerPool, WorkersUnavailable
+from scanner.procs.limits import cancel_give_up, exhaustion_message
+from scanner.procs.worker_pool import WorkerPool, WorkersUnavailable
+from scanner.resolve.resolver import ResolverConfig, parse_nameserver
+from scanner.run.interrupts import SignalGuard
+from scanner.run.plan import OutputSpec, ScanPlan
+from scanner.run.preflight import AUTO_WORKERS_FROM, list_targets
+from scanner.run.runner import Prepared, prepare, run_plan
+from scanner.run.session import HistoryPlan, history_session
+from scanner.status import ExitStatus, UsageError
 
 if TYPE_CHECKING:
     from scanner.commands.common import Subparsers
@@ -77,10 +78,6 @@ FORMAT_BY_SUFFIX = {
     ".prom": "prom",
     ".xml": "nmap-xml",
 }
-
-
-class UsageError(Exception):
-    """A problem with the command line; exit status 2."""
 
 
 class OutputAction(argparse.Action):
@@ -572,7 +569,7 @@ def run_async(plan: ScanPlan, loop_choice: str, signals: SignalGuard | None = No
         prepared = prepare(plan, "uvloop" if "loop_factory" in options else "asyncio")
         if isinstance(prepared, ExitStatus):
             return prepared
-        # Forked here, before the loop and any thread exist (scanner/worker_pool.py), the
+        # Forked here, before the loop and any thread exist (scanner/procs/worker_pool.py), the
         # history writer even before the history is opened (scanner/history/writer.py).
         with (
             start_history_writer(plan, prepared) as writer,
@@ -597,7 +594,7 @@ def run_async(plan: ScanPlan, loop_choice: str, signals: SignalGuard | None = No
         report_error(f"reachscan: history: {exc}")
         return ExitStatus.OUTPUT_FAILED
     except Exception as error:
-        # Out of memory or descriptors wherever it struck (scanner/limits.py): one line
+        # Out of memory or descriptors wherever it struck (scanner/procs/limits.py): one line
         # and exit 3; the run has removed its temporary files and failed its history run.
         message = exhaustion_message(error)
         if message is None:
@@ -632,7 +629,7 @@ def start_history_writer(
 
 
 def run(args: argparse.Namespace) -> int:
-    with SignalGuard().installed() as signals:  # from start to exit: scanner/interrupts.py
+    with SignalGuard().installed() as signals:  # from start to exit: scanner/run/interrupts.py
         plan = make_plan(args)
         if plan.list_only:
             return list_targets(plan)

@@ -59,9 +59,9 @@ from scanner.history.paths import default_db_path
 from scanner.history.records import RunRecord, RunStatus
 from scanner.history.store import HistoryError, HistoryStore, run_info_of, summary_of
 from scanner.outputs.prom import PREFIX, PromSink, run_succeeded
-from scanner.plan import ExitStatus
 from scanner.serve.http import Request, Response
 from scanner.serve.server import DEFAULT_LIMITS, Limits, MetricsHttpServer
+from scanner.status import ExitStatus
 
 if TYPE_CHECKING:
     from scanner.commands.common import Subparsers

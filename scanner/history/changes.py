@@ -13,8 +13,8 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
+from scanner.core.model import Result
 from scanner.history.records import EndpointKey, Observation, endpoint_key, observation_of
-from scanner.model import Result
 from scanner.outputs.base import RunInfo, RunSummary, Sink
 
 

@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import StrEnum
 
-from scanner.diagnose import iso_utc
+from scanner.core.diagnose import iso_utc
 from scanner.history.records import (
     EndpointKey,
     Observation,

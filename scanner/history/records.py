@@ -10,7 +10,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import StrEnum
 
-from scanner.model import Proto, Reason, Result, State
+from scanner.core.model import Proto, Reason, Result, State
 
 EndpointKey = tuple[str, str | None, int, str]
 """An endpoint's identity across runs: host (as the inventory wrote it), address (None

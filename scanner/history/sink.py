@@ -11,9 +11,9 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Iterator, Sequence
 
+from scanner.core.model import Result
 from scanner.history.store import HistoryError, HistoryStore, result_rows
 from scanner.history.writer import HistoryWriter
-from scanner.model import Result
 from scanner.outputs.base import OutputError, RunInfo, RunSummary
 
 ABORT_MESSAGE = "stopped by a fatal error before it finished"

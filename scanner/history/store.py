@@ -38,7 +38,18 @@ from typing import Any, Self, TypeVar
 
 import orjson
 
-from scanner.diagnose import History
+from scanner.core.diagnose import History
+from scanner.core.model import (
+    Cause,
+    Endpoint,
+    Expect,
+    Labels,
+    Proto,
+    Reason,
+    ResolvedVia,
+    Result,
+    State,
+)
 from scanner.history.paths import (
     DB_NAME,
     create_private_file,
@@ -51,17 +62,6 @@ from scanner.history.records import (
     Observation,
     RunRecord,
     RunStatus,
-)
-from scanner.model import (
-    Cause,
-    Endpoint,
-    Expect,
-    Labels,
-    Proto,
-    Reason,
-    ResolvedVia,
-    Result,
-    State,
 )
 from scanner.outputs.base import RunInfo, RunSummary, cause_to_record
 

@@ -12,7 +12,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from scanner.diagnose import iso_utc
+from scanner.core.diagnose import iso_utc
+from scanner.core.model import Proto, State
 from scanner.history.diff import observation_to_json, run_to_json
 from scanner.history.records import (
     EndpointKey,
@@ -23,7 +24,6 @@ from scanner.history.records import (
     sort_key,
 )
 from scanner.history.store import HistoryStore
-from scanner.model import Proto, State
 
 DEFAULT_RUNS = 10
 DEFAULT_FLAP_THRESHOLD = 3

@@ -11,12 +11,12 @@ this process has no connection at all. It opens its own when the first rows arri
 then the parent has taken the run lock, opened (and upgraded) the history and stored the
 run as `running`, and it stores the run's end only after the writer has finished.
 
-Protocol (frames: scanner/frames.py): parent -> writer `("rows", [row, ...])`, one frame
+Protocol (frames: scanner/procs/frames.py): parent -> writer `("rows", [row, ...])`, one frame
 per batch, each stored in one transaction as when the parent writes it itself, so the
 database only ever holds whole batches; writer -> parent nothing, or one `("error",
 reason)` before it exits with status 1. The end of its input means: everything is sent,
 exit once it is stored. Like every forked child it ignores SIGINT and SIGTERM
-(scanner/worker_pool.py): the parent decides.
+(scanner/procs/worker_pool.py): the parent decides.
 """
 
 from __future__ import annotations
@@ -29,9 +29,9 @@ from pathlib import Path
 from types import TracebackType
 from typing import Self
 
-from scanner.frames import FrameReader, encode
 from scanner.history.store import HistoryError, HistoryStore, ResultRow
-from scanner.worker_pool import WorkerPool, WorkerProcess, fork_processes
+from scanner.procs.frames import FrameReader, encode
+from scanner.procs.worker_pool import WorkerPool, WorkerProcess, fork_processes
 
 WRITER_FROM = 5_000
 """Endpoints from which a scan stores its history through the writer. Below, the inserts

@@ -16,14 +16,14 @@ from __future__ import annotations
 from collections.abc import Iterator, Sequence
 from typing import TextIO
 
+from scanner.core.errors import InventoryError, SpecError
+from scanner.core.model import Endpoint, Expect, Origin
+from scanner.core.ports import PortSpec
+from scanner.core.services import DEFAULT_PORTS
+from scanner.core.specs import TargetSpec, parse_ports, parse_target_spec
 from scanner.inventory.ansible.detect import INVENTORY_FORMATS, detect_format
 from scanner.inventory.dedup import Deduplicator, iter_unique
-from scanner.inventory.errors import InventoryError, SpecError
-from scanner.inventory.ports import PortSpec
-from scanner.inventory.services import DEFAULT_PORTS
-from scanner.inventory.specs import TargetSpec, parse_ports, parse_target_spec
 from scanner.inventory.textfile import read_text_inventory
-from scanner.model import Endpoint, Expect, Origin
 
 __all__ = [
     "COMMAND_LINE",

@@ -16,11 +16,11 @@ import ipaddress
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
-from scanner.inventory.errors import InventoryError
-from scanner.inventory.hosts import HostPattern, may_overlap
-from scanner.inventory.ports import PortSpec
-from scanner.inventory.specs import TargetSpec
-from scanner.model import Endpoint, Proto
+from scanner.core.errors import InventoryError
+from scanner.core.hosts import HostPattern, may_overlap
+from scanner.core.model import Endpoint, Proto
+from scanner.core.ports import PortSpec
+from scanner.core.specs import TargetSpec
 
 SMALL_SPEC_LIMIT = 1024
 """Specs with at most this many endpoints are remembered key by key."""

@@ -14,15 +14,15 @@ import sys
 from collections.abc import Iterable, Iterator
 from typing import BinaryIO, TextIO
 
-from scanner.inventory.errors import (
+from scanner.core.errors import (
     InventoryError,
     SpecError,
     wide_encoding,
     wide_encoding_message,
 )
-from scanner.inventory.ports import PortSpec
-from scanner.inventory.specs import TargetSpec, parse_target_spec
-from scanner.model import Expect, Origin
+from scanner.core.model import Expect, Origin
+from scanner.core.ports import PortSpec
+from scanner.core.specs import TargetSpec, parse_target_spec
 
 STDIN_NAME = "<stdin>"
 

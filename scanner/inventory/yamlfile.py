@@ -37,12 +37,12 @@ import yaml
 from yaml.error import Mark
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
-from scanner.inventory.errors import InventoryError, SpecError, decode_inventory
-from scanner.inventory.hosts import HostPattern, SingleHost
-from scanner.inventory.ports import PortSpec
-from scanner.inventory.services import lookup_service
-from scanner.inventory.specs import TargetSpec, parse_host_spec, parse_ports
-from scanner.model import Expect, Origin, Proto
+from scanner.core.errors import InventoryError, SpecError, decode_inventory
+from scanner.core.hosts import HostPattern, SingleHost
+from scanner.core.model import Expect, Origin, Proto
+from scanner.core.ports import PortSpec
+from scanner.core.services import lookup_service
+from scanner.core.specs import TargetSpec, parse_host_spec, parse_ports
 
 MAX_NODES = 1_000_000
 """The most nodes a document may have with every alias expanded."""

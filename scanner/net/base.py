@@ -11,7 +11,7 @@ import socket
 from collections.abc import Callable
 from typing import Generic, Protocol, TypeVar
 
-from scanner.model import Outcome, Target
+from scanner.core.model import Outcome, Target
 
 Token = TypeVar("Token")
 ConnectorT = TypeVar("ConnectorT")

@@ -1,7 +1,7 @@
 """The one place where what the OS raised becomes an `Outcome`.
 
 Everything below the engine reports errors here, and nothing above it looks at an
-exception or an errno again: from here on, facts are values (`scanner.model.Outcome`).
+exception or an errno again: from here on, facts are values (`scanner.core.model.Outcome`).
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ import errno as errno_codes
 import os
 from functools import lru_cache
 
-from scanner.model import Event, IcmpReport, Outcome
+from scanner.core.model import Event, IcmpReport, Outcome
 
 
 @lru_cache(maxsize=256)

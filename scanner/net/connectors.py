@@ -7,7 +7,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from scanner.model import Proto
+from scanner.core.model import Proto
 from scanner.net.base import Connector
 from scanner.net.poller import EpollPoller
 from scanner.net.tcp import TcpConnector

@@ -12,7 +12,7 @@ import ipaddress
 import socket
 import struct
 
-from scanner.model import IcmpOrigin, IcmpReport, Offender
+from scanner.core.model import IcmpOrigin, IcmpReport, Offender
 
 SOL_IP = 0
 SOL_IPV6 = 41

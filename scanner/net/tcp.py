@@ -17,7 +17,7 @@ import time
 from collections.abc import Callable
 from typing import Generic, TypeVar
 
-from scanner.model import Event, Outcome, Target
+from scanner.core.model import Event, Outcome, Target
 from scanner.net.base import SocketProbe
 from scanner.net.boundary import error_outcome, outcome_from_exception, silence_outcome
 from scanner.net.errqueue import drain_error_queue, enable_error_queue

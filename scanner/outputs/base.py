@@ -14,7 +14,7 @@ from datetime import UTC, datetime
 from functools import lru_cache
 from typing import Protocol
 
-from scanner.model import Cause, Result, State
+from scanner.core.model import Cause, Result, State
 
 
 @dataclass(frozen=True, slots=True)

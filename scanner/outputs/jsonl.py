@@ -19,7 +19,7 @@ from collections.abc import Sequence
 
 import orjson
 
-from scanner.model import Result
+from scanner.core.model import Result
 from scanner.outputs.base import OutputTarget, RunInfo, RunSummary, result_to_record
 
 

@@ -22,7 +22,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import IntEnum
 
-from scanner.model import Result, State
+from scanner.core.model import Result, State
 from scanner.outputs.base import OutputTarget, RunInfo, RunSummary
 
 SERVICE = "REACHSCAN"

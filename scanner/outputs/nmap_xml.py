@@ -32,8 +32,8 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from xml.sax.saxutils import quoteattr
 
-from scanner.inventory.services import SERVICES
-from scanner.model import Proto, Reason, Result, State
+from scanner.core.model import Proto, Reason, Result, State
+from scanner.core.services import SERVICES
 from scanner.outputs.base import OutputTarget, RunInfo, RunSummary
 
 XML_OUTPUT_VERSION = "1.05"

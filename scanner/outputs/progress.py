@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from types import TracebackType
 from typing import TYPE_CHECKING, Self
 
-from scanner.model import Result, State
+from scanner.core.model import Result, State
 
 if TYPE_CHECKING:
     import rich.progress

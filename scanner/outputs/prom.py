@@ -54,7 +54,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.parser import text_string_to_metric_families
 
-from scanner.model import Labels, Result, State
+from scanner.core.model import Labels, Result, State
 from scanner.outputs.atomic import AtomicWriter
 from scanner.outputs.base import OutputTarget, RunInfo, RunSummary
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from scanner.model import Result
+from scanner.core.model import Result
 from scanner.outputs.base import RunInfo, RunSummary, Sink
 
 

@@ -2,7 +2,7 @@
 
 For tickets and dashboards that want the "why" rather than every row: refusals grouped by
 cause, filtered endpoints by who stopped them, and names whose addresses disagree. The
-schema is `scanner.report.report_to_json`'s (also in docs/report-json.md). Results are
+schema is `scanner.outputs.report.report_to_json`'s (also in docs/report-json.md). Results are
 accumulated through `ReportBuilder`, which keeps only those not as expected.
 """
 
@@ -12,9 +12,9 @@ from collections.abc import Sequence
 
 import orjson
 
-from scanner.model import Result
+from scanner.core.model import Result
 from scanner.outputs.base import OutputTarget, RunInfo, RunSummary
-from scanner.report import ReportBuilder, report_to_json
+from scanner.outputs.report import ReportBuilder, report_to_json
 
 
 class ReportJsonSink:

@@ -6,7 +6,7 @@ that is open or not as expected, and, like nmap's "Not shown:", at most ten of t
 "boring" rows (as expected and not open — a refused port in an ad hoc sweep). Once a group
 has more than ten boring rows they are only counted, per state and reason.
 
-After the rows and before the footer comes the grouped diagnosis (scanner/report.py),
+After the rows and before the footer comes the grouped diagnosis (scanner/outputs/report/),
 when there is anything to say: why the endpoints expected open are not.
 
 Plain text first: marks like `!!` carry the meaning without colour, so output piped to a
@@ -19,11 +19,11 @@ from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
-from scanner.model import Reason, ResolvedVia, Result, State
+from scanner.core.model import Reason, ResolvedVia, Result, State
 from scanner.outputs.base import OutputTarget, RunInfo, RunSummary
-from scanner.report import Report, ReportBuilder
-from scanner.report import render_lines as report_lines
-from scanner.styled import Line, render
+from scanner.outputs.report import Report, ReportBuilder
+from scanner.outputs.report import render_lines as report_lines
+from scanner.outputs.styled import Line, render
 
 BORING_ROWS_SHOWN = 10
 """A group shows up to this many as-expected, not-open rows; more are collapsed to a count."""

@@ -27,7 +27,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from scanner.history.records import RunStatus
 from scanner.history.store import HistoryStore
 from scanner.history.writer import WRITER_FROM
-from scanner.preflight import choose_workers
+from scanner.run.preflight import choose_workers
 from tests.hostile.hostile_support import (
     Reachscan,
     history_runs,

@@ -38,6 +38,8 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from scanner.core.model import Endpoint
+from scanner.core.services import SERVICES
 from scanner.inventory import (
     DEFAULT_PORTS,
     InventoryError,
@@ -48,10 +50,8 @@ from scanner.inventory import (
     parse_target_spec,
 )
 from scanner.inventory.ansible import parse_ansible_inventory
-from scanner.inventory.services import SERVICES
 from scanner.inventory.textfile import parse_text_lines
 from scanner.inventory.yamlfile import MAX_NODES, parse_yaml_inventory
-from scanner.model import Endpoint
 
 pytestmark = pytest.mark.hostile
 

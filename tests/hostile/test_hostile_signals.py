@@ -7,7 +7,7 @@ takes seconds to write its outputs once the last result is in. The test follows 
 temporary JSON Lines file as it grows and signals once it holds all 65,535 lines: every
 result is final then, whether the signal lands just before the scan's last step, while
 the files are committed or while the history writer catches up, and the assertions hold
-in all of those cases (scanner/interrupts.py, README "Interrupts and closed pipes").
+in all of those cases (scanner/run/interrupts.py, README "Interrupts and closed pipes").
 """
 
 from __future__ import annotations
@@ -23,8 +23,8 @@ import pytest
 
 from scanner.history.records import RunStatus
 from scanner.history.store import HistoryStore
-from scanner.interrupts import HANDLED
-from scanner.worker_pool import PARENT_DECIDES
+from scanner.procs.worker_pool import PARENT_DECIDES
+from scanner.run.interrupts import HANDLED
 from tests.hostile.hostile_support import (
     Reachscan,
     history_runs,

@@ -18,9 +18,9 @@ from pathlib import Path
 
 import pytest
 
+from scanner.core.model import Expect, Labels, Proto
 from scanner.inventory import DEFAULT_PORTS, InventoryError, TargetSpec, inventory_specs
 from scanner.inventory.ansible import parse_ansible_inventory
-from scanner.model import Expect, Labels, Proto
 
 DATA = Path(__file__).parent.parent / "data" / "ansible"
 INVENTORIES = ["fleet.ini", "fleet.yaml"]

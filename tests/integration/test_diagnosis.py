@@ -33,7 +33,7 @@ from typing import Any
 import pytest
 import yaml
 
-from scanner.diagnose import related_ports
+from scanner.core.diagnose import related_ports
 from tests.support.cli import Reachscan as BaseReachscan
 from tests.support.cli import parse_records
 from tests.support.dns_responder import DnsResponder
@@ -428,7 +428,7 @@ def test_a_listener_bound_to_another_local_address_is_bound_elsewhere(
     evidence = cause["evidence"]
     assert (evidence["probed_address"], evidence["port"]) == ("127.88.8.5", port)
     # Compared as sets: /proc/net/tcp is not read as a snapshot, and while other sockets
-    # come and go a listener can be listed twice (scanner.host_sockets does not yet
+    # come and go a listener can be listed twice (scanner.net.host_sockets does not yet
     # de-duplicate by inode).
     assert set(evidence["bound_addresses"]) == {f"127.88.8.6:{port}"}
     assert set(evidence["processes"]) == {this_process()}

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from scanner.diagnose import LocalListener, listener_covers
-from scanner.host_sockets import is_local, listeners, local_addresses
-from scanner.model import Proto
+from scanner.core.diagnose import LocalListener, listener_covers
+from scanner.core.model import Proto
+from scanner.net.host_sockets import is_local, listeners, local_addresses
 
 ADDRESS = "127.0.0.3"
 

@@ -12,8 +12,8 @@ from collections.abc import Iterable
 import anyio
 import pytest
 
-from scanner.model import Reason, ResolvedVia
-from scanner.resolve import Resolution, Resolver, ResolverConfig
+from scanner.core.model import Reason, ResolvedVia
+from scanner.resolve.resolver import Resolution, Resolver, ResolverConfig
 from tests.support.dns_responder import DnsResponder
 from tests.support.fixtures import HostsFileFactory
 

@@ -24,9 +24,9 @@ from scanner.commands.serve import (
     parse_listen_address,
     render_run,
 )
+from scanner.core.model import Result, State
 from scanner.history.records import RunStatus
 from scanner.history.store import HistoryStore
-from scanner.model import Result, State
 from scanner.outputs.atomic import AtomicWriter
 from scanner.outputs.base import RunInfo
 from scanner.outputs.prom import PromSink

@@ -16,8 +16,7 @@ from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
-from scanner.engine import Job
-from scanner.model import (
+from scanner.core.model import (
     Endpoint,
     Event,
     IcmpOrigin,
@@ -28,6 +27,7 @@ from scanner.model import (
     ResolvedVia,
     Target,
 )
+from scanner.engine.engine import Job
 
 RST = Outcome(Event.ERROR, errno=errno.ECONNREFUSED, rtt=0.001)
 OPEN = Outcome(Event.CONNECTED, rtt=0.001)

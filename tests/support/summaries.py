@@ -6,7 +6,7 @@ from collections import Counter
 from collections.abc import Sequence
 from dataclasses import replace
 
-from scanner.model import Result
+from scanner.core.model import Result
 from scanner.outputs.base import RunSummary
 
 

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from scanner.core.model import Expect, Origin, Proto
 from scanner.inventory import (
     DEFAULT_PORTS,
     InventoryError,
@@ -20,7 +21,6 @@ from scanner.inventory.ansible import expand_host_pattern, parse_ansible_invento
 from scanner.inventory.ansible.ini import ini_value
 from scanner.inventory.ansible.ranges import MAX_PATTERN_HOSTS
 from scanner.inventory.ansible.settings import ports_from_value
-from scanner.model import Expect, Origin, Proto
 
 FILE = "inv"
 

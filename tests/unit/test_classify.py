@@ -6,8 +6,8 @@ import errno
 
 import pytest
 
-from scanner.classify import ScannerSide, classify, is_scanner_side
-from scanner.model import (
+from scanner.core.classify import ScannerSide, classify, is_scanner_side
+from scanner.core.model import (
     Event,
     IcmpOrigin,
     IcmpReport,

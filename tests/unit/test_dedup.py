@@ -8,6 +8,8 @@ from collections.abc import Iterable
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from scanner.core.model import Endpoint, Expect, Origin, Proto
+from scanner.core.specs import parse_ports
 from scanner.inventory import (
     DEFAULT_PORTS,
     Deduplicator,
@@ -18,8 +20,6 @@ from scanner.inventory import (
     iter_unique,
     parse_target_spec,
 )
-from scanner.inventory.specs import parse_ports
-from scanner.model import Endpoint, Expect, Origin, Proto
 
 
 def spec(text: str, line: int = 0, pin: str | None = None) -> TargetSpec:

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from scanner.diagnose import (
+from scanner.core.diagnose import (
     ALTERNATES,
     COMMON_PORTS,
     REFUSAL_KINDS,
@@ -26,7 +26,7 @@ from scanner.diagnose import (
     listener_covers,
     related_ports,
 )
-from scanner.model import Endpoint, Expect, Proto, Reason, ResolvedVia, Result, State
+from scanner.core.model import Endpoint, Expect, Proto, Reason, ResolvedVia, Result, State
 
 TS = 1795559401.0  # 2026-11-24T22:30:01Z
 

@@ -16,8 +16,8 @@ from collections.abc import Sequence
 import anyio
 import pytest
 
-from scanner.engine import Engine, EngineConfig
-from scanner.model import Outcome, Proto, Reason, Result, State, Target
+from scanner.core.model import Outcome, Proto, Reason, Result, State, Target
+from scanner.engine.engine import Engine, EngineConfig
 from tests.support.fake_connector import (
     EMFILE,
     ICMP_CLOSED,

@@ -6,7 +6,7 @@ import errno
 import socket
 import struct
 
-from scanner.model import IcmpOrigin, Offender
+from scanner.core.model import IcmpOrigin, Offender
 from scanner.net.errqueue import offender_role, parse_extended_error, parse_offender
 
 

@@ -5,10 +5,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
+from scanner.core.model import Reason, Result, State
 from scanner.history.changes import ChangeFilter, ChangesOnlySink
 from scanner.history.records import Observation, endpoint_key
 from scanner.history.store import HistoryStore
-from scanner.model import Reason, Result, State
 from scanner.outputs.base import RunInfo, RunSummary
 from tests.support.history import make_result, store_run, summary_of
 

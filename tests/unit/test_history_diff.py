@@ -10,6 +10,7 @@ import orjson
 import pytest
 
 from scanner.commands import diff as diff_command
+from scanner.core.model import Reason, State
 from scanner.history.diff import (
     ChangeKind,
     NothingToCompare,
@@ -20,7 +21,6 @@ from scanner.history.diff import (
 )
 from scanner.history.records import Observation
 from scanner.history.store import HistoryStore, UnknownRun
-from scanner.model import Reason, State
 from tests.support.history import make_result, store_run
 
 OPEN = Observation(State.OPEN, Reason.SYN_ACK, None)

@@ -13,6 +13,16 @@ from typing import Any
 
 import pytest
 
+from scanner.core.model import (
+    Cause,
+    Endpoint,
+    Expect,
+    Proto,
+    Reason,
+    ResolvedVia,
+    Result,
+    State,
+)
 from scanner.history import store as store_module
 from scanner.history.records import RunStatus
 from scanner.history.store import (
@@ -22,16 +32,6 @@ from scanner.history.store import (
     UnknownRun,
     run_info_of,
     summary_of,
-)
-from scanner.model import (
-    Cause,
-    Endpoint,
-    Expect,
-    Proto,
-    Reason,
-    ResolvedVia,
-    Result,
-    State,
 )
 from scanner.outputs.base import RunInfo, RunSummary
 from tests.support.history import make_result, store_run

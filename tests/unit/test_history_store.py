@@ -14,11 +14,11 @@ from pathlib import Path
 import orjson
 import pytest
 
+from scanner.core.model import Proto, Reason, State
 from scanner.history.paths import default_db_path
 from scanner.history.records import Observation, RunStatus
 from scanner.history.sink import HistorySink
 from scanner.history.store import MIGRATIONS, HistoryError, HistoryStore, UnknownRun
-from scanner.model import Proto, Reason, State
 from scanner.outputs.base import OutputError, RunInfo
 from tests.support.history import make_result, store_run, summary_of
 

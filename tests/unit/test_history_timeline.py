@@ -11,6 +11,7 @@ import pytest
 
 from scanner.commands import history as history_command
 from scanner.commands.history import parse_endpoint_query
+from scanner.core.model import Proto, Reason, State
 from scanner.history.records import Observation
 from scanner.history.store import HistoryStore
 from scanner.history.timeline import (
@@ -19,7 +20,6 @@ from scanner.history.timeline import (
     render_timeline_text,
     timeline_to_json,
 )
-from scanner.model import Proto, Reason, State
 from tests.support.history import make_result, store_run
 
 OPEN = Observation(State.OPEN, Reason.SYN_ACK, None)

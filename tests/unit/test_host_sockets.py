@@ -11,8 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from scanner.diagnose import LocalListener
-from scanner.host_sockets import (
+from scanner.core.diagnose import LocalListener
+from scanner.core.model import Proto
+from scanner.net.host_sockets import (
     SocketEntry,
     decode_address,
     is_local,
@@ -23,7 +24,6 @@ from scanner.host_sockets import (
     parse_socket_inode,
     parse_socket_table,
 )
-from scanner.model import Proto
 
 pytestmark = pytest.mark.skipif(
     sys.byteorder != "little", reason="the samples were taken on a little-endian machine"

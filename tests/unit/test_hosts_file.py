@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from scanner.model import Origin, ResolvedVia
-from scanner.resolve import (
+from scanner.core.model import Origin, ResolvedVia
+from scanner.resolve.resolver import (
     HostsTable,
     ResolvedAddress,
     load_hosts,

@@ -8,8 +8,8 @@ import signal
 
 import pytest
 
-from scanner.interrupts import HANDLED, Interrupt, Phase, ScanControl, SignalGuard
-from scanner.plan import ExitStatus
+from scanner.run.interrupts import HANDLED, Interrupt, Phase, ScanControl, SignalGuard
+from scanner.status import ExitStatus
 
 
 class Said(list[str]):

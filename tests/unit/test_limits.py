@@ -1,5 +1,5 @@
 """What a scan needs of this machine, and running out of it: the pure parts of
-scanner/limits.py (the descriptor arithmetic, recognising exhaustion) and the loop's
+scanner/procs/limits.py (the descriptor arithmetic, recognising exhaustion) and the loop's
 exception handler on a real event loop."""
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ import errno
 
 import pytest
 
-from scanner.limits import (
+from scanner.procs.limits import (
     HISTORY_DESCRIPTORS,
     SPARE_DESCRIPTORS,
     DescriptorNeeds,

@@ -8,7 +8,7 @@ from collections.abc import Sequence
 
 import pytest
 
-from scanner.model import Cause, Endpoint, Expect, Proto, Reason, ResolvedVia, Result, State
+from scanner.core.model import Cause, Endpoint, Expect, Proto, Reason, ResolvedVia, Result, State
 from scanner.outputs.base import RunInfo, RunSummary
 from scanner.outputs.nagios import (
     DEFAULT_CRITICAL,

@@ -10,7 +10,7 @@ import pytest
 from libnmap.objects import NmapReport
 from libnmap.parser import NmapParser
 
-from scanner.model import Endpoint, Expect, Proto, Reason, ResolvedVia, Result, State
+from scanner.core.model import Endpoint, Expect, Proto, Reason, ResolvedVia, Result, State
 from scanner.outputs import make_sink
 from scanner.outputs.base import RunInfo, RunSummary
 from scanner.outputs.nmap_xml import nmap_port_state, port_ranges

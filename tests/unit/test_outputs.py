@@ -14,7 +14,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from rich.console import Console
 
-from scanner.model import Cause, Endpoint, Expect, Proto, Reason, ResolvedVia, Result, State
+from scanner.core.model import Cause, Endpoint, Expect, Proto, Reason, ResolvedVia, Result, State
 from scanner.outputs import FORMATS, make_sink
 from scanner.outputs.atomic import StreamWriter
 from scanner.outputs.base import RunInfo, RunSummary, format_timestamp, result_to_record

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from scanner.preflight import AUTO_WORKERS_FROM, choose_workers
+from scanner.run.preflight import AUTO_WORKERS_FROM, choose_workers
 
 
 @pytest.mark.parametrize(

@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.samples import Sample
 
-from scanner.model import Cause, Endpoint, Expect, Proto, Reason, ResolvedVia, Result, State
+from scanner.core.model import Cause, Endpoint, Expect, Proto, Reason, ResolvedVia, Result, State
 from scanner.outputs import make_sink
 from scanner.outputs.atomic import AtomicWriter
 from scanner.outputs.base import RunInfo, RunSummary

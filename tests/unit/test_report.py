@@ -8,14 +8,12 @@ from dataclasses import replace
 
 import orjson
 
-from scanner.diagnose import describe_filtered
-from scanner.model import Cause, Endpoint, Expect, Proto, Reason, ResolvedVia, Result, State
+from scanner.core.diagnose import describe_filtered
+from scanner.core.model import Cause, Endpoint, Expect, Proto, Reason, ResolvedVia, Result, State
 from scanner.outputs import FORMATS, make_sink
 from scanner.outputs.atomic import StreamWriter
 from scanner.outputs.base import RunInfo, RunSummary
-from scanner.outputs.report_json import ReportJsonSink
-from scanner.outputs.table import TableSink
-from scanner.report import (
+from scanner.outputs.report import (
     SCHEMA,
     UNDIAGNOSED,
     ReportBuilder,
@@ -24,6 +22,8 @@ from scanner.report import (
     render_text,
     report_to_json,
 )
+from scanner.outputs.report_json import ReportJsonSink
+from scanner.outputs.table import TableSink
 
 TS = 1795559401.0
 ANSI_ESCAPE = re.compile(r"\x1b\[[0-9;]*m")

@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from scanner.inventory import DEFAULT_PORTS, InventoryError, parse_target_spec
-from scanner.model import Origin, Reason
-from scanner.scope import (
+from scanner.core.model import Origin, Reason
+from scanner.core.scope import (
     Scope,
     ScopeError,
     broadcast_addresses,
@@ -15,6 +14,7 @@ from scanner.scope import (
     parse_exclusions,
     scientific,
 )
+from scanner.inventory import DEFAULT_PORTS, InventoryError, parse_target_spec
 
 
 def spec(text: str):  # type: ignore[no-untyped-def]

@@ -5,10 +5,10 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
-from scanner.engine import EngineConfig
-from scanner.frames import FrameReader, encode
-from scanner.model import Proto
-from scanner.shards import Sharding
+from scanner.core.model import Proto
+from scanner.engine.engine import EngineConfig
+from scanner.engine.shards import Sharding
+from scanner.procs.frames import FrameReader, encode
 
 
 @given(

@@ -11,12 +11,12 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from scanner.inventory.errors import SpecError
-from scanner.inventory.hosts import AddressBlock, OctetRange, SingleHost, address_text
-from scanner.inventory.ports import PortSpec
-from scanner.inventory.services import DEFAULT_PORTS, SERVICES, lookup_service
-from scanner.inventory.specs import TargetSpec, parse_host_spec, parse_ports, parse_target_spec
-from scanner.model import Endpoint, Expect, Origin, Proto
+from scanner.core.errors import SpecError
+from scanner.core.hosts import AddressBlock, OctetRange, SingleHost, address_text
+from scanner.core.model import Endpoint, Expect, Origin, Proto
+from scanner.core.ports import PortSpec
+from scanner.core.services import DEFAULT_PORTS, SERVICES, lookup_service
+from scanner.core.specs import TargetSpec, parse_host_spec, parse_ports, parse_target_spec
 
 TCP, UDP = Proto.TCP, Proto.UDP
 

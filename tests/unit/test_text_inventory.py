@@ -8,11 +8,11 @@ from pathlib import Path
 
 import pytest
 
+from scanner.core.model import Endpoint, Expect, Origin, Proto
+from scanner.core.ports import PortSpec
+from scanner.core.specs import parse_ports
 from scanner.inventory import InventoryError, TargetSpec, inventory_specs, read_inventory
-from scanner.inventory.ports import PortSpec
-from scanner.inventory.specs import parse_ports
 from scanner.inventory.textfile import parse_text_lines, strip_comment
-from scanner.model import Endpoint, Expect, Origin, Proto
 
 PORTS = parse_ports("22")
 

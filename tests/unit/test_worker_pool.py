@@ -13,12 +13,12 @@ from pathlib import Path
 import anyio
 import pytest
 
-from scanner.engine import EngineConfig
-from scanner.frames import FrameReader, encode
-from scanner.model import Endpoint, Proto, ResolvedVia, Result, Target
-from scanner.shard_worker import serve
-from scanner.shards import ShardedEngine
-from scanner.worker_pool import REAP_WAIT, WorkerPool, WorkersUnavailable
+from scanner.core.model import Endpoint, Proto, ResolvedVia, Result, Target
+from scanner.engine.engine import EngineConfig
+from scanner.engine.shard_worker import serve
+from scanner.engine.shards import ShardedEngine
+from scanner.procs.frames import FrameReader, encode
+from scanner.procs.worker_pool import REAP_WAIT, WorkerPool, WorkersUnavailable
 from tests.support.proc_fds import pipes_held
 
 ADDRESS = "127.0.0.1"

@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 import yaml
 
+from scanner.core.model import Endpoint, Expect, Origin, Proto
 from scanner.inventory import InventoryError, TargetSpec, read_inventory, yamlfile
 from scanner.inventory.yamlfile import parse_yaml_inventory
-from scanner.model import Endpoint, Expect, Origin, Proto
 
 TCP, UDP = Proto.TCP, Proto.UDP
 FILE = "inv.yaml"

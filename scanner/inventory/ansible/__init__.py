@@ -18,6 +18,10 @@ import sys
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, BinaryIO, Literal, TextIO
 
+from scanner.core.errors import InventoryError
+from scanner.core.model import Origin
+from scanner.core.ports import PortSpec
+from scanner.core.specs import TargetSpec
 from scanner.inventory.ansible.detect import (
     INVENTORY_FORMATS,
     Format,
@@ -26,10 +30,6 @@ from scanner.inventory.ansible.detect import (
 )
 from scanner.inventory.ansible.ini import parse_ini_inventory
 from scanner.inventory.ansible.ranges import expand_host_pattern
-from scanner.inventory.errors import InventoryError
-from scanner.inventory.ports import PortSpec
-from scanner.inventory.specs import TargetSpec
-from scanner.model import Origin
 
 if TYPE_CHECKING:
     from scanner.inventory.ansible.tree import InventoryTree

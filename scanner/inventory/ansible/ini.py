@@ -30,10 +30,10 @@ import shlex
 import warnings
 from dataclasses import dataclass, field
 
+from scanner.core.errors import InventoryError, SpecError, decode_inventory
+from scanner.core.model import Origin
 from scanner.inventory.ansible.ranges import expand_host_pattern
 from scanner.inventory.ansible.tree import ALL, UNGROUPED, InventoryTree, Variable
-from scanner.inventory.errors import InventoryError, SpecError, decode_inventory
-from scanner.model import Origin
 
 COMMENT_MARKERS = ("#", ";")
 SECTION = re.compile(r"\[([^:\]\s]+)(?::(\w+))?\]\s*(?:#.*)?\Z")

@@ -27,9 +27,9 @@ import json
 import re
 from dataclasses import dataclass, field
 
+from scanner.core.errors import InventoryError, decode_inventory
+from scanner.core.model import Origin
 from scanner.inventory.ansible.tree import InventoryTree, OpaqueValue, Variable
-from scanner.inventory.errors import InventoryError, decode_inventory
-from scanner.model import Origin
 
 META = "_meta"
 _GROUP_KEYS = ("hosts", "vars", "children")

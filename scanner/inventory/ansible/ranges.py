@@ -16,7 +16,7 @@ import ipaddress
 import re
 import string
 
-from scanner.inventory.errors import SpecError
+from scanner.core.errors import SpecError
 
 MAX_PATTERN_HOSTS = 100_000
 """The most host names one pattern may expand to; more is almost certainly a typo."""

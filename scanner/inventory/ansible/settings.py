@@ -24,12 +24,12 @@ import re
 from collections.abc import Callable, Iterator, Mapping
 from typing import TypeVar
 
+from scanner.core.errors import InventoryError, SpecError
+from scanner.core.hosts import HostPattern, SingleHost, parse_host
+from scanner.core.model import Expect, Labels
+from scanner.core.ports import PortSpec
+from scanner.core.specs import TargetSpec, parse_ports
 from scanner.inventory.ansible.tree import InventoryTree, MergedHost, OpaqueValue, Variable
-from scanner.inventory.errors import InventoryError, SpecError
-from scanner.inventory.hosts import HostPattern, SingleHost, parse_host
-from scanner.inventory.ports import PortSpec
-from scanner.inventory.specs import TargetSpec, parse_ports
-from scanner.model import Expect, Labels
 
 HOST_VARIABLE = "ansible_host"
 PORTS_VARIABLE = "reachscan_ports"

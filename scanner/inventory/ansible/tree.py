@@ -22,8 +22,8 @@ from collections import deque
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 
-from scanner.inventory.errors import InventoryError
-from scanner.model import Origin
+from scanner.core.errors import InventoryError
+from scanner.core.model import Origin
 
 ALL = "all"
 UNGROUPED = "ungrouped"

@@ -31,16 +31,16 @@ import yaml
 from yaml.constructor import ConstructorError, SafeConstructor
 from yaml.nodes import MappingNode, Node, ScalarNode
 
+from scanner.core.errors import InventoryError, SpecError, decode_inventory
+from scanner.core.model import Origin
 from scanner.inventory.ansible.ranges import expand_host_pattern
 from scanner.inventory.ansible.tree import InventoryTree, OpaqueValue, Variable
-from scanner.inventory.errors import InventoryError, SpecError, decode_inventory
 from scanner.inventory.yamlfile import (
     compose_error,
     graph_problem,
     non_printable_error,
     renumber_marks,
 )
-from scanner.model import Origin
 
 _LOADER: type[yaml.SafeLoader] | type[yaml.CSafeLoader] = getattr(
     yaml, "CSafeLoader", yaml.SafeLoader

@@ -14,7 +14,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from itertools import product
 
-from scanner.inventory.errors import SpecError, cut, quoted
+from scanner.core.errors import SpecError, cut, quoted
 
 _IP_BITS = {4: 32, 6: 128}
 _LABEL = re.compile(r"[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?\Z")

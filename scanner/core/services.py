@@ -13,9 +13,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from types import MappingProxyType
 
-from scanner.inventory.errors import SpecError, quoted
-from scanner.inventory.ports import PortSpec
-from scanner.model import Proto
+from scanner.core.errors import SpecError, quoted
+from scanner.core.model import Proto
+from scanner.core.ports import PortSpec
 
 TCP = Proto.TCP
 UDP = Proto.UDP

@@ -21,7 +21,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import MappingProxyType
 
-from scanner.diagnose import (
+from scanner.core.diagnose import (
     KIND_FILTERED,
     PROHIBITED_REASONS,
     REFUSAL_KINDS,
@@ -30,8 +30,8 @@ from scanner.diagnose import (
     describe_filtered,
     who_filtered,
 )
-from scanner.model import Cause, Expect, Proto, Reason, ResolvedVia, Result, State
-from scanner.styled import Line, render
+from scanner.core.model import Cause, Expect, Proto, Reason, ResolvedVia, Result, State
+from scanner.outputs.styled import Line, render
 
 SCHEMA = "reachscan-report/1"
 UNDIAGNOSED = "undiagnosed"

@@ -26,8 +26,8 @@ from typing import TYPE_CHECKING
 
 import anyio
 
-from scanner.inventory.hosts import address_text
-from scanner.model import Origin, Reason, ResolvedVia
+from scanner.core.hosts import address_text
+from scanner.core.model import Origin, Reason, ResolvedVia
 
 if TYPE_CHECKING:
     import dns.asyncresolver

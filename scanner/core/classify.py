@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import errno
 
-from scanner.model import (
+from scanner.core.model import (
     Event,
     IcmpOrigin,
     IcmpReport,

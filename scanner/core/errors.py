@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from scanner.model import Origin
+from scanner.core.model import Origin
 
 
 class SpecError(ValueError):

@@ -3,14 +3,14 @@
 One Python process saturates one core at roughly 45,000 connects a second; the parent
 also parses the inventory, builds results and writes outputs. So with `--workers N` the
 parent keeps the pipeline and the outputs, and N workers (forked before the loop starts
-by scanner/worker_pool.py, running scanner/shard_worker.py) each run an ordinary
+by scanner/procs/worker_pool.py, running scanner/engine/shard_worker.py) each run an ordinary
 `Engine` over a shard of the targets (`Sharding`). A single host's TCP ports are spread
 over the workers in blocks, so a sweep of one host uses every core; its UDP targets stay
 with one worker, because ICMP pacing must meet the host's one rate limit from one
 process. Each worker learns round trips and retry habits from its own share of a host's
 answers (plenty: they are per-host averages), and keeps its share of `--per-host`.
 
-Wire protocol, over one pipe pair per worker (frames: scanner/frames.py): parent ->
+Wire protocol, over one pipe pair per worker (frames: scanner/procs/frames.py): parent ->
 worker `("config", EngineConfig)`, then `("targets", [(id, address, family, port, proto),
 ...])` batches, then `("end",)`; worker -> parent `("results", [(id, state, reason,
 rtt_ms, ts, offender, message, attempts), ...])`, `("warning", text)` and finally
@@ -19,7 +19,7 @@ the pipe is writable, while it always reads promptly, so neither side can wait o
 other forever. Targets in flight are bounded per worker (credits), so memory stays
 proportional to what is in flight.
 
-Workers ignore SIGINT and SIGTERM, as every forked child does (scanner/worker_pool.py):
+Workers ignore SIGINT and SIGTERM, as every forked child does (scanner/procs/worker_pool.py):
 the parent decides, and an interrupt closes their pipes, which ends them.
 """
 
@@ -35,10 +35,10 @@ from dataclasses import dataclass, field, replace
 
 from anyio.abc import ObjectReceiveStream
 
-from scanner.engine import EngineConfig, EngineStats, ResultCallback, WarningCallback
-from scanner.frames import Frame, FrameReader, encode
-from scanner.model import Proto, Reason, Result, State, Target
-from scanner.worker_pool import WorkerPool, WorkerProcess
+from scanner.core.model import Proto, Reason, Result, State, Target
+from scanner.engine.engine import EngineConfig, EngineStats, ResultCallback, WarningCallback
+from scanner.procs.frames import Frame, FrameReader, encode
+from scanner.procs.worker_pool import WorkerPool, WorkerProcess
 
 BATCH = 512
 CREDITS_PER_WORKER = 8192  # targets sent to one worker and not yet answered
@@ -174,7 +174,7 @@ class ShardedEngine:
     def all_results_in(self) -> bool:
         """The input has ended and every target has its result: what remains is the
         workers' goodbye (their statistics), so stopping now loses no result. An interrupt
-        landing there must not mark a finished scan partial (scanner/interrupts.py)."""
+        landing there must not mark a finished scan partial (scanner/run/interrupts.py)."""
         return (
             self._input_done
             and not self._pending

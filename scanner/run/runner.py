@@ -4,7 +4,7 @@ This is where the operator's guarantees are kept: results reach every output in 
 as they finish; on an interrupt no new probe starts, probes in flight are abandoned at
 once, and every finished result is still written (files committed atomically, with what
 was done), and one that comes once every result is in lets the writing finish (the phases:
-scanner/interrupts.py); a reader that closes our stdout ends the run quietly.
+scanner/run/interrupts.py); a reader that closes our stdout ends the run quietly.
 """
 
 from __future__ import annotations
@@ -23,17 +23,12 @@ import anyio
 
 from scanner import __version__
 from scanner.console import STDOUT_CLOSED, report_error, stdout_writable
-from scanner.engine import Engine, EngineConfig
-from scanner.evidence import (
-    EvidenceGatherer,
-    Observation,
-    ProbeKey,
-)
-from scanner.fanout import BATCH_SIZE, InventoryTally, ResultFanout
+from scanner.core.evidence import Observation, ProbeKey
+from scanner.core.model import Result, Target
+from scanner.engine.engine import Engine, EngineConfig
+from scanner.engine.pipeline import Pipeline, ScanSettings
+from scanner.engine.shards import ShardedEngine, WorkerFailed
 from scanner.history import ChangesOnlySink, HistoryError
-from scanner.interrupts import ScanControl, SignalGuard, say
-from scanner.limits import FatalCallbackWatch, is_exhaustion, release_memory
-from scanner.model import Result, Target
 from scanner.net.connectors import probe_connectors
 from scanner.outputs import (
     OutputError,
@@ -45,9 +40,14 @@ from scanner.outputs import (
 from scanner.outputs.nagios import NagiosSink
 from scanner.outputs.progress import Progress
 from scanner.outputs.quiet import QuietSink, run_had_trouble
-from scanner.pipeline import Pipeline, ScanSettings
-from scanner.plan import ExitStatus, ScanPlan
-from scanner.preflight import (
+from scanner.procs.limits import FatalCallbackWatch, is_exhaustion, release_memory
+from scanner.procs.worker_pool import WorkerPool
+from scanner.resolve.resolver import Resolver
+from scanner.run.fanout import BATCH_SIZE, InventoryTally, ResultFanout
+from scanner.run.followups import EvidenceGatherer
+from scanner.run.interrupts import ScanControl, SignalGuard, say
+from scanner.run.plan import ScanPlan
+from scanner.run.preflight import (
     DESCRIPTOR_RESERVE,
     Preflight,
     choose_workers,
@@ -58,10 +58,8 @@ from scanner.preflight import (
     raise_descriptor_limit,
     validate_inventory,
 )
-from scanner.resolve import Resolver
-from scanner.session import HistorySession
-from scanner.shards import ShardedEngine, WorkerFailed
-from scanner.worker_pool import WorkerPool
+from scanner.run.session import HistorySession
+from scanner.status import ExitStatus
 
 
 def open_sinks(plan: ScanPlan, history: HistorySession | None) -> list[Sink]:
@@ -266,7 +264,7 @@ async def run_plan(
 ) -> int:
     """Scan, write every output, and say how it went (`workers`: forked by the caller,
     before the loop, when `prepared.workers` asks for more than this process).
-    `signals` is moved through the phases of the run (scanner/interrupts.py): an
+    `signals` is moved through the phases of the run (scanner/run/interrupts.py): an
     interrupt from here on keeps every result that finished."""
     signals.begin_scan()
     try:
@@ -302,12 +300,12 @@ async def run_plan(
         )
         scanned.fanout.finish(summary)
     except KeyboardInterrupt:
-        # Not from an interrupt (scanner/interrupts.py handles SIGINT), but a
+        # Not from an interrupt (scanner/run/interrupts.py handles SIGINT), but a
         # KeyboardInterrupt raised by other means still leaves no half-written file.
         quit_at_once(sinks, history)
         raise
     except Exception as error:
-        # A fatal error (out of memory, out of descriptors: scanner/limits.py), which the
+        # A fatal error (out of memory, out of descriptors: scanner/procs/limits.py), which the
         # caller reports: no half-written file stays behind, the history run is failed.
         if is_exhaustion(error):
             release_memory(error)
@@ -366,7 +364,7 @@ async def scan(
             )
             loop = asyncio.get_running_loop()
             async with anyio.create_task_group() as group:
-                # Out of memory in a loop callback stops the run (scanner/limits.py).
+                # Out of memory in a loop callback stops the run (scanner/procs/limits.py).
                 exhaustion = FatalCallbackWatch(group.cancel_scope.cancel)
                 loop.set_exception_handler(exhaustion)
                 fanout.stop = group.cancel_scope.cancel

@@ -14,20 +14,21 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, replace
 
 from scanner.console import report_error
-from scanner.engine import EngineConfig
-from scanner.fanout import InventoryTally
+from scanner.core.model import Endpoint
+from scanner.core.scope import Scope, broadcast_addresses, measure, oversize_message
+from scanner.engine.engine import EngineConfig
 from scanner.history.writer import WRITER_FROM
 from scanner.inventory import InventoryError, InventoryItem, TargetSpec, iter_unique
-from scanner.limits import (
+from scanner.procs.limits import (
     LOOP_DESCRIPTORS,
     DescriptorNeeds,
     fit_workers,
     open_descriptor_count,
     shortage_message,
 )
-from scanner.model import Endpoint
-from scanner.plan import ExitStatus, ScanPlan
-from scanner.scope import Scope, broadcast_addresses, measure, oversize_message
+from scanner.run.fanout import InventoryTally
+from scanner.run.plan import ScanPlan
+from scanner.status import ExitStatus
 
 DESCRIPTOR_RESERVE = 64
 """Descriptors kept back from the probes for outputs, DNS sockets and the loop itself."""
@@ -51,7 +52,7 @@ def fit_workers_to_descriptors(
     plan: ScanPlan, endpoints: int, workers: int, descriptor_limit: int, loop: str
 ) -> int | None:
     """The worker processes the descriptor limit leaves room for, besides the outputs,
-    the history and the loop (scanner/limits.py): `workers`, fewer (said on stderr), or
+    the history and the loop (scanner/procs/limits.py): `workers`, fewer (said on stderr), or
     None when the scan cannot run at all (said on stderr: how many it needs)."""
     needs = DescriptorNeeds(
         already_open=open_descriptor_count(),

@@ -51,9 +51,9 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from types import MappingProxyType
 
-from scanner.inventory.errors import SpecError
-from scanner.inventory.services import lookup_service
-from scanner.model import Cause, Proto, Reason, ResolvedVia, Result, State
+from scanner.core.errors import SpecError
+from scanner.core.model import Cause, Proto, Reason, ResolvedVia, Result, State
+from scanner.core.services import lookup_service
 
 MIN_PORT = 1
 MAX_PORT = 65535

@@ -12,7 +12,7 @@ thread, no loop and no socket of the scan exist yet. The child closes every desc
 that is not its own or a standard stream (a child holding another's write end would keep
 it from ever seeing the end of its input), ignores the signals the parent decides about
 (`PARENT_DECIDES`),
-runs its `serve` (`scanner.shard_worker.serve` for a scan worker,
+runs its `serve` (`scanner.engine.shard_worker.serve` for a scan worker,
 `scanner.history.writer.serve` for the history writer), and leaves with `os._exit`, so
 nothing of the parent's (buffered output, atexit handlers, the history database) is
 flushed or closed a second time. Its exit status is 70 (EX_SOFTWARE) if anything escapes.
@@ -47,7 +47,7 @@ service manager's stop, a dropped ssh session's SIGHUP and a `kill -USR1` sent t
 group, but the parent decides how a scan ends (its interrupt closes the children's input,
 which ends them, so they cannot be orphaned). A child dying of a signal meant for the
 parent would race it, and turn an interrupt into "a scan worker exited early". The same
-set as `scanner.interrupts.HANDLED` (not imported: this module sits below the runner)."""
+set as `scanner.run.interrupts.HANDLED` (not imported: this module sits below the runner)."""
 
 Serve = Callable[[int, int], int]
 """A child's work: (read_fd, write_fd) -> its exit status."""

@@ -14,7 +14,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from scanner.diagnose import History
+from scanner.core.diagnose import History
+from scanner.core.model import Proto
 from scanner.history import (
     ChangeFilter,
     HistoryError,
@@ -24,7 +25,6 @@ from scanner.history import (
     default_db_path,
 )
 from scanner.history.writer import HistoryWriter
-from scanner.model import Proto
 
 ABANDONED_MESSAGE = (
     "its process ended without closing the run (killed by SIGKILL, the OOM killer or a "

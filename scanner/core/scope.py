@@ -14,9 +14,9 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from functools import lru_cache
 
+from scanner.core.hosts import AddressBlock, OctetRange, SingleHost
+from scanner.core.model import Reason
 from scanner.inventory import InventoryError, TargetSpec
-from scanner.inventory.hosts import AddressBlock, OctetRange, SingleHost
-from scanner.model import Reason
 
 IpNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 

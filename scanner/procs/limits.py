@@ -5,7 +5,7 @@ the history, the event loop and the worker pipes used to fail wherever the first
 `open()` happened to fall (loading an output module, creating the loop; uvloop even
 aborts the process), so the scan first asks for fewer worker processes, then refuses to
 start, saying how many it needs. Probe sockets are not counted beyond a few: the engine
-already backs off on `EMFILE` while probing (scanner/engine.py).
+already backs off on `EMFILE` while probing (scanner/engine/engine.py).
 
 Memory cannot be counted ahead, so running out of it (or out of descriptors after all)
 is caught wherever it strikes and ends the run as one message and exit 3. An exception
@@ -40,7 +40,7 @@ HISTORY_DESCRIPTORS = 4
 """The run lock, the database, its write-ahead log and its shared-memory index."""
 
 PIPE_ENDS_PER_CHILD = 2
-"""The parent's ends of a forked child's two pipes (scanner/worker_pool.py)."""
+"""The parent's ends of a forked child's two pipes (scanner/procs/worker_pool.py)."""
 
 SPARE_DESCRIPTORS = 6
 """The poller's epoll set, a module being imported, a directory fsynced at commit, the
@@ -208,7 +208,7 @@ def give_up_after(seconds: int, error: BaseException) -> None:
     def end_now(_signum: int, _frame: object) -> None:
         with contextlib.suppress(OSError):
             os.write(2, encoded)
-        os._exit(3)  # ExitStatus.OUTPUT_FAILED (scanner.plan imports too much for here)
+        os._exit(3)  # ExitStatus.OUTPUT_FAILED (scanner.run.plan imports too much for here)
 
     with contextlib.suppress(ValueError, OSError):  # not the main thread: no last resort
         signal.signal(signal.SIGALRM, end_now)

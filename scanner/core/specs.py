@@ -22,11 +22,11 @@ import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-from scanner.inventory.errors import SpecError, cut, quoted
-from scanner.inventory.hosts import HostPattern, SingleHost, parse_host
-from scanner.inventory.ports import MAX_PORT, MIN_PORT, PortRange, PortSpec, ServiceName
-from scanner.inventory.services import lookup_service
-from scanner.model import Endpoint, Expect, Labels, Origin, Proto
+from scanner.core.errors import SpecError, cut, quoted
+from scanner.core.hosts import HostPattern, SingleHost, parse_host
+from scanner.core.model import Endpoint, Expect, Labels, Origin, Proto
+from scanner.core.ports import MAX_PORT, MIN_PORT, PortRange, PortSpec, ServiceName
+from scanner.core.services import lookup_service
 
 __all__ = [
     "PortSpec",

@@ -1,6 +1,6 @@
 """A scan worker process: an ordinary `Engine` over the targets the parent sends.
 
-Forked by scanner/worker_pool.py, which calls `serve`; see scanner/shards.py for the
+Forked by scanner/procs/worker_pool.py, which calls `serve`; see scanner/engine/shards.py for the
 protocol. Results go back as compact tuples, batched, and the worker ends when its input
 pipe closes.
 """
@@ -15,13 +15,13 @@ from collections.abc import Mapping
 
 import anyio
 
-from scanner.engine import Engine, EngineConfig, Job
-from scanner.frames import FrameReader, encode
-from scanner.limits import FatalCallbackWatch, is_out_of_memory
-from scanner.model import Endpoint, Proto, Reason, ResolvedVia, Result, State, Target
+from scanner.core.model import Endpoint, Proto, Reason, ResolvedVia, Result, State, Target
+from scanner.engine.engine import Engine, EngineConfig, Job
+from scanner.engine.shards import BATCH, PROTOS
 from scanner.net.base import Connector
 from scanner.net.connectors import probe_connectors
-from scanner.shards import BATCH, PROTOS
+from scanner.procs.frames import FrameReader, encode
+from scanner.procs.limits import FatalCallbackWatch, is_out_of_memory
 
 FLUSH_INTERVAL = 0.02
 

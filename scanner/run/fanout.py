@@ -14,11 +14,11 @@ from typing import Any
 
 import anyio
 
-from scanner.diagnose import describe_filtered
-from scanner.evidence import ScanIndex, needs_explanation
-from scanner.host_sockets import local_addresses
+from scanner.core.diagnose import describe_filtered
+from scanner.core.evidence import ScanIndex, needs_explanation
+from scanner.core.model import Endpoint, Expect, Result, State
 from scanner.inventory import InventoryError, InventoryItem
-from scanner.model import Endpoint, Expect, Result, State
+from scanner.net.host_sockets import local_addresses
 from scanner.outputs import OutputClosed, OutputError, RunSummary, Sink
 from scanner.outputs.progress import Progress
 

@@ -11,7 +11,7 @@ from bisect import bisect_right
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
-from scanner.model import Proto
+from scanner.core.model import Proto
 
 MIN_PORT = 1
 MAX_PORT = 65535

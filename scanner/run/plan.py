@@ -8,29 +8,14 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from enum import IntEnum
 
-from scanner.engine import EngineConfig
-from scanner.evidence import DiagnosisBudget
+from scanner.core.evidence import DiagnosisBudget
+from scanner.core.scope import Scope
+from scanner.engine.engine import EngineConfig
 from scanner.inventory import InventoryError, TargetSpec
 from scanner.outputs import OutputOptions
-from scanner.resolve import ResolverConfig
-from scanner.scope import Scope
-from scanner.session import HistoryPlan
-
-
-class ExitStatus(IntEnum):
-    """The documented exit statuses (README, "Exit status")."""
-
-    OK = 0
-    NOT_AS_EXPECTED = 1
-    USAGE_OR_INVENTORY = 2
-    OUTPUT_FAILED = 3
-    OUT_OF_TIME = 4  # --max-time ran out: the results are partial
-    SCANNER_FAILED = 5  # reachscan itself failed (a worker process died); partial results
-    LOCKED = 75  # another run holds the lock (EX_TEMPFAIL: try again later)
-    INTERRUPTED = 130
-    STDOUT_CLOSED = 141
+from scanner.resolve.resolver import ResolverConfig
+from scanner.run.session import HistoryPlan
 
 
 @dataclass(frozen=True, slots=True)

@@ -18,7 +18,7 @@ Interrupts are SIGINT (Ctrl-C), SIGTERM (a service manager's stop), SIGHUP (a dr
 session or closed terminal) and SIGQUIT (Ctrl-\\); whichever comes first is named in the
 message, and the exit status is 130 for all of them. SIGUSR1 prints one line of progress
 on stderr (as `dd` does); SIGUSR2 is ignored. Forked children ignore every one of these
-(`scanner/worker_pool.py`): the parent decides how a scan ends.
+(`scanner/procs/worker_pool.py`): the parent decides how a scan ends.
 
 Why a plain `signal.signal` handler and not the event loop's `add_signal_handler` (or
 anyio's signal receiver, built on it): those exist only while the loop runs, and are
@@ -50,7 +50,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from types import FrameType
 
-from scanner.plan import ExitStatus
+from scanner.status import ExitStatus
 
 INTERRUPTS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT)
 STATUS_REQUEST = signal.SIGUSR1

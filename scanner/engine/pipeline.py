@@ -24,14 +24,14 @@ from functools import lru_cache
 import anyio
 from anyio.abc import ObjectReceiveStream, ObjectSendStream
 
-from scanner.engine import Engine, EngineConfig, EngineStats, Job
-from scanner.inventory.hosts import address_text
-from scanner.model import Endpoint, Proto, Reason, ResolvedVia, Result, State, Target
+from scanner.core.hosts import address_text
+from scanner.core.model import Endpoint, Proto, Reason, ResolvedVia, Result, State, Target
+from scanner.core.scope import Scope
+from scanner.engine.engine import Engine, EngineConfig, EngineStats, Job
+from scanner.engine.shards import ShardedEngine
 from scanner.net.base import Connector
-from scanner.resolve import Resolver
-from scanner.scope import Scope
-from scanner.shards import ShardedEngine
-from scanner.worker_pool import WorkerPool
+from scanner.procs.worker_pool import WorkerPool
+from scanner.resolve.resolver import Resolver
 
 RESOLVER_WORKERS = 32
 STREAM_BUFFER = 16  # batches of targets
@@ -79,7 +79,7 @@ class Pipeline:
         wall_clock: Callable[[], float],
         workers: WorkerPool | None = None,
     ) -> None:
-        """`workers`: forked processes to probe in (scanner/shards.py); without any, the
+        """`workers`: forked processes to probe in (scanner/engine/shards.py); without any, the
         probes run in this process."""
         self.settings = settings
         self._resolver = resolver

@@ -28,8 +28,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import MappingProxyType
 
-from scanner.diagnose import LocalListener
-from scanner.model import Proto
+from scanner.core.diagnose import LocalListener
+from scanner.core.model import Proto
 
 PROC = Path("/proc")
 

@@ -37,8 +37,8 @@ from dataclasses import dataclass, field
 import anyio
 from anyio.abc import ObjectReceiveStream
 
-from scanner.classify import classify_target_side, is_scanner_side
-from scanner.model import Event, Outcome, Proto, Reason, Result, State, Target
+from scanner.core.classify import classify_target_side, is_scanner_side
+from scanner.core.model import Event, Outcome, Proto, Reason, Result, State, Target
 from scanner.net.base import Connector, ProbeHandle
 
 ResultCallback = Callable[[Result], None]
@@ -442,7 +442,7 @@ class Engine:
         message: str | None,
     ) -> None:
         """Hand the verdict on as a `Result` (a worker process overrides this to send a
-        compact row instead: scanner/shard_worker.py)."""
+        compact row instead: scanner/engine/shard_worker.py)."""
         target = job.target
         self._on_result(
             Result(

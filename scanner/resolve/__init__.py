@@ -1,0 +1,1 @@
+"""Names to addresses: the hosts file and DNS, every address with where it came from."""
