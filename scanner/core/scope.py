@@ -14,9 +14,10 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from functools import lru_cache
 
+from scanner.core.errors import InventoryError
 from scanner.core.hosts import AddressBlock, OctetRange, SingleHost
 from scanner.core.model import Reason
-from scanner.inventory import InventoryError, TargetSpec
+from scanner.core.specs import TargetSpec
 
 IpNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 

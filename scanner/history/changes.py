@@ -14,8 +14,8 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 
 from scanner.core.model import Result
+from scanner.core.sinks import RunInfo, RunSummary, Sink
 from scanner.history.records import EndpointKey, Observation, endpoint_key, observation_of
-from scanner.outputs.base import RunInfo, RunSummary, Sink
 
 
 def is_change(before: Observation | None, after: Observation) -> bool:
@@ -53,6 +53,11 @@ class ChangesOnlySink:
 
     def finish(self, summary: RunSummary) -> None:
         self._inner.finish(summary)
+
+    def verdict(self) -> None:
+        """None, as for every output but a bare Nagios one: a filtered plugin output is no
+        plugin's verdict (the run's exit status stays the results')."""
+        return None
 
     def abort(self) -> None:
         self._inner.abort()

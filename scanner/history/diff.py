@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 
 from scanner.core.diagnose import iso_utc
+from scanner.core.sinks import format_timestamp
 from scanner.history.records import (
     EndpointKey,
     Observation,
@@ -23,7 +24,6 @@ from scanner.history.records import (
     sort_key,
 )
 from scanner.history.store import HistoryError, HistoryStore
-from scanner.outputs.base import format_timestamp
 
 
 class ChangeKind(StrEnum):

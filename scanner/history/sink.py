@@ -12,9 +12,9 @@ import contextlib
 from collections.abc import Iterator, Sequence
 
 from scanner.core.model import Result
+from scanner.core.sinks import OutputError, RunInfo, RunSummary
 from scanner.history.store import HistoryError, HistoryStore, result_rows
 from scanner.history.writer import HistoryWriter
-from scanner.outputs.base import OutputError, RunInfo, RunSummary
 
 ABORT_MESSAGE = "stopped by a fatal error before it finished"
 QUIT_MESSAGE = "interrupted twice: quit at once; the results stored before are kept"
@@ -66,6 +66,10 @@ class HistorySink:
             # Last: a file deleted or replaced mid-run took this run's rows with it.
             self._store.check_still_in_place()
         self._closed = True
+
+    def verdict(self) -> None:
+        """No exit status of its own: the run's results decide it."""
+        return None
 
     def abort(self) -> None:
         """Mark the run failed, keeping its results. Never raises and is safe to repeat:

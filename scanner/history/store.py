@@ -29,7 +29,7 @@ import contextlib
 import os
 import sqlite3
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Generator, Iterator, Mapping, Sequence
 from functools import lru_cache
 from itertools import chain
 from pathlib import Path
@@ -50,6 +50,7 @@ from scanner.core.model import (
     Result,
     State,
 )
+from scanner.core.sinks import RunInfo, RunSummary, cause_to_record
 from scanner.history.paths import (
     DB_NAME,
     create_private_file,
@@ -63,7 +64,6 @@ from scanner.history.records import (
     RunRecord,
     RunStatus,
 )
-from scanner.outputs.base import RunInfo, RunSummary, cause_to_record
 
 __all__ = [
     "MIGRATIONS",
@@ -831,7 +831,7 @@ class HistoryStore:
             for host, address, port, proto, state, reason, cause_kind in rows
         }
 
-    def results(self, run_id: int) -> Iterator[Result]:
+    def results(self, run_id: int) -> Generator[Result]:
         """Rebuild run `run_id`'s results, in the order they were stored, a batch of rows
         at a time: a run of a million results never sits in memory whole.
 
@@ -843,7 +843,7 @@ class HistoryStore:
         self.get_run(run_id)
         return self._stream_results(run_id)
 
-    def _stream_results(self, run_id: int) -> Iterator[Result]:
+    def _stream_results(self, run_id: int) -> Generator[Result]:
         with _translated(self.path):
             cursor = self._connection.execute(
                 "SELECT host, address, port, proto, state, reason, rtt_ms, resolved_via, "

@@ -10,8 +10,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
 
-from scanner.outputs.atomic import AtomicWriter, StreamWriter, open_target
-from scanner.outputs.base import (
+from scanner.core.sinks import (
     OutputClosed,
     OutputError,
     OutputTarget,
@@ -20,6 +19,7 @@ from scanner.outputs.base import (
     Sink,
     result_to_record,
 )
+from scanner.outputs.atomic import AtomicWriter, StreamWriter, open_target
 from scanner.outputs.nagios import DEFAULT_CRITICAL, Threshold
 
 

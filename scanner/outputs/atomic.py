@@ -36,7 +36,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from typing import BinaryIO
 
-from scanner.outputs.base import OutputClosed, OutputError, OutputTarget
+from scanner.core.sinks import OutputClosed, OutputError, OutputTarget
 
 STDOUT_PATH = "-"
 

@@ -20,7 +20,7 @@ from collections.abc import Sequence
 import orjson
 
 from scanner.core.model import Result
-from scanner.outputs.base import OutputTarget, RunInfo, RunSummary, result_to_record
+from scanner.core.sinks import OutputTarget, RunInfo, RunSummary, result_to_record
 
 
 def incomplete_marker(summary: RunSummary) -> bytes:
@@ -59,6 +59,10 @@ class JsonLinesSink:
         if summary.interrupted:
             self._target.write(incomplete_marker(summary))
         self._target.commit()
+
+    def verdict(self) -> None:
+        """No exit status of its own: the run's results decide it."""
+        return None
 
     def abort(self) -> None:
         self._target.discard()

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from enum import IntEnum
 
 from scanner.core.model import Result, State
-from scanner.outputs.base import OutputTarget, RunInfo, RunSummary
+from scanner.core.sinks import OutputTarget, RunInfo, RunSummary
 
 SERVICE = "REACHSCAN"
 FAILURES_SHOWN = 5
@@ -163,6 +163,10 @@ class NagiosSink:
 
     def abort(self) -> None:
         self._target.discard()
+
+    def verdict(self) -> int:
+        """A plugin's exit status is the verdict of the run (the Sink protocol)."""
+        return self.exit_status()
 
     def exit_status(self) -> int:
         """0-3 for the plugin's exit; UNKNOWN until `finish` has run."""

@@ -34,7 +34,7 @@ from xml.sax.saxutils import quoteattr
 
 from scanner.core.model import Proto, Reason, Result, State
 from scanner.core.services import SERVICES
-from scanner.outputs.base import OutputTarget, RunInfo, RunSummary
+from scanner.core.sinks import OutputTarget, RunInfo, RunSummary
 
 XML_OUTPUT_VERSION = "1.05"
 SCANNER = "reachscan"
@@ -161,6 +161,10 @@ class NmapXmlSink:
         run = self._run or RunInfo(started=summary.finished, command="", version="")
         self._target.write(self.render(run, summary).encode("utf-8"))
         self._target.commit()
+
+    def verdict(self) -> None:
+        """No exit status of its own: the run's results decide it."""
+        return None
 
     def abort(self) -> None:
         self._target.discard()

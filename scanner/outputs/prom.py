@@ -55,8 +55,8 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.parser import text_string_to_metric_families
 
 from scanner.core.model import Labels, Result, State
+from scanner.core.sinks import OutputTarget, RunInfo, RunSummary
 from scanner.outputs.atomic import AtomicWriter
-from scanner.outputs.base import OutputTarget, RunInfo, RunSummary
 
 PREFIX = "reachscan_"
 LAST_SUCCESS = f"{PREFIX}last_success_timestamp_seconds"
@@ -165,6 +165,10 @@ class PromSink:
         registry.register(_Snapshot(families))
         self._target.write(generate_latest(registry))
         self._target.commit()
+
+    def verdict(self) -> None:
+        """No exit status of its own: the run's results decide it."""
+        return None
 
     def abort(self) -> None:
         self._target.discard()

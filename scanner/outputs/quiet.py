@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from scanner.core.model import Result
-from scanner.outputs.base import RunInfo, RunSummary, Sink
+from scanner.core.sinks import RunInfo, RunSummary, Sink
 
 
 def run_had_trouble(summary: RunSummary) -> bool:
@@ -37,6 +37,11 @@ class QuietSink:
             self._inner.finish(summary)
         else:
             self._inner.abort()
+
+    def verdict(self) -> None:
+        """None, as for every output but a bare Nagios one: a filtered plugin output is no
+        plugin's verdict (the run's exit status stays the results')."""
+        return None
 
     def abort(self) -> None:
         self._inner.abort()

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 import orjson
 
 from scanner.core.model import Result
-from scanner.outputs.base import OutputTarget, RunInfo, RunSummary
+from scanner.core.sinks import OutputTarget, RunInfo, RunSummary
 from scanner.outputs.report import ReportBuilder, report_to_json
 
 
@@ -46,6 +46,10 @@ class ReportJsonSink:
         )
         self._target.write(data)
         self._target.commit()
+
+    def verdict(self) -> None:
+        """No exit status of its own: the run's results decide it."""
+        return None
 
     def abort(self) -> None:
         self._target.discard()

@@ -20,7 +20,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
 from scanner.core.model import Reason, ResolvedVia, Result, State
-from scanner.outputs.base import OutputTarget, RunInfo, RunSummary
+from scanner.core.sinks import OutputTarget, RunInfo, RunSummary
 from scanner.outputs.report import Report, ReportBuilder
 from scanner.outputs.report import render_lines as report_lines
 from scanner.outputs.styled import Line, render
@@ -123,6 +123,10 @@ class TableSink:
         text = render(lines, color=self._color)
         self._target.write(text.encode("utf-8"))
         self._target.commit()
+
+    def verdict(self) -> None:
+        """No exit status of its own: the run's results decide it."""
+        return None
 
     def abort(self) -> None:
         self._target.discard()

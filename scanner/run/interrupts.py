@@ -41,7 +41,6 @@ one `os.write`, because `print` from inside a `print` raises.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import enum
 import os
@@ -49,8 +48,12 @@ import signal
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from types import FrameType
+from typing import TYPE_CHECKING
 
 from scanner.status import ExitStatus
+
+if TYPE_CHECKING:  # the loop's type only: the CLI imports Interrupt without asyncio
+    import asyncio
 
 INTERRUPTS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT)
 STATUS_REQUEST = signal.SIGUSR1

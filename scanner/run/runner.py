@@ -37,7 +37,6 @@ from scanner.outputs import (
     Sink,
     make_sink,
 )
-from scanner.outputs.nagios import NagiosSink
 from scanner.outputs.progress import Progress
 from scanner.outputs.quiet import QuietSink, run_had_trouble
 from scanner.procs.limits import FatalCallbackWatch, is_exhaustion, release_memory
@@ -444,8 +443,9 @@ def conclude(
         silence_stdout()
         return ExitStatus.STDOUT_CLOSED
     for sink in sinks:
-        if isinstance(sink, NagiosSink):
-            return sink.exit_status()  # a plugin's exit status is the verdict
+        verdict = sink.verdict()  # a Nagios plugin's exit status is the run's verdict
+        if verdict is not None:
+            return verdict
     if scanned.worker_failures:
         for message in scanned.worker_failures:
             report_error(f"reachscan: {message}")

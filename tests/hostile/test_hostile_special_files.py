@@ -21,6 +21,7 @@ import subprocess
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
+from typing import cast
 
 import pytest
 
@@ -118,7 +119,7 @@ def test_a_fifo_with_a_reader_gets_every_result_and_stays_a_fifo(
         os.close(reader)
 
     records = parse_records(received.decode())
-    assert sorted(record["port"] for record in records) == [20000, 20001, 20002]
+    assert sorted(cast(int, record["port"]) for record in records) == [20000, 20001, 20002]
     assert stat.S_ISFIFO(fifo.lstat().st_mode)
     assert leftovers(tmp_path) == []
 
@@ -149,7 +150,7 @@ def test_a_link_to_our_own_stdout_is_written_through_and_stays_a_link(
     run = reachscan.run("-t", THREE_PORTS, "--no-history", "--format", "jsonl", "-o", str(link))
 
     assert run.returncode == 0, run.stderr
-    assert sorted(record["port"] for record in run.records) == [20000, 20001, 20002]
+    assert sorted(cast(int, record["port"]) for record in run.records) == [20000, 20001, 20002]
     assert link.is_symlink() and os.readlink(link) == "/proc/self/fd/1"
     assert leftovers(tmp_path) == []
 

@@ -28,7 +28,7 @@ import random
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pytest
 import yaml
@@ -623,7 +623,7 @@ def test_the_table_groups_refusals_by_cause_with_counts_and_advice(
 
     assert run.returncode == 1, run.stderr
     causes = [
-        record["cause"]
+        cast("dict[str, Any]", record["cause"])
         for record in parse_records(results_path.read_text(encoding="utf-8"))
         if record["state"] == "refused"
     ]

@@ -25,10 +25,10 @@ from scanner.commands.serve import (
     render_run,
 )
 from scanner.core.model import Result, State
+from scanner.core.sinks import RunInfo
 from scanner.history.records import RunStatus
 from scanner.history.store import HistoryStore
 from scanner.outputs.atomic import AtomicWriter
-from scanner.outputs.base import RunInfo
 from scanner.outputs.prom import PromSink
 from tests.support.history import make_result, store_run, summary_of
 from tests.support.listeners import LoopbackServices, free_port

@@ -13,6 +13,7 @@ import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Self
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
@@ -86,7 +87,7 @@ class Reachscan:
     hosts_file: str
     nameserver: str
 
-    def with_hosts(self, hosts_file: str) -> Reachscan:
+    def with_hosts(self, hosts_file: str) -> Self:
         return replace(self, hosts_file=hosts_file)
 
     def command(self, *args: str) -> list[str]:

@@ -6,8 +6,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from scanner.core.model import Cause, Endpoint, Expect, Proto, Reason, ResolvedVia, Result, State
+from scanner.core.sinks import RunInfo, RunSummary
 from scanner.history.store import HistoryStore
-from scanner.outputs.base import RunInfo, RunSummary
 from tests.support.summaries import summarize
 
 DEFAULT_REASON = {

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from dataclasses import replace
 
 from scanner.core.model import Result
-from scanner.outputs.base import RunSummary
+from scanner.core.sinks import RunSummary
 
 
 def summarize(results: Sequence[Result], *, finished: float, **overrides: object) -> RunSummary:

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 
+from scanner.core.sinks import OutputClosed, OutputError
 from scanner.outputs.atomic import (
     AtomicWriter,
     PassThroughWriter,
@@ -24,7 +25,6 @@ from scanner.outputs.atomic import (
     open_target,
     output_identity,
 )
-from scanner.outputs.base import OutputClosed, OutputError
 
 IS_ROOT = os.geteuid() == 0
 

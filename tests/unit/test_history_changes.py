@@ -6,10 +6,10 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from scanner.core.model import Reason, Result, State
+from scanner.core.sinks import RunInfo, RunSummary
 from scanner.history.changes import ChangeFilter, ChangesOnlySink
 from scanner.history.records import Observation, endpoint_key
 from scanner.history.store import HistoryStore
-from scanner.outputs.base import RunInfo, RunSummary
 from tests.support.history import make_result, store_run, summary_of
 
 PREVIOUS = {
@@ -62,6 +62,10 @@ class RecordingSink:
 
     def finish(self, summary: RunSummary) -> None:
         self.calls.append(("finish", summary))
+
+    def verdict(self) -> None:
+        """No exit status of its own: the run's results decide it."""
+        return None
 
     def abort(self) -> None:
         self.calls.append(("abort", None))

@@ -23,6 +23,7 @@ from scanner.core.model import (
     Result,
     State,
 )
+from scanner.core.sinks import RunInfo, RunSummary
 from scanner.history import store as store_module
 from scanner.history.records import RunStatus
 from scanner.history.store import (
@@ -33,7 +34,6 @@ from scanner.history.store import (
     run_info_of,
     summary_of,
 )
-from scanner.outputs.base import RunInfo, RunSummary
 from tests.support.history import make_result, store_run
 from tests.support.history import summary_of as summary_from_results
 

@@ -15,11 +15,11 @@ import orjson
 import pytest
 
 from scanner.core.model import Proto, Reason, State
+from scanner.core.sinks import OutputError, RunInfo
 from scanner.history.paths import default_db_path
 from scanner.history.records import Observation, RunStatus
 from scanner.history.sink import HistorySink
 from scanner.history.store import MIGRATIONS, HistoryError, HistoryStore, UnknownRun
-from scanner.outputs.base import OutputError, RunInfo
 from tests.support.history import make_result, store_run, summary_of
 
 DAY = 86_400.0

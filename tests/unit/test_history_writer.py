@@ -13,12 +13,12 @@ from pathlib import Path
 import pytest
 
 from scanner.core.model import Result, State
+from scanner.core.sinks import RunInfo
 from scanner.engine.shard_worker import serve as serve_shard
 from scanner.history.records import RunStatus
 from scanner.history.sink import HistorySink
 from scanner.history.store import HistoryError, HistoryStore, result_rows
 from scanner.history.writer import HistoryWriter
-from scanner.outputs.base import RunInfo
 from scanner.procs.worker_pool import WorkerPool, WorkersUnavailable
 from tests.support.history import make_result, summary_of
 from tests.support.proc_fds import pipes_held

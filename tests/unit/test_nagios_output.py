@@ -9,7 +9,7 @@ from collections.abc import Sequence
 import pytest
 
 from scanner.core.model import Cause, Endpoint, Expect, Proto, Reason, ResolvedVia, Result, State
-from scanner.outputs.base import RunInfo, RunSummary
+from scanner.core.sinks import RunInfo, RunSummary
 from scanner.outputs.nagios import (
     DEFAULT_CRITICAL,
     FAILURES_SHOWN,
@@ -230,7 +230,7 @@ def test_no_thresholds_is_always_ok() -> None:
 def test_a_run_that_cannot_vouch_for_the_fleet_is_unknown(
     summary: dict[str, object], words: str
 ) -> None:
-    output, status = run(opens(3), **summary)
+    output, status = run(opens(3), **summary)  # type: ignore[arg-type]
 
     text, _ = split_line(output)
     assert status == 3

@@ -11,8 +11,8 @@ from libnmap.objects import NmapReport
 from libnmap.parser import NmapParser
 
 from scanner.core.model import Endpoint, Expect, Proto, Reason, ResolvedVia, Result, State
+from scanner.core.sinks import RunInfo, RunSummary
 from scanner.outputs import make_sink
-from scanner.outputs.base import RunInfo, RunSummary
 from scanner.outputs.nmap_xml import nmap_port_state, port_ranges
 from tests.support.summaries import summarize
 

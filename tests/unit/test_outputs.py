@@ -15,9 +15,9 @@ from hypothesis import strategies as st
 from rich.console import Console
 
 from scanner.core.model import Cause, Endpoint, Expect, Proto, Reason, ResolvedVia, Result, State
+from scanner.core.sinks import RunInfo, RunSummary, format_timestamp, result_to_record
 from scanner.outputs import FORMATS, make_sink
 from scanner.outputs.atomic import StreamWriter
-from scanner.outputs.base import RunInfo, RunSummary, format_timestamp, result_to_record
 from scanner.outputs.jsonl import JsonLinesSink
 from scanner.outputs.progress import Progress
 from scanner.outputs.table import BORING_ROWS_SHOWN, NOT_OK_MARK, TableSink

@@ -15,9 +15,9 @@ from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.samples import Sample
 
 from scanner.core.model import Cause, Endpoint, Expect, Proto, Reason, ResolvedVia, Result, State
+from scanner.core.sinks import RunInfo, RunSummary
 from scanner.outputs import make_sink
 from scanner.outputs.atomic import AtomicWriter
-from scanner.outputs.base import RunInfo, RunSummary
 from scanner.outputs.prom import ENDPOINT_LABELS, PromSink, sanitize_label_names
 from tests.support.summaries import summarize
 

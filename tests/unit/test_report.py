@@ -10,9 +10,9 @@ import orjson
 
 from scanner.core.diagnose import describe_filtered
 from scanner.core.model import Cause, Endpoint, Expect, Proto, Reason, ResolvedVia, Result, State
+from scanner.core.sinks import RunInfo, RunSummary
 from scanner.outputs import FORMATS, make_sink
 from scanner.outputs.atomic import StreamWriter
-from scanner.outputs.base import RunInfo, RunSummary
 from scanner.outputs.report import (
     SCHEMA,
     UNDIAGNOSED,

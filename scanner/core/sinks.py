@@ -1,4 +1,6 @@
-"""The contract between the engine and every output format, and the one stable record schema.
+"""The contract between a run and every sink (each output format, the history, the
+changes-only filter), and the one stable record schema. Here, below both outputs/ and
+history/, because both implement it.
 
 Results stream out of the engine in batches as probes finish; a `Sink` turns them into a
 format. Sinks never see sockets or the engine, only `Result` values and two small records
@@ -101,6 +103,11 @@ class Sink(Protocol):
     def finish(self, summary: RunSummary) -> None: ...
 
     def abort(self) -> None: ...
+
+    def verdict(self) -> int | None:
+        """The exit status this output decides for the whole run (a Nagios plugin's 0-3,
+        once `finish` has run), or None to leave it to the results."""
+        ...
 
 
 def result_to_record(result: Result) -> dict[str, object]:
