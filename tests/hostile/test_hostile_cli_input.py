@@ -22,7 +22,13 @@ import pytest
 from scanner.inventory import DEFAULT_PORTS, InventoryError
 from scanner.inventory.ansible import parse_ansible_inventory
 from scanner.inventory.yamlfile import parse_yaml_inventory
-from tests.hostile.hostile_support import Reachscan, history_runs, no_traceback
+from tests.hostile.hostile_support import (
+    IN_PRIVATE_NETNS,
+    Reachscan,
+    history_runs,
+    needs_private_netns,
+    no_traceback,
+)
 from tests.support.listeners import LoopbackServices
 
 pytestmark = pytest.mark.hostile
@@ -238,6 +244,7 @@ def test_a_utf16_or_utf32_inventory_is_said_once(
     ]
 
 
+@needs_private_netns
 @pytest.mark.parametrize(
     ("spec", "address", "port"),
     [("::1:8081", "::1", "8081"), ("2001:db8::1:443", "2001:db8::1", "443")],
@@ -246,8 +253,10 @@ def test_an_ipv6_literal_followed_by_a_port_is_a_usage_error(
     reachscan: Reachscan, spec: str, address: str, port: str
 ) -> None:
     """`-t ::1:8081` was probed as the address ::1:8081 (off this machine) on the
-    default ports. Nothing is probed now; the message shows both ways to say it."""
-    run = reachscan.run("-t", spec, "--no-history")
+    default ports. Nothing is probed now; the message shows both ways to say it. (In a
+    namespace with only loopback: were the spec read as an address again, the probes
+    of the default ports could not leave.)"""
+    run = reachscan.run("-t", spec, "--no-history", prefix=IN_PRIVATE_NETNS)
 
     assert run.returncode == 2, run.stderr
     no_traceback(run.stderr)
@@ -255,6 +264,26 @@ def test_an_ipv6_literal_followed_by_a_port_is_a_usage_error(
     assert f"[{address}]:{port}" in run.stderr
     assert f"-t {address} -p {port}" in run.stderr
     assert f"[{spec}]" in run.stderr
+
+
+def test_an_ambiguous_spec_with_a_huge_zone_id_is_cut_in_the_message(
+    reachscan: Reachscan, tmp_path: Path
+) -> None:
+    """`fe80::1%<10 MB>:8081` repeated the address and the spec whole, three times each:
+    40 MB of stderr. Each is cut like any other token. (`--list-targets`: nothing is
+    sent even if the spec were taken as an address.)"""
+    inventory = tmp_path / "zone.txt"
+    inventory.write_text("fe80::1%" + "z" * 10_000_000 + ":8081\n")
+
+    run = reachscan.run(str(inventory), "--list-targets", timeout=60)
+
+    assert run.returncode == 2, run.stderr[:300]
+    no_traceback(run.stderr)
+    assert run.stdout == ""
+    assert run.stderr.startswith(f"reachscan: {inventory}:1: 'fe80::1%zzz"), run.stderr[:300]
+    assert "is ambiguous: for port 8081 on fe80::1%zzz" in run.stderr, run.stderr[:300]
+    assert "…]:8081 (or -t fe80::1%zzz" in run.stderr, run.stderr[:300]
+    assert all(len(line) < 600 for line in run.stderr.splitlines()), run.stderr[:300]
 
 
 def test_unambiguous_ipv6_literals_are_still_addresses(reachscan: Reachscan) -> None:
