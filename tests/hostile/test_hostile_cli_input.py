@@ -321,3 +321,16 @@ def test_an_inventory_without_endpoints_is_a_failure_not_a_clean_run(
     assert last.startswith(f"reachscan: nothing to scan: {inventory} has no endpoints"), last
     assert not prom.exists()
     assert not database.exists() or history_runs(database) == []
+
+
+def test_listing_an_inventory_without_endpoints_is_a_failure_too(
+    reachscan: Reachscan, tmp_path: Path
+) -> None:
+    """--list-targets gives the verdict the scan would: nothing to probe is exit 2."""
+    inventory = tmp_path / "fleet.txt"
+    inventory.write_text("# emptied by a bad deploy\n")
+    run = reachscan.run(str(inventory), "--list-targets")
+    assert run.returncode == 2, run.stderr
+    assert run.stdout == ""
+    last = run.stderr.splitlines()[-1]
+    assert last == f"reachscan: nothing to scan: {inventory} has no endpoints"
