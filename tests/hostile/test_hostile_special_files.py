@@ -6,6 +6,9 @@
   without a reader fails at once instead of hanging. As `nobody`, `-o /dev/null` works (no
   temporary file is attempted in /dev).
 - A symbolic link to a regular file stays a link; the file it points to gets the results.
+  A link owned by another user (not root, not us) is never followed: root's `-o` into a
+  group-writable directory must not replace the file (or write into the device) that a
+  member of the group pointed it at.
 - One file given to two `-o` (also spelled differently, or through a link): exit 2 before
   anything is scanned. Character devices may repeat.
 - A run killed with SIGKILL leaves its temporary file; the next run for that output removes
@@ -15,6 +18,7 @@
 from __future__ import annotations
 
 import os
+import pwd
 import signal
 import stat
 import subprocess
@@ -169,6 +173,87 @@ def test_a_link_to_a_regular_file_stays_a_link_and_its_file_gets_the_results(
     assert link.is_symlink() and link.readlink() == real
     assert len(parse_records(real.read_text())) == 3
     assert leftovers(tmp_path) == [] and leftovers(real.parent) == []
+
+
+def nobody_uid() -> int:
+    return pwd.getpwnam("nobody").pw_uid
+
+
+def group_writable_directory(parent: Path) -> Path:
+    """What the reviewer planted links in: writable by a group, without the sticky bit, so
+    the kernel's fs.protected_symlinks does not apply and only reachscan can refuse."""
+    directory = parent / "shared"
+    directory.mkdir()
+    directory.chmod(0o2775)
+    return directory
+
+
+def plant_link(link: Path, target: Path, owner: int) -> Path:
+    link.symlink_to(target)
+    os.lchown(link, owner, -1)
+    return link
+
+
+@needs_root
+@pytest.mark.parametrize("chained", [False, True], ids=["planted-link", "root-link-to-planted"])
+def test_a_link_planted_by_another_user_is_not_followed_onto_roots_file(
+    reachscan: Reachscan, tmp_path: Path, chained: bool
+) -> None:
+    victim = tmp_path / "victim"
+    victim.write_text("root's secret\n")
+    victim.chmod(0o600)
+    shared = group_writable_directory(tmp_path)
+    planted = plant_link(shared / "planted", victim, nobody_uid())
+    output = shared / "out.jsonl"
+    if chained:  # a trusted link to an untrusted one: every link on the way is checked
+        plant_link(output, planted, 0)
+    else:
+        planted.rename(output)
+        planted = output
+
+    run = reachscan.run("-t", THREE_PORTS, "--no-history", "--format", "jsonl", "-o", str(output))
+
+    assert run.returncode == 3, run.stderr
+    no_traceback(run.stderr)
+    reason = f"a symbolic link owned by uid {nobody_uid()}; refusing to follow it as uid 0"
+    assert f"cannot write results to {output}: " in run.stderr and reason in run.stderr
+    assert victim.read_text() == "root's secret\n"
+    assert stat.S_IMODE(victim.stat().st_mode) == 0o600
+    assert planted.is_symlink() and output.is_symlink()
+    assert leftovers(shared) == [] and leftovers(tmp_path) == []
+
+
+@needs_root
+def test_a_link_planted_by_another_user_is_not_followed_onto_a_device(
+    reachscan: Reachscan, tmp_path: Path
+) -> None:
+    """As /dev/port or /dev/kmsg would be: a copy of /dev/null stands in for them."""
+    device = make_device(tmp_path / "port", NULL_DEVICE)
+    shared = group_writable_directory(tmp_path)
+    output = plant_link(shared / "out.jsonl", device, nobody_uid())
+
+    run = reachscan.run("-t", THREE_PORTS, "--no-history", "--format", "jsonl", "-o", str(output))
+
+    assert run.returncode == 3, run.stderr
+    no_traceback(run.stderr)
+    assert f"owned by uid {nobody_uid()}; refusing to follow it as uid 0" in run.stderr
+    assert_still_device(device, NULL_DEVICE)
+
+
+@needs_root
+def test_a_link_owned_by_root_in_a_shared_directory_is_still_followed(
+    reachscan: Reachscan, tmp_path: Path
+) -> None:
+    real = tmp_path / "results.jsonl"
+    real.write_text("previous\n")
+    shared = group_writable_directory(tmp_path)
+    output = plant_link(shared / "out.jsonl", real, 0)
+
+    run = reachscan.run("-t", THREE_PORTS, "--no-history", "--format", "jsonl", "-o", str(output))
+
+    assert run.returncode == 0, run.stderr
+    assert output.is_symlink() and output.readlink() == real
+    assert len(parse_records(real.read_text())) == 3
 
 
 @pytest.fixture
