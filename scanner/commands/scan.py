@@ -30,6 +30,7 @@ from scanner.console import report_error
 from scanner.engine import EngineConfig
 from scanner.evidence import DiagnosisBudget
 from scanner.history import HistoryError, LockBusy
+from scanner.history.paths import history_files
 from scanner.history.writer import WRITER_FROM, HistoryWriter
 from scanner.interrupts import SignalGuard
 from scanner.inventory import (
@@ -435,6 +436,40 @@ def refuse_shared_files(outputs: Sequence[OutputSpec]) -> None:
         raise UsageError(f"-o {output.path}: {same}; each output needs a file of its own")
 
 
+def read_by_the_run(
+    args: argparse.Namespace, history: HistoryPlan | None
+) -> tuple[tuple[str, str], ...]:
+    """The files a run reads or keeps, each with how a message names it: the history and
+    the files SQLite and the lock keep beside it, the inventories, the --exclude-files."""
+    kept = () if history is None else history_files(history.database())
+    return (
+        *((f"{what} {path}", str(path)) for what, path in kept),
+        *((f"the inventory {path}", path) for path in args.inventories if path != "-"),
+        *((f"the --exclude-file {path}", path) for path in args.exclude_file),
+    )
+
+
+def refuse_outputs_onto_inputs(
+    outputs: Sequence[OutputSpec], inputs: Sequence[tuple[str, str]]
+) -> None:
+    """An output written over the history would replace the database with results (the
+    history lost) or swap the lock file's inode mid-run (a concurrent run then locks
+    another file and both run at once); over an inventory or an exclusion list it would
+    destroy the input of the next run. Compared as files, like `refuse_shared_files`,
+    before anything is opened or probed."""
+    named: dict[tuple[object, ...], str] = {}
+    for name, path in inputs:
+        identity = output_identity(path)
+        if identity is not None:
+            named.setdefault(identity, name)
+    for output in outputs:
+        identity = None if output.path == "-" else output_identity(output.path)
+        if identity is not None and identity in named:
+            raise UsageError(
+                f"-o {output.path}: is {named[identity]}; give the results a file of their own"
+            )
+
+
 def inventory_specs_of(
     args: argparse.Namespace, expect: Expect | None, stdin: TextIO
 ) -> Iterator[TargetSpec | InventoryError]:
@@ -503,10 +538,6 @@ def make_plan(
             stdin.seek(0)
         return inventory_specs_of(args, expect, stdin)
 
-    try:
-        scope = Scope(excluded=read_exclusions(args), include_special=args.include_special)
-    except ScopeError as exc:
-        raise UsageError(str(exc)) from None
     if outputs is None:
         outputs = resolve_outputs(getattr(args, "outputs", None), stdout_is_terminal)
     if output_options is None:
@@ -518,6 +549,11 @@ def make_plan(
         history = HistoryPlan(
             path=args.db, keep_runs=args.keep, keep_days=args.keep_days, wait_lock=args.wait_lock
         )
+    refuse_outputs_onto_inputs(outputs, read_by_the_run(args, history))
+    try:
+        scope = Scope(excluded=read_exclusions(args), include_special=args.include_special)
+    except ScopeError as exc:
+        raise UsageError(str(exc)) from None
     changes_only = getattr(args, "changes_only", False)
     if changes_only and history is None:
         raise UsageError("--changes-only compares with the history: drop --no-history")

@@ -10,7 +10,8 @@
   group-writable directory must not replace the file (or write into the device) that a
   member of the group pointed it at.
 - One file given to two `-o` (also spelled differently, or through a link): exit 2 before
-  anything is scanned. Character devices may repeat.
+  anything is scanned. Character devices may repeat. The same for `-o` onto the history
+  database, the files beside it (lock, -wal), an inventory or an --exclude-file.
 - A run killed with SIGKILL leaves its temporary file; the next run for that output removes
   it, and never a live run's.
 """
@@ -317,6 +318,47 @@ def test_one_file_given_to_two_outputs_is_a_usage_error_before_any_probe(
     assert services.accepted(ADDRESS, port) == 0
     assert not (tmp_path / "r.jsonl").exists()
     assert (tmp_path / "existing.jsonl").read_text() == "previous\n"
+
+
+def snapshot(directory: Path) -> dict[str, bytes]:
+    return {entry.name: entry.read_bytes() for entry in directory.iterdir() if entry.is_file()}
+
+
+@pytest.mark.parametrize(
+    ("output", "said"),
+    [
+        ("h.sqlite", "is the history database h.sqlite"),
+        ("./h.sqlite.lock", "is the history's lock file h.sqlite.lock"),
+        ("h.sqlite-wal", "is the history's write-ahead log h.sqlite-wal"),
+        ("hosts.txt", "is the inventory hosts.txt"),
+        ("{dir}/excluded.txt", "is the --exclude-file excluded.txt"),
+    ],
+    ids=["database", "lock", "wal", "inventory", "exclude-file"],
+)
+def test_an_output_onto_the_history_or_an_input_is_a_usage_error_before_any_probe(
+    reachscan: Reachscan, services: LoopbackServices, tmp_path: Path, output: str, said: str
+) -> None:
+    """`-o` over the database would replace the history with JSON Lines; over its lock,
+    swap the lock's inode mid-run so that a concurrent run locks another file."""
+    port = services.tcp(ADDRESS)
+    (tmp_path / "hosts.txt").write_text(f"{ADDRESS}:{port}\n")
+    (tmp_path / "excluded.txt").write_text("192.0.2.0/24\n")
+    scan = ("hosts.txt", "--db", "h.sqlite", "--exclude-file", "excluded.txt")
+    first = reachscan.run(*scan, "--format", "jsonl", "-o", "first.jsonl", cwd=tmp_path)
+    assert first.returncode == 0, first.stderr
+    assert (tmp_path / "h.sqlite").exists() and (tmp_path / "h.sqlite.lock").exists()
+    (tmp_path / "h.sqlite-wal").write_bytes(b"")  # as SQLite may leave it
+    before = snapshot(tmp_path)
+    accepted = services.accepted(ADDRESS, port)
+
+    run = reachscan.run(*scan, "--format", "jsonl", "-o", output.format(dir=tmp_path), cwd=tmp_path)
+
+    assert run.returncode == 2, run.stderr
+    no_traceback(run.stderr)
+    assert f"{said}; give the results a file of their own" in run.stderr
+    assert services.accepted(ADDRESS, port) == accepted
+    assert snapshot(tmp_path) == before
+    assert leftovers(tmp_path) == []
 
 
 @needs_root
