@@ -257,7 +257,7 @@ def _schema_version(connection: sqlite3.Connection) -> int:
     return int(version)
 
 
-def _refuse_directory(path: Path) -> None:
+def refuse_directory(path: Path) -> None:
     """SQLite says only "unable to open database file" (or "disk I/O error", read-only)
     for a directory: say what it is."""
     if path.is_dir():
@@ -466,7 +466,7 @@ class HistoryStore:
         version, stays locked longer than `busy_timeout` seconds, or cannot be written.
         `migrations` is for tests and future versions; the default is the real schema.
         """
-        _refuse_directory(path)
+        refuse_directory(path)
         with _translated(path):
             ensure_parent_directory(path)
             create_private_file(path)
@@ -500,7 +500,7 @@ class HistoryStore:
         reachscan history, and one whose schema differs from this version's raise
         `HistoryError` (an older one is upgraded by the next scan).
         """
-        _refuse_directory(path)
+        refuse_directory(path)
         uri = f"{path.absolute().as_uri()}?mode=ro"
         with _translated(path):
             connection = sqlite3.connect(uri, uri=True, timeout=busy_timeout, isolation_level=None)
