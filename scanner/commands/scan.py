@@ -18,13 +18,19 @@ from pathlib import Path
 from typing import TYPE_CHECKING, TextIO
 
 from scanner.commands.common import (
+    DIAGNOSIS_BUDGET,
+    DIAGNOSIS_PER_ENDPOINT,
+    IN_FLIGHT,
     KEEP_DAYS,
+    MAX_ENDPOINTS,
     MAX_TIME,
     PROBE_RATE,
+    RETRIES,
+    RUN_COUNT,
     SECONDS_PER_PROBE,
     WAIT_LOCK,
-    non_negative_int,
-    positive_int,
+    WORKERS,
+    echoed,
 )
 from scanner.console import report_error
 from scanner.engine import EngineConfig
@@ -112,10 +118,12 @@ class OutputAction(argparse.Action):
 def workers_option(text: str) -> int | None:
     if text == "auto":
         return None
-    value = positive_int(text)
-    if value > 64:
-        raise argparse.ArgumentTypeError(f"at most 64 workers, not {value}")
-    return value
+    try:
+        return WORKERS(text)
+    except argparse.ArgumentTypeError:
+        raise argparse.ArgumentTypeError(
+            f"must be auto or a whole number {WORKERS.accepted()}, not {echoed(text)}"
+        ) from None
 
 
 def port_list(text: str) -> PortSpec:
@@ -182,11 +190,11 @@ def add_scan_arguments(parser: argparse.ArgumentParser) -> None:
     )
     what.add_argument(
         "--max-endpoints",
-        type=positive_int,
+        type=MAX_ENDPOINTS,
         default=DEFAULT_MAX_ENDPOINTS,
         metavar="N",
         help=f"refuse to scan an inventory that expands past N endpoints "
-        f"(default {DEFAULT_MAX_ENDPOINTS:,})",
+        f"({MAX_ENDPOINTS.accepted()}; default {DEFAULT_MAX_ENDPOINTS:,})",
     )
     what.add_argument(
         "--exclude",
@@ -220,17 +228,19 @@ def add_scan_arguments(parser: argparse.ArgumentParser) -> None:
     )
     why.add_argument(
         "--diagnose-budget",
-        type=non_negative_int,
+        type=DIAGNOSIS_BUDGET,
         default=DIAGNOSIS.per_run,
         metavar="N",
-        help=f"follow-up probes per run at most (default {DIAGNOSIS.per_run})",
+        help=f"follow-up probes per run at most ({DIAGNOSIS_BUDGET.accepted()}; "
+        f"default {DIAGNOSIS.per_run:,})",
     )
     why.add_argument(
         "--diagnose-per-endpoint",
-        type=non_negative_int,
+        type=DIAGNOSIS_PER_ENDPOINT,
         default=DIAGNOSIS.per_endpoint,
         metavar="N",
-        help=f"follow-up probes per refused endpoint at most (default {DIAGNOSIS.per_endpoint})",
+        help=f"follow-up probes per refused endpoint at most "
+        f"({DIAGNOSIS_PER_ENDPOINT.accepted()}; default {DIAGNOSIS.per_endpoint})",
     )
     names = parser.add_argument_group("name resolution")
     names.add_argument(
@@ -252,18 +262,18 @@ def add_scan_arguments(parser: argparse.ArgumentParser) -> None:
     pace = parser.add_argument_group("pace")
     pace.add_argument(
         "--concurrency",
-        type=positive_int,
+        type=IN_FLIGHT,
         default=DEFAULTS.concurrency,
         metavar="N",
-        help=f"probes in flight at once (default {DEFAULTS.concurrency}, "
-        "capped by the descriptor limit)",
+        help=f"probes in flight at once ({IN_FLIGHT.accepted()}; default "
+        f"{DEFAULTS.concurrency}, capped by the descriptor limit)",
     )
     pace.add_argument(
         "--per-host",
-        type=positive_int,
+        type=IN_FLIGHT,
         default=DEFAULTS.per_host,
         metavar="N",
-        help=f"probes in flight per address (default {DEFAULTS.per_host})",
+        help=f"probes in flight per address ({IN_FLIGHT.accepted()}; default {DEFAULTS.per_host})",
     )
     pace.add_argument(
         "--rate",
@@ -292,7 +302,8 @@ def add_scan_arguments(parser: argparse.ArgumentParser) -> None:
         type=workers_option,
         default=None,
         metavar="N|auto",
-        help="processes that probe (default auto: one per core, at most 8, for "
+        help=f"processes that probe ({WORKERS.accepted()}; default auto: one per core, "
+        "at most 8, for "
         f"{AUTO_WORKERS_FROM:,} endpoints or more on 2+ cores; else 1, in this process)",
     )
     pace.add_argument(
@@ -305,10 +316,10 @@ def add_scan_arguments(parser: argparse.ArgumentParser) -> None:
     )
     pace.add_argument(
         "--retries",
-        type=non_negative_int,
+        type=RETRIES,
         default=DEFAULTS.retries,
         metavar="N",
-        help=f"extra attempts for silent probes (default {DEFAULTS.retries})",
+        help=f"extra attempts for silent probes ({RETRIES.accepted()}; default {DEFAULTS.retries})",
     )
     parser.add_argument(
         "--loop",
@@ -329,10 +340,10 @@ def add_scan_arguments(parser: argparse.ArgumentParser) -> None:
     )
     history.add_argument(
         "--keep",
-        type=positive_int,
+        type=RUN_COUNT,
         default=None,
         metavar="N",
-        help="keep only the newest N runs in the history",
+        help=f"keep only the newest N runs in the history ({RUN_COUNT.accepted()})",
     )
     history.add_argument(
         "--keep-days",

@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import random
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -24,6 +26,7 @@ from scanner.inventory.ansible import parse_ansible_inventory
 from scanner.inventory.yamlfile import parse_yaml_inventory
 from tests.hostile.hostile_support import (
     IN_PRIVATE_NETNS,
+    REPO_ROOT,
     Reachscan,
     history_runs,
     needs_private_netns,
@@ -81,8 +84,8 @@ def test_a_nasty_inventory_exits_2_with_file_and_line_and_no_traceback(
     assert run.stdout == ""
     lines = run.stderr.splitlines()
     nothing = f"reachscan: nothing to scan: {path} has no endpoints"
-    if mode == "scan" and lines and lines[-1].startswith(nothing):
-        lines.pop()  # the scan's verdict on an inventory without one good entry
+    if lines and lines[-1].startswith(nothing):
+        lines.pop()  # the verdict on an inventory without one good entry (--list-targets too)
     located = re.compile(re.escape(f"reachscan: {path}:") + r"\d+: \S")
     errors = [line for line in lines if located.match(line)]
     assert len(errors) >= least_errors, lines[:5]
@@ -190,13 +193,24 @@ def test_the_fix_suggested_for_a_zero_padded_range_is_a_different_range() -> Non
         ("--wait-lock", "inf"),
         ("--keep-days", "1e308"),
         ("--keep-days", "nan"),
+        ("--retries", "1000000000"),
+        ("--retries", "11"),
+        ("--diagnose-budget", "1000000001"),
+        ("--diagnose-per-endpoint", "257"),
+        ("--concurrency", "10000000000"),
+        ("--per-host", "1048577"),
+        ("--keep", "99999999999999999999999"),
+        ("--max-endpoints", "100000001"),
+        ("--workers", "65"),
+        ("--workers", "1e3"),
     ],
 )
 def test_non_finite_and_absurd_numbers_are_usage_errors(
     reachscan: Reachscan, services: LoopbackServices, option: str, value: str
 ) -> None:
     """`--timeout inf` waited forever on a dropped port, `--rate 1e-9` sent one probe in
-    30 years: every float option has a finite range, said in the message."""
+    30 years, `--retries 1000000000` never finished and `--keep` past SQLite's integers
+    was a traceback: every number option has a finite range, said in the message."""
     port = services.tcp("127.77.48.1")
 
     run = reachscan.run("-t", f"127.77.48.1:{port}", option, value, timeout=30)
@@ -204,8 +218,40 @@ def test_non_finite_and_absurd_numbers_are_usage_errors(
     assert run.returncode == 2, run.stderr
     no_traceback(run.stderr)
     assert run.stdout == ""
-    assert f"argument {option}: must be a number " in run.stderr
+    said = re.search(
+        rf"argument {option}: must be (auto or )?a (whole )?number (from|more than) \S+ ",
+        run.stderr,
+    )
+    assert said is not None, run.stderr
     assert services.accepted("127.77.48.1", port) == 0
+
+
+@pytest.mark.parametrize(
+    ("option", "value", "accepted"),
+    [("--retries", "1000000000", "from 0 to 10"), ("--timeout", "inf", "from 0.001 to 600")],
+)
+def test_check_refuses_the_same_numbers_as_unknown(
+    reachscan: Reachscan, services: LoopbackServices, option: str, value: str, accepted: str
+) -> None:
+    """`check` takes the scan's options with the same ranges; its usage errors are the
+    plugin's UNKNOWN (3) with one status line."""
+    port = services.tcp("127.77.48.2")
+    command = [
+        sys.executable, "-m", "scanner", "check",
+        "--hosts-file", reachscan.hosts_file, "--nameserver", reachscan.nameserver,
+        "-t", f"127.77.48.2:{port}", option, value,
+    ]  # fmt: skip
+
+    run = subprocess.run(
+        command, cwd=REPO_ROOT, capture_output=True, text=True, timeout=30, check=False
+    )
+
+    assert run.returncode == 3, run.stderr
+    no_traceback(run.stderr)
+    assert run.stdout.startswith(f"REACHSCAN UNKNOWN - usage: argument {option}: must be a ")
+    assert accepted in run.stdout
+    assert len(run.stdout.splitlines()) == 1
+    assert services.accepted("127.77.48.2", port) == 0
 
 
 def test_a_huge_bad_port_token_is_cut_in_the_message(reachscan: Reachscan, tmp_path: Path) -> None:
