@@ -169,9 +169,11 @@ KEEP_DAYS = FloatRange(0, 36_500, "days", low_excluded=True)
 WAIT_LOCK = FloatRange(0, 86_400, "seconds")
 """--wait-lock: up to a day."""
 
-RETRIES = IntRange(0, 10)
-"""--retries: ten extra attempts already make a dropped port at --timeout 600 take
-nearly two hours; more only hides a dead host."""
+RETRIES = IntRange(0, 100)
+"""--retries: UDP ports behind a host's ICMP rate limit (about one error a second after
+a burst of six) need as many paced retries as there are ports waiting on that host, so
+tens are real (the hostile suite uses 60 for 50 ports); past a hundred, a dropped port at
+--timeout 600 would take most of a day, which only hides a dead host."""
 IN_FLIGHT = IntRange(1, 1_048_576)
 """--concurrency, --per-host: Linux's most descriptors per process (fs.nr_open's
 default); the descriptor limit caps a probe count past it anyway."""
