@@ -20,7 +20,7 @@ from scanner.commands import scan
 from scanner.outputs import OutputOptions
 from scanner.outputs.nagios import DEFAULT_CRITICAL, Status, Threshold
 from scanner.run.plan import OutputSpec
-from scanner.status import UsageError
+from scanner.status import ExitStatus, UsageError
 
 if TYPE_CHECKING:
     from scanner.commands.common import Subparsers
@@ -97,6 +97,19 @@ def main(argv: Sequence[str]) -> int:
         return unknown(str(exc))
     except KeyboardInterrupt:
         return unknown("interrupted")
+    return plugin_status(status)
+
+
+def plugin_status(status: int) -> int:
+    """The scan's exit status as the plugin's. The Nagios output's own verdict comes back
+    as a plain int (0-3); an `ExitStatus` member means the scan ended before that output
+    could give one (an inventory without endpoints, an oversize one, the lock, an output
+    failure, an interrupt), and its number would be misread as a service state (2 would
+    say CRITICAL with no plugin line at all): that is UNKNOWN, with a line saying why."""
+    if isinstance(status, ExitStatus):
+        if status is ExitStatus.INTERRUPTED:
+            return unknown("interrupted")
+        return unknown(f"the scan could not run (exit status {int(status)}; see stderr)")
     if status not in (Status.OK, Status.WARNING, Status.CRITICAL, Status.UNKNOWN):
         return unknown(f"the scan could not run (exit status {status}; see stderr)")
     return status

@@ -89,27 +89,6 @@ def echoed(text: str) -> str:
     return repr(text[:ECHOED_CHARACTERS]) + "…"
 
 
-def whole_number(text: str) -> int:
-    try:
-        return int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, not {echoed(text)}") from None
-
-
-def positive_int(text: str) -> int:
-    value = whole_number(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, not {value}")
-    return value
-
-
-def non_negative_int(text: str) -> int:
-    value = whole_number(text)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be 0 or more, not {value}")
-    return value
-
-
 @dataclass(frozen=True, slots=True)
 class FloatRange:
     """An argparse `type=` for a float option: a finite number within [low, high] (or
@@ -145,6 +124,35 @@ class FloatRange:
         return f"from {low} to {_plain(self.high)} {self.unit}"
 
 
+@dataclass(frozen=True, slots=True)
+class IntRange:
+    """An argparse `type=` for a whole-number option: an integer within [low, high].
+
+    Unbounded, `--retries 1000000000` with `--timeout 600` never finishes, and a number
+    past SQLite's 64-bit integers (`--keep 1e30` written out) was a traceback. Each bound
+    is said in the option's help and the README's options table, with why it is where
+    it is.
+    """
+
+    low: int
+    high: int
+
+    def __call__(self, text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            value = None
+        if value is None or not self.low <= value <= self.high:
+            raise argparse.ArgumentTypeError(
+                f"must be a whole number {self.accepted()}, not {echoed(text)}"
+            )
+        return value
+
+    def accepted(self) -> str:
+        """The accepted range in words: `from 0 to 10`."""
+        return f"from {self.low:,} to {self.high:,}"
+
+
 def _plain(number: float) -> str:
     """10,000,000 rather than 1e+07; 0.001 as it is."""
     return f"{int(number):,}" if number == int(number) else f"{number:g}"
@@ -160,6 +168,29 @@ KEEP_DAYS = FloatRange(0, 36_500, "days", low_excluded=True)
 """--keep-days: up to a hundred years."""
 WAIT_LOCK = FloatRange(0, 86_400, "seconds")
 """--wait-lock: up to a day."""
+
+RETRIES = IntRange(0, 100)
+"""--retries: UDP ports behind a host's ICMP rate limit (about one error a second after
+a burst of six) need as many paced retries as there are ports waiting on that host, so
+tens are real (the hostile suite uses 60 for 50 ports); past a hundred, a dropped port at
+--timeout 600 would take most of a day, which only hides a dead host."""
+IN_FLIGHT = IntRange(1, 1_048_576)
+"""--concurrency, --per-host: Linux's most descriptors per process (fs.nr_open's
+default); the descriptor limit caps a probe count past it anyway."""
+WORKERS = IntRange(1, 64)
+"""--workers: one process per core of a large machine; each forks with the parent's
+memory and pipes, so more than 64 costs more than it gives."""
+DIAGNOSIS_BUDGET = IntRange(0, 1_000_000)
+"""--diagnose-budget: fifty times the default 20,000 follow-up probes per run."""
+DIAGNOSIS_PER_ENDPOINT = IntRange(0, 256)
+"""--diagnose-per-endpoint: sixteen times the default 16 follow-up probes."""
+MAX_ENDPOINTS = IntRange(1, 100_000_000)
+"""--max-endpoints: a hundred times the default; every result is held until the
+outputs are written, and 100 million is tens of GB of them."""
+RUN_COUNT = IntRange(1, 10_000_000)
+"""--keep, history --runs and --flap-threshold: a run a minute for nineteen years."""
+RUN_ID = IntRange(1, 2**63 - 1)
+"""A run id as `diff` takes it: at most SQLite's largest integer."""
 
 
 def positive_float(text: str) -> float:

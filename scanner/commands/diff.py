@@ -11,6 +11,7 @@ import argparse
 from typing import TYPE_CHECKING
 
 from scanner.commands.common import (
+    RUN_ID,
     add_db_option,
     emit,
     emit_json,
@@ -25,16 +26,6 @@ if TYPE_CHECKING:
     from scanner.commands.common import Subparsers
 
 
-def run_id(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"a run id is a number, not {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"run ids start at 1, not {value}")
-    return value
-
-
 def register(subparsers: Subparsers) -> None:
     parser = subparsers.add_parser(
         "diff",
@@ -43,8 +34,8 @@ def register(subparsers: Subparsers) -> None:
         "two runs (default: the last two complete runs; with one RUN_A, it against the "
         "newest complete run).",
     )
-    parser.add_argument("run_a", nargs="?", type=run_id, metavar="RUN_A", help="earlier run id")
-    parser.add_argument("run_b", nargs="?", type=run_id, metavar="RUN_B", help="later run id")
+    parser.add_argument("run_a", nargs="?", type=RUN_ID, metavar="RUN_A", help="earlier run id")
+    parser.add_argument("run_b", nargs="?", type=RUN_ID, metavar="RUN_B", help="later run id")
     add_db_option(parser)
     parser.add_argument(
         "--format", choices=["table", "json"], default="table", help="output (default: table)"

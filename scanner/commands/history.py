@@ -12,11 +12,11 @@ import argparse
 from typing import TYPE_CHECKING
 
 from scanner.commands.common import (
+    RUN_COUNT,
     add_db_option,
     emit,
     emit_json,
     open_existing,
-    positive_int,
     report_error,
 )
 from scanner.core.model import Proto
@@ -91,18 +91,18 @@ def register(subparsers: Subparsers) -> None:
     add_db_option(parser)
     parser.add_argument(
         "--runs",
-        type=positive_int,
+        type=RUN_COUNT,
         default=DEFAULT_RUNS,
         metavar="N",
-        help=f"how many complete runs to show (default {DEFAULT_RUNS})",
+        help=f"how many complete runs to show ({RUN_COUNT.accepted()}; default {DEFAULT_RUNS})",
     )
     parser.add_argument(
         "--flap-threshold",
-        type=positive_int,
+        type=RUN_COUNT,
         default=DEFAULT_FLAP_THRESHOLD,
         metavar="K",
         help="state changes within the runs shown that make an endpoint flapping "
-        f"(default {DEFAULT_FLAP_THRESHOLD})",
+        f"({RUN_COUNT.accepted()}; default {DEFAULT_FLAP_THRESHOLD})",
     )
     parser.add_argument(
         "--format", choices=["table", "json"], default="table", help="output (default: table)"

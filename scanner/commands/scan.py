@@ -18,13 +18,19 @@ from pathlib import Path
 from typing import TYPE_CHECKING, TextIO
 
 from scanner.commands.common import (
+    DIAGNOSIS_BUDGET,
+    DIAGNOSIS_PER_ENDPOINT,
+    IN_FLIGHT,
     KEEP_DAYS,
+    MAX_ENDPOINTS,
     MAX_TIME,
     PROBE_RATE,
+    RETRIES,
+    RUN_COUNT,
     SECONDS_PER_PROBE,
     WAIT_LOCK,
-    non_negative_int,
-    positive_int,
+    WORKERS,
+    echoed,
 )
 from scanner.console import report_error
 from scanner.core.evidence import DiagnosisBudget
@@ -39,6 +45,7 @@ from scanner.core.scope import (
 from scanner.engine.engine import EngineConfig
 from scanner.engine.shard_worker import serve as serve_shard
 from scanner.history import HistoryError, LockBusy
+from scanner.history.paths import history_files
 from scanner.history.writer import WRITER_FROM, HistoryWriter
 from scanner.inventory import (
     DEFAULT_PORTS,
@@ -108,10 +115,12 @@ class OutputAction(argparse.Action):
 def workers_option(text: str) -> int | None:
     if text == "auto":
         return None
-    value = positive_int(text)
-    if value > 64:
-        raise argparse.ArgumentTypeError(f"at most 64 workers, not {value}")
-    return value
+    try:
+        return WORKERS(text)
+    except argparse.ArgumentTypeError:
+        raise argparse.ArgumentTypeError(
+            f"must be auto or a whole number {WORKERS.accepted()}, not {echoed(text)}"
+        ) from None
 
 
 def port_list(text: str) -> PortSpec:
@@ -178,11 +187,11 @@ def add_scan_arguments(parser: argparse.ArgumentParser) -> None:
     )
     what.add_argument(
         "--max-endpoints",
-        type=positive_int,
+        type=MAX_ENDPOINTS,
         default=DEFAULT_MAX_ENDPOINTS,
         metavar="N",
         help=f"refuse to scan an inventory that expands past N endpoints "
-        f"(default {DEFAULT_MAX_ENDPOINTS:,})",
+        f"({MAX_ENDPOINTS.accepted()}; default {DEFAULT_MAX_ENDPOINTS:,})",
     )
     what.add_argument(
         "--exclude",
@@ -216,17 +225,19 @@ def add_scan_arguments(parser: argparse.ArgumentParser) -> None:
     )
     why.add_argument(
         "--diagnose-budget",
-        type=non_negative_int,
+        type=DIAGNOSIS_BUDGET,
         default=DIAGNOSIS.per_run,
         metavar="N",
-        help=f"follow-up probes per run at most (default {DIAGNOSIS.per_run})",
+        help=f"follow-up probes per run at most ({DIAGNOSIS_BUDGET.accepted()}; "
+        f"default {DIAGNOSIS.per_run:,})",
     )
     why.add_argument(
         "--diagnose-per-endpoint",
-        type=non_negative_int,
+        type=DIAGNOSIS_PER_ENDPOINT,
         default=DIAGNOSIS.per_endpoint,
         metavar="N",
-        help=f"follow-up probes per refused endpoint at most (default {DIAGNOSIS.per_endpoint})",
+        help=f"follow-up probes per refused endpoint at most "
+        f"({DIAGNOSIS_PER_ENDPOINT.accepted()}; default {DIAGNOSIS.per_endpoint})",
     )
     names = parser.add_argument_group("name resolution")
     names.add_argument(
@@ -248,18 +259,18 @@ def add_scan_arguments(parser: argparse.ArgumentParser) -> None:
     pace = parser.add_argument_group("pace")
     pace.add_argument(
         "--concurrency",
-        type=positive_int,
+        type=IN_FLIGHT,
         default=DEFAULTS.concurrency,
         metavar="N",
-        help=f"probes in flight at once (default {DEFAULTS.concurrency}, "
-        "capped by the descriptor limit)",
+        help=f"probes in flight at once ({IN_FLIGHT.accepted()}; default "
+        f"{DEFAULTS.concurrency}, capped by the descriptor limit)",
     )
     pace.add_argument(
         "--per-host",
-        type=positive_int,
+        type=IN_FLIGHT,
         default=DEFAULTS.per_host,
         metavar="N",
-        help=f"probes in flight per address (default {DEFAULTS.per_host})",
+        help=f"probes in flight per address ({IN_FLIGHT.accepted()}; default {DEFAULTS.per_host})",
     )
     pace.add_argument(
         "--rate",
@@ -288,7 +299,8 @@ def add_scan_arguments(parser: argparse.ArgumentParser) -> None:
         type=workers_option,
         default=None,
         metavar="N|auto",
-        help="processes that probe (default auto: one per core, at most 8, for "
+        help=f"processes that probe ({WORKERS.accepted()}; default auto: one per core, "
+        "at most 8, for "
         f"{AUTO_WORKERS_FROM:,} endpoints or more on 2+ cores; else 1, in this process)",
     )
     pace.add_argument(
@@ -301,10 +313,10 @@ def add_scan_arguments(parser: argparse.ArgumentParser) -> None:
     )
     pace.add_argument(
         "--retries",
-        type=non_negative_int,
+        type=RETRIES,
         default=DEFAULTS.retries,
         metavar="N",
-        help=f"extra attempts for silent probes (default {DEFAULTS.retries})",
+        help=f"extra attempts for silent probes ({RETRIES.accepted()}; default {DEFAULTS.retries})",
     )
     parser.add_argument(
         "--loop",
@@ -325,10 +337,10 @@ def add_scan_arguments(parser: argparse.ArgumentParser) -> None:
     )
     history.add_argument(
         "--keep",
-        type=positive_int,
+        type=RUN_COUNT,
         default=None,
         metavar="N",
-        help="keep only the newest N runs in the history",
+        help=f"keep only the newest N runs in the history ({RUN_COUNT.accepted()})",
     )
     history.add_argument(
         "--keep-days",
@@ -432,6 +444,40 @@ def refuse_shared_files(outputs: Sequence[OutputSpec]) -> None:
         raise UsageError(f"-o {output.path}: {same}; each output needs a file of its own")
 
 
+def read_by_the_run(
+    args: argparse.Namespace, history: HistoryPlan | None
+) -> tuple[tuple[str, str], ...]:
+    """The files a run reads or keeps, each with how a message names it: the history and
+    the files SQLite and the lock keep beside it, the inventories, the --exclude-files."""
+    kept = () if history is None else history_files(history.database())
+    return (
+        *((f"{what} {path}", str(path)) for what, path in kept),
+        *((f"the inventory {path}", path) for path in args.inventories if path != "-"),
+        *((f"the --exclude-file {path}", path) for path in args.exclude_file),
+    )
+
+
+def refuse_outputs_onto_inputs(
+    outputs: Sequence[OutputSpec], inputs: Sequence[tuple[str, str]]
+) -> None:
+    """An output written over the history would replace the database with results (the
+    history lost) or swap the lock file's inode mid-run (a concurrent run then locks
+    another file and both run at once); over an inventory or an exclusion list it would
+    destroy the input of the next run. Compared as files, like `refuse_shared_files`,
+    before anything is opened or probed."""
+    named: dict[tuple[object, ...], str] = {}
+    for name, path in inputs:
+        identity = output_identity(path)
+        if identity is not None:
+            named.setdefault(identity, name)
+    for output in outputs:
+        identity = None if output.path == "-" else output_identity(output.path)
+        if identity is not None and identity in named:
+            raise UsageError(
+                f"-o {output.path}: is {named[identity]}; give the results a file of their own"
+            )
+
+
 def inventory_specs_of(
     args: argparse.Namespace, expect: Expect | None, stdin: TextIO
 ) -> Iterator[TargetSpec | InventoryError]:
@@ -500,10 +546,6 @@ def make_plan(
             stdin.seek(0)
         return inventory_specs_of(args, expect, stdin)
 
-    try:
-        scope = Scope(excluded=read_exclusions(args), include_special=args.include_special)
-    except ScopeError as exc:
-        raise UsageError(str(exc)) from None
     if outputs is None:
         outputs = resolve_outputs(getattr(args, "outputs", None), stdout_is_terminal)
     if output_options is None:
@@ -515,6 +557,11 @@ def make_plan(
         history = HistoryPlan(
             path=args.db, keep_runs=args.keep, keep_days=args.keep_days, wait_lock=args.wait_lock
         )
+    refuse_outputs_onto_inputs(outputs, read_by_the_run(args, history))
+    try:
+        scope = Scope(excluded=read_exclusions(args), include_special=args.include_special)
+    except ScopeError as exc:
+        raise UsageError(str(exc)) from None
     changes_only = getattr(args, "changes_only", False)
     if changes_only and history is None:
         raise UsageError("--changes-only compares with the history: drop --no-history")

@@ -487,9 +487,13 @@ def serve_until_signalled(server: MetricsHttpServer, address: ListenAddress) -> 
     """Serve in a worker thread until SIGINT or SIGTERM, then shut down and return 0.
 
     The main thread only waits: `shutdown()` blocks until `serve_forever` returns, so it
-    cannot be called from a signal handler running in the serving thread itself.
+    cannot be called from a signal handler running in the serving thread itself. If
+    serving dies instead (an error the server does not expect, such as its listening
+    socket failing), that is said in one line and the exit status is 3: a service manager
+    must see a failure, not a clean stop, and restart it.
     """
     stop = threading.Event()
+    failures: list[Exception] = []
 
     def request_stop(signum: int, frame: FrameType | None) -> None:
         stop.set()
@@ -499,6 +503,8 @@ def serve_until_signalled(server: MetricsHttpServer, address: ListenAddress) -> 
     def serve() -> None:
         try:
             server.serve_forever()
+        except Exception as error:  # said by the main thread, never a thread's traceback
+            failures.append(error)
         finally:
             stop.set()  # if serving ever dies, do not wait for a signal that may not come
 
@@ -515,4 +521,14 @@ def serve_until_signalled(server: MetricsHttpServer, address: ListenAddress) -> 
         for sig, handler in previous.items():
             if handler is not None:
                 signal.signal(sig, handler)
+    if failures:
+        report_error(f"serving stopped: {describe_failure(failures[0])}")
+        return int(ExitStatus.OUTPUT_FAILED)
     return int(ExitStatus.OK)
+
+
+def describe_failure(error: Exception) -> str:
+    """One line for an error that ended serving: its OS reason, or its type and text."""
+    if isinstance(error, OSError) and error.strerror:
+        return f"the server failed: {error.strerror} (errno {error.errno})"
+    return f"the server failed: {type(error).__name__}: {error}".replace("\n", " ")

@@ -200,10 +200,11 @@ def _refuse_port_lookalike(text: str) -> None:
         ipaddress.IPv6Address(address)
     except ValueError:
         return
+    shown_address, shown_text = cut(address), cut(text)  # a zone id can be megabytes long
     raise SpecError(
-        f"{quoted(text)} is ambiguous: for port {group} on {address} write "
-        f"[{address}]:{group} (or -t {address} -p {group}); for the address {text} "
-        f"itself write [{text}]"
+        f"{quoted(text)} is ambiguous: for port {group} on {shown_address} write "
+        f"[{shown_address}]:{group} (or -t {shown_address} -p {group}); for the address "
+        f"{shown_text} itself write [{shown_text}]"
     )
 
 

@@ -41,6 +41,18 @@ def lock_path_for(db_path: Path) -> Path:
     return db_path.with_name(db_path.name + ".lock")
 
 
+def history_files(db_path: Path) -> tuple[tuple[str, Path], ...]:
+    """Every file the history keeps beside itself, named for a message: the database,
+    SQLite's `-wal`, `-shm` and `-journal`, and the run lock."""
+    return (
+        ("the history database", db_path),
+        ("the history's write-ahead log", db_path.with_name(db_path.name + "-wal")),
+        ("the history's shared-memory file", db_path.with_name(db_path.name + "-shm")),
+        ("the history's journal", db_path.with_name(db_path.name + "-journal")),
+        ("the history's lock file", lock_path_for(db_path)),
+    )
+
+
 def ensure_parent_directory(path: Path) -> None:
     """Create the directory holding `path` if it is missing, private (0o700).
 

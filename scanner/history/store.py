@@ -257,7 +257,7 @@ def _schema_version(connection: sqlite3.Connection) -> int:
     return int(version)
 
 
-def _refuse_directory(path: Path) -> None:
+def refuse_directory(path: Path) -> None:
     """SQLite says only "unable to open database file" (or "disk I/O error", read-only)
     for a directory: say what it is."""
     if path.is_dir():
@@ -466,7 +466,7 @@ class HistoryStore:
         version, stays locked longer than `busy_timeout` seconds, or cannot be written.
         `migrations` is for tests and future versions; the default is the real schema.
         """
-        _refuse_directory(path)
+        refuse_directory(path)
         with _translated(path):
             ensure_parent_directory(path)
             create_private_file(path)
@@ -500,7 +500,7 @@ class HistoryStore:
         reachscan history, and one whose schema differs from this version's raise
         `HistoryError` (an older one is upgraded by the next scan).
         """
-        _refuse_directory(path)
+        refuse_directory(path)
         uri = f"{path.absolute().as_uri()}?mode=ro"
         with _translated(path):
             connection = sqlite3.connect(uri, uri=True, timeout=busy_timeout, isolation_level=None)
@@ -621,7 +621,9 @@ class HistoryStore:
         )
 
     def fail_run(self, run_id: int, message: str) -> None:
-        """Close the run as `failed`, keeping the results stored so far and why."""
+        """Close the run as `failed`, keeping the results stored so far and why. Also
+        from a signal handler, amid a transaction: `_roll_back_interrupted`."""
+        self._roll_back_interrupted()
         self._close_run(
             run_id,
             "UPDATE runs SET finished = ?, status = ?, message = ? WHERE id = ?",
@@ -630,7 +632,9 @@ class HistoryStore:
 
     def interrupt_run(self, run_id: int, message: str) -> None:
         """Close the run as `interrupted` when there is no summary to close it with (a
-        second Ctrl-C quits at once): its counts are those of the results stored."""
+        second Ctrl-C quits at once): its counts are those of the results stored. Also
+        from a signal handler, amid a transaction: `_roll_back_interrupted`."""
+        self._roll_back_interrupted()
         with self._transaction() as connection:
             counts = dict(
                 connection.execute(
@@ -691,6 +695,21 @@ class HistoryStore:
                     ),
                 )
         return abandoned
+
+    def _roll_back_interrupted(self) -> None:
+        """Roll back a transaction that the code a signal handler interrupted left open.
+
+        A second interrupt while the outputs are written closes the run from the handler
+        itself (scanner/run/interrupts.py), which can land inside `_transaction` (a batch,
+        or `finish_run`). There `BEGIN` would fail ("cannot start a transaction within a
+        transaction") and the process then exits without unwinding, which rolls the
+        open transaction back with the run's closing in it: the run would stay
+        `running`. A Python handler runs between two bytecodes, never amid an sqlite3
+        call, so the open transaction is idle and rolling it back is safe; its batch is
+        lost whole, as at a crash, and the run is counted from what was committed."""
+        if self._connection.in_transaction:
+            with _translated(self.path):
+                self._connection.execute("ROLLBACK")
 
     def _close_run(self, run_id: int, statement: str, parameters: tuple[object, ...]) -> None:
         with self._transaction() as connection:

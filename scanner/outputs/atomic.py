@@ -16,7 +16,9 @@ FIFO or this process's own standard output or error (`/dev/stdout`) is written t
 a shell's `>` would: renaming a temporary file over `/dev/null` would replace the system's
 null device with a regular file (as root), or fail for want of write permission on `/dev`
 (as anyone else). A symbolic link to a regular file keeps being a link: its target is
-replaced, in the target's directory.
+replaced, in the target's directory. Only a link owned by root or by us is followed: one
+planted by another user in a directory they can write is refused, so that `-o` run as
+root cannot be turned into "overwrite any file" (`follow_trusted_links`).
 
 A run killed outright (SIGKILL, the OOM killer, a power cut) cannot remove its temporary
 file. Each writer holds an exclusive `flock` on its temporary file for as long as it lives
@@ -62,8 +64,9 @@ def open_target(path: str) -> OutputTarget:
     name is written through. Raises `OutputError` for anything else."""
     if path == STDOUT_PATH:
         return StreamWriter()
+    followed = follow_trusted_links(path)
     try:
-        found = os.stat(path)
+        found = os.stat(followed)
     except FileNotFoundError:
         return AtomicWriter(path)  # a new file (a dangling link is refused there)
     except OSError as exc:
@@ -78,7 +81,62 @@ def open_target(path: str) -> OutputTarget:
         raise OutputError(path, "is a directory; give a file name")
     if kind in _REFUSED_KINDS:
         raise OutputError(path, _REFUSED_KINDS[kind])
-    return PassThroughWriter(path)
+    return PassThroughWriter(path, opened_as=followed, expected=found)
+
+
+# Links followed at most, as the kernel's MAXSYMLINKS.
+_LINK_HOPS = 40
+
+
+def follow_trusted_links(path: str) -> str:
+    """`path` with its final-component symbolic links followed, each only if it is trusted:
+    owned by root or by us. Raises `OutputError` at the first link owned by anyone else.
+
+    The kernel's `fs.protected_symlinks` reasons the same way, but only in sticky
+    world-writable directories such as /tmp. In a group-writable directory without the
+    sticky bit, anyone in the group can plant `out.jsonl -> /etc/shadow`, and a root cron
+    job's `-o` would then replace /etc/shadow with results (or write them into /dev/port
+    through a link to it). A link owned by root or by us was put there by someone who could
+    have written the target anyway (`/dev/stdout -> /proc/self/fd/1` is root's).
+
+    Each link is read between two `lstat`s of the same inode: a link's text never changes,
+    so the text read is the trusted link's even if the name is swapped meanwhile. What is
+    returned is the first path that is not a link, or the last trusted link when what it
+    points at cannot be looked up by name (a dangling link, or /proc's magic links such as
+    /proc/self/fd/1, which only the kernel can follow)."""
+    current = path
+    our_uid = os.geteuid()
+    for _ in range(_LINK_HOPS):
+        try:
+            link = os.lstat(current)
+        except OSError:
+            return current  # nothing there: opening it says what is wrong
+        if not stat.S_ISLNK(link.st_mode):
+            return current
+        if link.st_uid not in (0, our_uid):
+            named = "is" if current == path else f"leads through {current}, which is"
+            raise OutputError(
+                path,
+                f"{named} a symbolic link owned by uid {link.st_uid}; "
+                f"refusing to follow it as uid {our_uid}",
+            )
+        try:
+            target = os.readlink(current)
+            unchanged = _same_file(os.lstat(current), link)
+        except OSError as exc:
+            raise _os_error(path, exc) from exc
+        if not unchanged:
+            raise OutputError(path, "the symbolic link changed while it was being opened")
+        directory = os.path.realpath(os.path.dirname(os.path.abspath(current)))
+        following = os.path.join(directory, target)
+        if not os.path.lexists(following):
+            return current
+        current = following
+    raise _os_error(path, OSError(errno.ELOOP, os.strerror(errno.ELOOP)))
+
+
+def _same_file(one: os.stat_result, other: os.stat_result) -> bool:
+    return (one.st_dev, one.st_ino) == (other.st_dev, other.st_ino)
 
 
 def output_identity(path: str) -> tuple[object, ...] | None:
@@ -227,12 +285,20 @@ def _replaced_file(path: str) -> str:
     The kernel refuses to follow some links (`fs.protected_symlinks`: a link owned by
     someone else in a sticky world-writable directory such as /tmp); resolving the path
     by hand would bypass that, so the link is first followed by the kernel, and the file
-    it reached must be the one resolved. A dangling link is refused: creating the file it
-    names is rarely what was meant."""
+    it reached must be the one resolved. Only trusted links are followed (see
+    `follow_trusted_links`). A dangling link is refused: creating the file it names is
+    rarely what was meant."""
     absolute = os.path.abspath(path)
     if not os.path.islink(absolute):
         return absolute
-    resolved = os.path.realpath(absolute)
+    last = follow_trusted_links(absolute)
+    resolved = os.path.join(os.path.realpath(os.path.dirname(last)), os.path.basename(last))
+    if os.path.islink(resolved):
+        raise OutputError(
+            path,
+            f"is a symbolic link to {os.path.realpath(absolute)}, which does not exist; "
+            "give a file name",
+        )
     try:
         followed = os.open(absolute, os.O_PATH | os.O_CLOEXEC)
     except FileNotFoundError:
@@ -388,23 +454,44 @@ class PassThroughWriter:
     commit, at discard, or by the kernel when the process dies) gives the reader its EOF.
     """
 
-    def __init__(self, path: str, descriptor: int | None = None) -> None:
+    def __init__(
+        self,
+        path: str,
+        descriptor: int | None = None,
+        *,
+        opened_as: str | None = None,
+        expected: os.stat_result | None = None,
+    ) -> None:
+        """`opened_as`: what `path` leads to through trusted links (`follow_trusted_links`),
+        opened with O_NOFOLLOW so that a link planted there since cannot redirect the
+        write; `expected`: what it was found to be, which the opened file must still be."""
         self.path = path
         if descriptor is not None:
             self._fd: int | None = descriptor
             return
+        if opened_as is None:
+            opened_as = follow_trusted_links(path)
         flags = os.O_WRONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC
+        if not os.path.islink(opened_as):  # a trusted magic link (/proc/self/fd/N) stays
+            flags |= os.O_NOFOLLOW
         try:
-            fd = os.open(path, flags)
+            fd = os.open(opened_as, flags)
         except OSError as exc:
-            if exc.errno == errno.ENXIO and _is_fifo(path):
+            if exc.errno == errno.ENXIO and _is_fifo(opened_as):
                 raise OutputError(
                     path, "is a FIFO with no reader; start its reader first"
                 ) from None
+            if exc.errno == errno.ELOOP:
+                raise OutputError(
+                    path, "became a symbolic link while it was being opened"
+                ) from None
             raise _os_error(path, exc) from exc
         try:
-            if stat.S_ISREG(os.fstat(fd).st_mode):
+            opened = os.fstat(fd)
+            if stat.S_ISREG(opened.st_mode):
                 raise OutputError(path, "became a regular file while it was being opened")
+            if expected is not None and not _same_file(opened, expected):
+                raise OutputError(path, "changed while it was being opened")
             os.set_blocking(fd, True)
         except BaseException as exc:
             os.close(fd)

@@ -13,6 +13,9 @@ returns, and what it does depends on the phase (README, "Interrupts and closed p
 - finishing (every result is final: writing and committing the outputs and the history,
   pruning): the first is said on stderr and the writing finishes, so the outputs are
   complete and the history run `complete`, with exit status 130; a second quits at once.
+- ending after a failure (the outputs could not be opened, or the scan raised: its
+  outputs are aborted, and the processes and the history are being closed, which can
+  take seconds): any interrupt quits at once, with the failure's exit status.
 
 Interrupts are SIGINT (Ctrl-C), SIGTERM (a service manager's stop), SIGHUP (a dropped ssh
 session or closed terminal) and SIGQUIT (Ctrl-\\); whichever comes first is named in the
@@ -79,6 +82,7 @@ class Phase(enum.Enum):
     STARTING = "starting"
     SCANNING = "scanning"
     FINISHING = "finishing"
+    ENDING = "ending"  # after a failure: nothing is left to stop, only to quit
 
 
 class Interrupt(KeyboardInterrupt):
@@ -125,6 +129,7 @@ class SignalGuard:
         self._signals: list[signal.Signals] = []  # every interrupt, in order
         self._handled = 0  # how many of them have been acted on
         self._quit_while_finishing: Callable[[str], None] | None = None
+        self._quit_while_ending: Callable[[str], None] | None = None
 
     @property
     def phase(self) -> Phase:
@@ -167,6 +172,17 @@ class SignalGuard:
         self._quit_while_finishing = quit
         self._catch_up()
 
+    def ending(self, quit: Callable[[str], None]) -> None:
+        """The run failed and is closing (its loop may be closed already): from now on
+        every interrupt, the first too, calls `quit` (given the line to show; it does not
+        return) from the handler itself. One that came already and was not acted on (the
+        loop was never given control): `quit` now."""
+        self._phase = Phase.ENDING
+        self._control = None
+        self._quit_while_finishing = None
+        self._quit_while_ending = quit
+        self._catch_up()
+
     def exit_status(self, status: int) -> int:
         """130 instead of `status` when an interrupt came at any point, unless `status`
         says something more important (outputs not written, a scanner failure, a closed
@@ -185,12 +201,16 @@ class SignalGuard:
             self.received = signal.Signals(number)
         control = self._control
         if self._phase is Phase.SCANNING:
-            if control is not None:
-                # A loop already closed (the scan ended in an error, which is on its way
-                # out) takes no callback: nothing is left to stop then.
-                with contextlib.suppress(RuntimeError):
-                    control.loop.call_soon_threadsafe(self._catch_up)
-            return  # no control yet: `control_scan` catches up
+            if control is None:
+                return  # no control yet: `control_scan` catches up
+            try:
+                control.loop.call_soon_threadsafe(self._catch_up)
+                return
+            except RuntimeError:
+                # The loop is closed: the scan ended in an error that is on its way out
+                # and the runner did not say `ending`. Nothing is left to stop: quit.
+                self.ending(control.quit)
+                return
         self._catch_up()
 
     def _catch_up(self) -> None:
@@ -205,6 +225,13 @@ class SignalGuard:
 
     def _act(self, received: signal.Signals, first: bool) -> None:
         name = received.name
+        if self._phase is Phase.ENDING:
+            assert self._quit_while_ending is not None
+            self._quit_while_ending(
+                f"reachscan: interrupted by {name} while closing after a failure: quit at "
+                "once; outputs not yet written keep their previous files"
+            )
+            return
         if self._phase is Phase.STARTING:
             raise Interrupt(
                 f"reachscan: interrupted by {name} before the scan started: "

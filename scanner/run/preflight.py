@@ -162,12 +162,18 @@ def report_nothing_to_scan(
     tally = InventoryTally(report_error)
     for _ in tally.endpoints(inventory(plan, specs)):
         pass
+    report_error(nothing_to_scan_message(plan, malformed=bool(tally.errors)))
+
+
+def nothing_to_scan_message(plan: ScanPlan, *, malformed: bool) -> str:
+    """The line that ends a run whose inventory gave no endpoint (`malformed`: it had
+    entries, every one an error, reported above)."""
     names = [("the -t specs" if source == "-t" else source) for source in plan.sources]
     named = ", ".join(names[:-1]) + f" and {names[-1]}" if len(names) > 1 else "".join(names)
     verb = "have" if len(names) > 1 or plan.sources == ("-t",) else "has"
     named = named or "the inventory"
-    why = " (every entry is malformed: see above)" if tally.errors else ""
-    report_error(f"reachscan: nothing to scan: {named} {verb} no endpoints{why}")
+    why = " (every entry is malformed: see above)" if malformed else ""
+    return f"reachscan: nothing to scan: {named} {verb} no endpoints{why}"
 
 
 AUTO_WORKERS_FROM = 5_000
@@ -207,9 +213,15 @@ def describe_endpoint(endpoint: Endpoint) -> str:
 def list_targets(plan: ScanPlan) -> ExitStatus:
     """--list-targets: expand the inventory and print it; no name is resolved, nothing sent."""
     tally = InventoryTally(report_error)
+    listed = 0
     try:
         for endpoint in tally.endpoints(inventory(plan)):
             print(describe_endpoint(endpoint))
+            listed += 1
     except BrokenPipeError:
         return ExitStatus.STDOUT_CLOSED
+    if not listed:
+        # The same verdict the scan would give: nothing to probe is a failure.
+        report_error(nothing_to_scan_message(plan, malformed=bool(tally.errors)))
+        return ExitStatus.USAGE_OR_INVENTORY
     return ExitStatus.USAGE_OR_INVENTORY if tally.errors else ExitStatus.OK

@@ -39,7 +39,12 @@ from scanner.outputs import (
 )
 from scanner.outputs.progress import Progress
 from scanner.outputs.quiet import QuietSink, run_had_trouble
-from scanner.procs.limits import FatalCallbackWatch, is_exhaustion, release_memory
+from scanner.procs.limits import (
+    FatalCallbackWatch,
+    exhaustion_message,
+    is_exhaustion,
+    release_memory,
+)
 from scanner.procs.worker_pool import WorkerPool
 from scanner.resolve.resolver import Resolver
 from scanner.run.fanout import BATCH_SIZE, InventoryTally, ResultFanout
@@ -113,13 +118,38 @@ def quit_at_once(sinks: Sequence[Sink], history: HistorySession | None) -> None:
             sink.abort()
 
 
-def quit_and_exit(message: str, sinks: Sequence[Sink], history: HistorySession | None) -> NoReturn:
+def quit_and_exit(
+    message: str,
+    sinks: Sequence[Sink],
+    history: HistorySession | None,
+    status: ExitStatus = ExitStatus.INTERRUPTED,
+) -> NoReturn:
     """A second interrupt, as it comes (also inside the signal handler, amid the writing:
     an exception raised there could land in a weakref callback, which only prints it):
-    say so with one `os.write`, `quit_at_once`, and exit 130 without unwinding."""
+    say so with one `os.write`, `quit_at_once`, and exit without unwinding, 130 unless
+    the run had already failed (`status`: README, "Exit status")."""
     say(message)
     quit_at_once(sinks, history)
-    os._exit(ExitStatus.INTERRUPTED)
+    os._exit(status)
+
+
+def end_after_failure(
+    signals: SignalGuard,
+    sinks: Sequence[Sink],
+    history: HistorySession | None,
+    status: ExitStatus,
+    failure: str | None = None,
+) -> None:
+    """The run failed and is about to close (its outputs aborted, then the workers and
+    the history writer reaped, the history closed: seconds, at times): an interrupt now
+    quits at once with `status`, saying `failure` too when it was not said yet."""
+
+    def quit(message: str) -> NoReturn:
+        if failure is not None:
+            say(failure)
+        quit_and_exit(message, sinks, history, status)
+
+    signals.ending(quit)
 
 
 def scanning_status(fanout: ResultFanout, endpoints: int, since: float) -> str:
@@ -270,11 +300,13 @@ async def run_plan(
         sinks = open_sinks(plan, history)
     except (OutputError, ValueError) as exc:
         report_error(f"reachscan: {exc}")
+        end_after_failure(signals, [], history, ExitStatus.OUTPUT_FAILED)
         return ExitStatus.OUTPUT_FAILED
     try:
         start_sinks(sinks, RunInfo(started=time.time(), command=plan.command, version=__version__))
     except OutputError as exc:
         report_error(f"reachscan: {exc}")
+        end_after_failure(signals, sinks, history, ExitStatus.OUTPUT_FAILED)
         return ExitStatus.OUTPUT_FAILED
     tally = InventoryTally(report_error)
     try:
@@ -301,13 +333,22 @@ async def run_plan(
     except KeyboardInterrupt:
         # Not from an interrupt (scanner/run/interrupts.py handles SIGINT), but a
         # KeyboardInterrupt raised by other means still leaves no half-written file.
+        end_after_failure(signals, sinks, history, ExitStatus.INTERRUPTED)
         quit_at_once(sinks, history)
         raise
     except Exception as error:
         # A fatal error (out of memory, out of descriptors: scanner/procs/limits.py), which the
         # caller reports: no half-written file stays behind, the history run is failed.
-        if is_exhaustion(error):
+        exhausted = is_exhaustion(error)
+        if exhausted:
             release_memory(error)
+        end_after_failure(
+            signals,
+            sinks,
+            history,
+            ExitStatus.OUTPUT_FAILED if exhausted else ExitStatus.SCANNER_FAILED,
+            exhaustion_message(error) if exhausted else f"reachscan: failed: {error}"[:300],
+        )
         for sink in sinks:
             with contextlib.suppress(Exception):
                 sink.abort()

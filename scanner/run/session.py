@@ -24,6 +24,7 @@ from scanner.history import (
     RunLock,
     default_db_path,
 )
+from scanner.history.store import refuse_directory
 from scanner.history.writer import HistoryWriter
 
 ABANDONED_MESSAGE = (
@@ -90,6 +91,7 @@ def history_session(
         yield None
         return
     database = plan.database()
+    refuse_directory(database)  # before the lock, which would create `DIR.lock` beside it
     with RunLock(database, plan.wait_lock):
         store = HistoryStore.open(database)
         try:

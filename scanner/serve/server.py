@@ -24,6 +24,11 @@ the process from 297 MB to 1,886 MB; two thousand that connected and never spoke
   kernel's send buffer at once. Both are checked on every turn of the loop.
 - **Out of descriptors** (`EMFILE` on accept): the oldest idle connection is dropped to
   make room; with none to drop, accepting pauses for a moment instead of spinning.
+- **A connection that failed before it was accepted** is skipped and accepting goes on:
+  Linux's accept() passes the new connection's pending network error on as its own
+  (accept(2): ECONNABORTED, EPROTO, ENETDOWN, EHOSTUNREACH, … "should be treated like
+  EAGAIN"; EPERM when a firewall forbids it). Any other error is the server's own and
+  ends `serve_forever` with it, for the command to say and exit non-zero.
 
 A response is sent whole, the connection shut for writing, and then the server reads
 (and ignores) whatever the client still sends until it closes, for at most
@@ -108,6 +113,24 @@ class _Connection:
 
 
 _OUT_OF_DESCRIPTORS = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM})
+_CONNECTION_FAILED = frozenset(
+    {
+        errno.ECONNABORTED,
+        errno.ECONNRESET,
+        errno.EPROTO,
+        errno.ENOPROTOOPT,
+        errno.ENETDOWN,
+        errno.ENETUNREACH,
+        errno.EHOSTDOWN,
+        errno.EHOSTUNREACH,
+        errno.ENONET,
+        errno.EOPNOTSUPP,
+        errno.EPERM,
+        errno.ETIMEDOUT,
+    }
+)
+"""accept() errors that belong to the one connection being accepted (accept(2), "Error
+handling"): that connection is lost, the listener is fine."""
 _ABORT = struct.pack("ii", 1, 0)  # SO_LINGER on, 0 seconds: close() sends an RST
 _ACCEPT_PAUSE = 0.1  # seconds without accepting when out of descriptors
 _LONGEST_WAIT = 1.0  # seconds select() waits at most, so a stop is seen promptly
@@ -237,9 +260,11 @@ class MetricsHttpServer:
         for _ in range(self.limits.accept_burst):
             try:
                 sock, _ = listener.accept()
-            except (BlockingIOError, InterruptedError, ConnectionAbortedError):
+            except (BlockingIOError, InterruptedError):
                 return
             except OSError as error:
+                if error.errno in _CONNECTION_FAILED:
+                    continue  # that connection is gone; the next one may be waiting
                 if error.errno not in _OUT_OF_DESCRIPTORS:
                     raise
                 if not self._drop_oldest_idle():

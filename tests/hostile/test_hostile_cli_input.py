@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import random
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -22,7 +24,14 @@ import pytest
 from scanner.inventory import DEFAULT_PORTS, InventoryError
 from scanner.inventory.ansible import parse_ansible_inventory
 from scanner.inventory.yamlfile import parse_yaml_inventory
-from tests.hostile.hostile_support import Reachscan, history_runs, no_traceback
+from tests.hostile.hostile_support import (
+    IN_PRIVATE_NETNS,
+    REPO_ROOT,
+    Reachscan,
+    history_runs,
+    needs_private_netns,
+    no_traceback,
+)
 from tests.support.listeners import LoopbackServices
 
 pytestmark = pytest.mark.hostile
@@ -75,8 +84,8 @@ def test_a_nasty_inventory_exits_2_with_file_and_line_and_no_traceback(
     assert run.stdout == ""
     lines = run.stderr.splitlines()
     nothing = f"reachscan: nothing to scan: {path} has no endpoints"
-    if mode == "scan" and lines and lines[-1].startswith(nothing):
-        lines.pop()  # the scan's verdict on an inventory without one good entry
+    if lines and lines[-1].startswith(nothing):
+        lines.pop()  # the verdict on an inventory without one good entry (--list-targets too)
     located = re.compile(re.escape(f"reachscan: {path}:") + r"\d+: \S")
     errors = [line for line in lines if located.match(line)]
     assert len(errors) >= least_errors, lines[:5]
@@ -184,13 +193,24 @@ def test_the_fix_suggested_for_a_zero_padded_range_is_a_different_range() -> Non
         ("--wait-lock", "inf"),
         ("--keep-days", "1e308"),
         ("--keep-days", "nan"),
+        ("--retries", "1000000000"),
+        ("--retries", "101"),
+        ("--diagnose-budget", "1000000001"),
+        ("--diagnose-per-endpoint", "257"),
+        ("--concurrency", "10000000000"),
+        ("--per-host", "1048577"),
+        ("--keep", "99999999999999999999999"),
+        ("--max-endpoints", "100000001"),
+        ("--workers", "65"),
+        ("--workers", "1e3"),
     ],
 )
 def test_non_finite_and_absurd_numbers_are_usage_errors(
     reachscan: Reachscan, services: LoopbackServices, option: str, value: str
 ) -> None:
     """`--timeout inf` waited forever on a dropped port, `--rate 1e-9` sent one probe in
-    30 years: every float option has a finite range, said in the message."""
+    30 years, `--retries 1000000000` never finished and `--keep` past SQLite's integers
+    was a traceback: every number option has a finite range, said in the message."""
     port = services.tcp("127.77.48.1")
 
     run = reachscan.run("-t", f"127.77.48.1:{port}", option, value, timeout=30)
@@ -198,8 +218,40 @@ def test_non_finite_and_absurd_numbers_are_usage_errors(
     assert run.returncode == 2, run.stderr
     no_traceback(run.stderr)
     assert run.stdout == ""
-    assert f"argument {option}: must be a number " in run.stderr
+    said = re.search(
+        rf"argument {option}: must be (auto or )?a (whole )?number (from|more than) \S+ ",
+        run.stderr,
+    )
+    assert said is not None, run.stderr
     assert services.accepted("127.77.48.1", port) == 0
+
+
+@pytest.mark.parametrize(
+    ("option", "value", "accepted"),
+    [("--retries", "1000000000", "from 0 to 100"), ("--timeout", "inf", "from 0.001 to 600")],
+)
+def test_check_refuses_the_same_numbers_as_unknown(
+    reachscan: Reachscan, services: LoopbackServices, option: str, value: str, accepted: str
+) -> None:
+    """`check` takes the scan's options with the same ranges; its usage errors are the
+    plugin's UNKNOWN (3) with one status line."""
+    port = services.tcp("127.77.48.2")
+    command = [
+        sys.executable, "-m", "scanner", "check",
+        "--hosts-file", reachscan.hosts_file, "--nameserver", reachscan.nameserver,
+        "-t", f"127.77.48.2:{port}", option, value,
+    ]  # fmt: skip
+
+    run = subprocess.run(
+        command, cwd=REPO_ROOT, capture_output=True, text=True, timeout=30, check=False
+    )
+
+    assert run.returncode == 3, run.stderr
+    no_traceback(run.stderr)
+    assert run.stdout.startswith(f"REACHSCAN UNKNOWN - usage: argument {option}: must be a ")
+    assert accepted in run.stdout
+    assert len(run.stdout.splitlines()) == 1
+    assert services.accepted("127.77.48.2", port) == 0
 
 
 def test_a_huge_bad_port_token_is_cut_in_the_message(reachscan: Reachscan, tmp_path: Path) -> None:
@@ -238,6 +290,7 @@ def test_a_utf16_or_utf32_inventory_is_said_once(
     ]
 
 
+@needs_private_netns
 @pytest.mark.parametrize(
     ("spec", "address", "port"),
     [("::1:8081", "::1", "8081"), ("2001:db8::1:443", "2001:db8::1", "443")],
@@ -246,8 +299,10 @@ def test_an_ipv6_literal_followed_by_a_port_is_a_usage_error(
     reachscan: Reachscan, spec: str, address: str, port: str
 ) -> None:
     """`-t ::1:8081` was probed as the address ::1:8081 (off this machine) on the
-    default ports. Nothing is probed now; the message shows both ways to say it."""
-    run = reachscan.run("-t", spec, "--no-history")
+    default ports. Nothing is probed now; the message shows both ways to say it. (In a
+    namespace with only loopback: were the spec read as an address again, the probes
+    of the default ports could not leave.)"""
+    run = reachscan.run("-t", spec, "--no-history", prefix=IN_PRIVATE_NETNS)
 
     assert run.returncode == 2, run.stderr
     no_traceback(run.stderr)
@@ -255,6 +310,26 @@ def test_an_ipv6_literal_followed_by_a_port_is_a_usage_error(
     assert f"[{address}]:{port}" in run.stderr
     assert f"-t {address} -p {port}" in run.stderr
     assert f"[{spec}]" in run.stderr
+
+
+def test_an_ambiguous_spec_with_a_huge_zone_id_is_cut_in_the_message(
+    reachscan: Reachscan, tmp_path: Path
+) -> None:
+    """`fe80::1%<10 MB>:8081` repeated the address and the spec whole, three times each:
+    40 MB of stderr. Each is cut like any other token. (`--list-targets`: nothing is
+    sent even if the spec were taken as an address.)"""
+    inventory = tmp_path / "zone.txt"
+    inventory.write_text("fe80::1%" + "z" * 10_000_000 + ":8081\n")
+
+    run = reachscan.run(str(inventory), "--list-targets", timeout=60)
+
+    assert run.returncode == 2, run.stderr[:300]
+    no_traceback(run.stderr)
+    assert run.stdout == ""
+    assert run.stderr.startswith(f"reachscan: {inventory}:1: 'fe80::1%zzz"), run.stderr[:300]
+    assert "is ambiguous: for port 8081 on fe80::1%zzz" in run.stderr, run.stderr[:300]
+    assert "…]:8081 (or -t fe80::1%zzz" in run.stderr, run.stderr[:300]
+    assert all(len(line) < 600 for line in run.stderr.splitlines()), run.stderr[:300]
 
 
 def test_unambiguous_ipv6_literals_are_still_addresses(reachscan: Reachscan) -> None:
@@ -292,3 +367,16 @@ def test_an_inventory_without_endpoints_is_a_failure_not_a_clean_run(
     assert last.startswith(f"reachscan: nothing to scan: {inventory} has no endpoints"), last
     assert not prom.exists()
     assert not database.exists() or history_runs(database) == []
+
+
+def test_listing_an_inventory_without_endpoints_is_a_failure_too(
+    reachscan: Reachscan, tmp_path: Path
+) -> None:
+    """--list-targets gives the verdict the scan would: nothing to probe is exit 2."""
+    inventory = tmp_path / "fleet.txt"
+    inventory.write_text("# emptied by a bad deploy\n")
+    run = reachscan.run(str(inventory), "--list-targets")
+    assert run.returncode == 2, run.stderr
+    assert run.stdout == ""
+    last = run.stderr.splitlines()[-1]
+    assert last == f"reachscan: nothing to scan: {inventory} has no endpoints"

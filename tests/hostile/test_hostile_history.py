@@ -4,6 +4,7 @@ read-only and full filesystems, corruption found late, a database deleted mid-ru
 - The lock file `<db>.lock` is never followed through a symbolic link nor emptied when it
   is a hard link, a FIFO or another user's file: exit 3, a clear message, the file as it
   was (a root cron job must not be made to empty `/etc/shadow`).
+- `--db DIR` is refused before the lock is taken: no `DIR.lock` is left beside it.
 - A run killed by SIGKILL is closed `abandoned` by the next run that takes the lock, with
   the results it stored.
 - A read-only history, a full disk when the lock's pid is written, corruption found by the
@@ -91,6 +92,23 @@ def test_a_planted_lock_file_is_refused_and_what_it_points_at_is_untouched(
     assert len(run.stderr.splitlines()) == 1, run.stderr
     assert victim.read_bytes() == VICTIM
     assert sorted(path.name for path in history.iterdir()) == ["h.sqlite.lock", "victim"]
+
+
+def test_a_directory_as_the_history_is_refused_with_nothing_left_beside_it(
+    reachscan: Reachscan, tmp_path: Path
+) -> None:
+    """The run lock was taken before the database was opened, so `--db DIR` left a
+    `DIR.lock` behind although the run was refused."""
+    directory = tmp_path / "parent" / "state"
+    directory.mkdir(parents=True)
+
+    run = reachscan.run("-t", f"{REFUSING_ADDRESS}:9", "--db", str(directory))
+
+    assert run.returncode == 3, run.stderr
+    no_traceback(run.stderr)
+    assert f"{directory}: is a directory: --db takes the database file" in run.stderr
+    assert sorted(path.name for path in directory.parent.iterdir()) == ["state"]
+    assert list(directory.iterdir()) == []
 
 
 def running_with_results(database: Path) -> bool:

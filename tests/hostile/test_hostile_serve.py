@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import array
 import contextlib
+import errno
 import fcntl
 import os
 import resource
@@ -37,6 +38,7 @@ from scanner.commands.serve import (
     ListenAddress,
     MetricsRenderer,
     metrics_server,
+    serve_until_signalled,
 )
 from scanner.history.store import HistoryStore
 from scanner.serve.http import (
@@ -304,6 +306,103 @@ def test_a_responder_that_fails_gives_500_and_one_report() -> None:
         statuses = [exchange(server.server_port, SCRAPE)[0] for _ in range(3)]
     assert statuses == [500, 500, 500]
     assert reports == ["cannot answer /metrics: MemoryError: render"]
+
+
+# --- accept() errors ---------------------------------------------------------------------
+
+
+class FailingAccepts:
+    """A listening socket whose accept() raises `errors` (errnos, or exceptions) first, one
+    per call, then accepts: what Linux's accept() does when a pending connection met a
+    network error, without having to make the network fail."""
+
+    def __init__(self, listener: socket.socket, errors: list[int | Exception]) -> None:
+        self._listener = listener
+        self._errors = list(errors)
+        self.raised = 0
+
+    def fileno(self) -> int:
+        return self._listener.fileno()
+
+    def accept(self) -> tuple[socket.socket, object]:
+        if self._errors:
+            self.raised += 1
+            error = self._errors.pop(0)
+            if isinstance(error, Exception):
+                raise error
+            raise OSError(error, os.strerror(error))  # ECONNABORTED: ConnectionAbortedError
+        return self._listener.accept()
+
+    def close(self) -> None:
+        self._listener.close()
+
+
+def failing_accepts(server: MetricsHttpServer, errors: list[int | Exception]) -> FailingAccepts:
+    """Put a FailingAccepts in place of `server`'s listening socket (before it serves)."""
+    listener = FailingAccepts(server._listener, errors)
+    server._listener = listener  # type: ignore[assignment]
+    return listener
+
+
+PER_CONNECTION_ERRORS = [
+    errno.ECONNABORTED,
+    errno.EPROTO,
+    errno.ENETDOWN,
+    errno.EHOSTUNREACH,
+    errno.ENETUNREACH,
+    errno.EPERM,
+]
+
+
+def test_a_connection_that_failed_before_accept_is_skipped_and_serving_goes_on() -> None:
+    """Linux's accept() passes a pending connection's network error on as its own
+    (EPROTO, ENETDOWN, ...); that killed the serving thread. Each is skipped now: one
+    connection lost, the next ones answered."""
+    server = MetricsHttpServer(
+        LOOPBACK, 0, socket.AF_INET, body_of(b"ok"), server_name="test", limits=Limits()
+    )
+    listener = failing_accepts(server, list(PER_CONNECTION_ERRORS))
+    with server:
+        thread = threading.Thread(target=server.serve_forever, name="test-serve-loop")
+        thread.start()
+        try:
+            answers = [exchange(server.server_port, SCRAPE)[::2] for _ in range(3)]
+            serving = thread.is_alive()
+        finally:
+            server.shutdown()
+            thread.join(timeout=BOUND)
+    assert listener.raised == len(PER_CONNECTION_ERRORS)
+    assert serving
+    assert answers == [(200, b"ok")] * 3
+
+
+@pytest.mark.parametrize(
+    ("error", "said"),
+    [
+        (errno.EBADF, "the server failed: Bad file descriptor (errno 9)"),
+        (RuntimeError("a bug"), "the server failed: RuntimeError: a bug"),
+    ],
+    ids=["EBADF", "RuntimeError"],
+)
+def test_serve_exits_3_with_one_line_when_serving_dies(
+    capsys: pytest.CaptureFixture[str], error: int | Exception, said: str
+) -> None:
+    """An error the server does not expect ended its thread with a traceback and `serve`
+    exited 0, a clean stop to systemd: now one line and exit status 3."""
+    renderer = MetricsRenderer(Path("/nonexistent/none.sqlite"), report=lambda message: None)
+    address = ListenAddress(LOOPBACK, 0)
+    server = metrics_server(address, renderer, Limits())
+    failing_accepts(server, [error])
+    with server, connect(server.server_port):  # waiting to be accepted: accept() is called
+        status = serve_until_signalled(server, address)
+
+    assert status == 3
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert captured.err.splitlines() == [
+        f"serving http://{LOOPBACK}:{server.server_port}/metrics",
+        f"reachscan: serving stopped: {said}",
+    ]
 
 
 # --- malformed requests -----------------------------------------------------------------

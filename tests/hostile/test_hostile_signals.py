@@ -13,6 +13,7 @@ in all of those cases (scanner/run/interrupts.py, README "Interrupts and closed 
 from __future__ import annotations
 
 import os
+import select
 import signal
 import subprocess
 import time
@@ -33,6 +34,7 @@ from tests.hostile.hostile_support import (
     wait_for,
 )
 from tests.hostile.test_hostile_interrupts import Outputs, prom_samples, scan_arguments
+from tests.support.cli import is_incomplete
 from tests.support.listeners import LoopbackServices
 
 pytestmark = pytest.mark.hostile
@@ -127,6 +129,7 @@ def test_a_signal_while_the_outputs_are_written_lets_them_finish_complete(
     assert f"interrupted by {signal_number.name}" in stderr, stderr
     assert sorted(entry.name for entry in outputs.directory.iterdir()) == ["m.prom", "run.jsonl"]
     assert len(parse_records(outputs.jsonl.read_text())) == SWEEP
+    assert not is_incomplete(outputs.jsonl.read_text())
     samples = prom_samples(outputs.prom)
     assert samples["reachscan_run_interrupted"] == 0
     assert [(status, count) for _, status, count in history_runs(outputs.database)] == [
@@ -135,35 +138,72 @@ def test_a_signal_while_the_outputs_are_written_lets_them_finish_complete(
     ]
 
 
-@pytest.mark.timeout(400)
+HELD_ENDPOINTS = 20_000
+"""Enough that their .prom (tens of bytes per endpoint) is far beyond a pipe's 64 KiB."""
+
+
+def stderr_until(process: subprocess.Popen[bytes], text: str, within: float) -> str:
+    """What the process wrote on stderr, read until it contains `text`."""
+    assert process.stderr is not None
+    os.set_blocking(process.stderr.fileno(), False)
+    said = b""
+    deadline = time.monotonic() + within
+    while text.encode() not in said:
+        assert time.monotonic() < deadline, f"{text!r} never came: {said!r}"
+        said += process.stderr.read() or b""
+        time.sleep(0.01)
+    return said.decode("utf-8", "replace")
+
+
+@pytest.mark.timeout(240)
 def test_a_second_signal_while_the_outputs_are_written_quits_at_once_with_whole_files(
-    reachscan: Reachscan, outputs: Outputs
+    reachscan: Reachscan, outputs: Outputs, tmp_path: Path
 ) -> None:
+    """The writing is held open, not raced: the first output is a .prom into a FIFO whose
+    reader takes one byte and then stops reading, so the run blocks inside the writing
+    phase (every result in, no other output committed yet). The first SIGTERM is said
+    and the writing goes on (still blocked); the second quits at once, without the FIFO
+    ever being drained: the other outputs keep their previous files, no temporary file
+    is left, and the history run is `interrupted`, counting what it holds."""
     earlier = reachscan.run("-t", f"{SWEEP_ADDRESS}:9", *outputs.arguments())
     assert earlier.returncode in (0, 1), earlier.stderr
     previous = {path: path.read_bytes() for path in (outputs.jsonl, outputs.prom)}
-
-    process = reachscan.start(*sweep_arguments(outputs), stdout=subprocess.DEVNULL)
-    returncode, stderr = signal_when_every_line_exists(
-        process, outputs, "jsonl-committed", signal.SIGTERM, signal.SIGTERM
+    fifo = tmp_path / "held.prom"
+    os.mkfifo(fifo)
+    reader = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK)  # the reader, there before the run
+    process = reachscan.start(
+        "-t",
+        f"{SWEEP_ADDRESS}:1-{HELD_ENDPOINTS}",
+        "--format",
+        "prom",
+        "-o",
+        str(fifo),
+        *outputs.arguments(),
+        stdout=subprocess.DEVNULL,
     )
+    try:
+        wait_for(lambda: select.select([reader], [], [], 0)[0] != [], within=120)
+        assert os.read(reader, 1) == b"#"  # the writing began; nothing more is read
+        process.send_signal(signal.SIGTERM)
+        said = stderr_until(process, "interrupted by SIGTERM while writing the outputs", 30)
+        assert process.poll() is None, said  # blocked in the writing, as the first asked
+        process.send_signal(signal.SIGTERM)
+        returncode = process.wait(timeout=30)  # the FIFO is still full and unread
+        said += stderr_until(process, "interrupted again (SIGTERM): quit at once", 5)
+    finally:
+        process.kill()
+        process.wait()
+        os.close(reader)
+        assert process.stderr is not None
+        process.stderr.close()
 
-    assert returncode == 130, stderr
-    no_traceback(stderr)
-    # The first was said while writing; the second quit, unless the writing ended first.
-    assert "interrupted by SIGTERM while writing the outputs" in stderr, stderr
-    second_obeyed = "interrupted again (SIGTERM): quit at once" in stderr
-    # No temporary file is left; each path holds a whole file, the previous or the new.
+    assert returncode == 130, said
+    no_traceback(said)
     assert sorted(entry.name for entry in outputs.directory.iterdir()) == ["m.prom", "run.jsonl"]
-    if outputs.jsonl.read_bytes() != previous[outputs.jsonl]:
-        assert len(parse_records(outputs.jsonl.read_text())) == SWEEP
-    if outputs.prom.read_bytes() != previous[outputs.prom]:
-        assert prom_samples(outputs.prom)["reachscan_run_interrupted"] == 0
-    # The history run is closed, never left `running`, and counts what it holds.
+    assert {path: path.read_bytes() for path in previous} == previous
     with HistoryStore.open(outputs.database) as store:
         latest = store.runs()[0]
-        assert latest.status in (RunStatus.COMPLETE, RunStatus.INTERRUPTED), latest
-        assert second_obeyed or latest.status is RunStatus.COMPLETE, latest
+        assert latest.status is RunStatus.INTERRUPTED, latest
         assert latest.total == len(store.observations(latest.id))
 
 

@@ -6,8 +6,12 @@
   without a reader fails at once instead of hanging. As `nobody`, `-o /dev/null` works (no
   temporary file is attempted in /dev).
 - A symbolic link to a regular file stays a link; the file it points to gets the results.
+  A link owned by another user (not root, not us) is never followed: root's `-o` into a
+  group-writable directory must not replace the file (or write into the device) that a
+  member of the group pointed it at.
 - One file given to two `-o` (also spelled differently, or through a link): exit 2 before
-  anything is scanned. Character devices may repeat.
+  anything is scanned. Character devices may repeat. The same for `-o` onto the history
+  database, the files beside it (lock, -wal), an inventory or an --exclude-file.
 - A run killed with SIGKILL leaves its temporary file; the next run for that output removes
   it, and never a live run's.
 """
@@ -15,6 +19,7 @@
 from __future__ import annotations
 
 import os
+import pwd
 import signal
 import stat
 import subprocess
@@ -172,6 +177,87 @@ def test_a_link_to_a_regular_file_stays_a_link_and_its_file_gets_the_results(
     assert leftovers(tmp_path) == [] and leftovers(real.parent) == []
 
 
+def nobody_uid() -> int:
+    return pwd.getpwnam("nobody").pw_uid
+
+
+def group_writable_directory(parent: Path) -> Path:
+    """What the reviewer planted links in: writable by a group, without the sticky bit, so
+    the kernel's fs.protected_symlinks does not apply and only reachscan can refuse."""
+    directory = parent / "shared"
+    directory.mkdir()
+    directory.chmod(0o2775)
+    return directory
+
+
+def plant_link(link: Path, target: Path, owner: int) -> Path:
+    link.symlink_to(target)
+    os.lchown(link, owner, -1)
+    return link
+
+
+@needs_root
+@pytest.mark.parametrize("chained", [False, True], ids=["planted-link", "root-link-to-planted"])
+def test_a_link_planted_by_another_user_is_not_followed_onto_roots_file(
+    reachscan: Reachscan, tmp_path: Path, chained: bool
+) -> None:
+    victim = tmp_path / "victim"
+    victim.write_text("root's secret\n")
+    victim.chmod(0o600)
+    shared = group_writable_directory(tmp_path)
+    planted = plant_link(shared / "planted", victim, nobody_uid())
+    output = shared / "out.jsonl"
+    if chained:  # a trusted link to an untrusted one: every link on the way is checked
+        plant_link(output, planted, 0)
+    else:
+        planted.rename(output)
+        planted = output
+
+    run = reachscan.run("-t", THREE_PORTS, "--no-history", "--format", "jsonl", "-o", str(output))
+
+    assert run.returncode == 3, run.stderr
+    no_traceback(run.stderr)
+    reason = f"a symbolic link owned by uid {nobody_uid()}; refusing to follow it as uid 0"
+    assert f"cannot write results to {output}: " in run.stderr and reason in run.stderr
+    assert victim.read_text() == "root's secret\n"
+    assert stat.S_IMODE(victim.stat().st_mode) == 0o600
+    assert planted.is_symlink() and output.is_symlink()
+    assert leftovers(shared) == [] and leftovers(tmp_path) == []
+
+
+@needs_root
+def test_a_link_planted_by_another_user_is_not_followed_onto_a_device(
+    reachscan: Reachscan, tmp_path: Path
+) -> None:
+    """As /dev/port or /dev/kmsg would be: a copy of /dev/null stands in for them."""
+    device = make_device(tmp_path / "port", NULL_DEVICE)
+    shared = group_writable_directory(tmp_path)
+    output = plant_link(shared / "out.jsonl", device, nobody_uid())
+
+    run = reachscan.run("-t", THREE_PORTS, "--no-history", "--format", "jsonl", "-o", str(output))
+
+    assert run.returncode == 3, run.stderr
+    no_traceback(run.stderr)
+    assert f"owned by uid {nobody_uid()}; refusing to follow it as uid 0" in run.stderr
+    assert_still_device(device, NULL_DEVICE)
+
+
+@needs_root
+def test_a_link_owned_by_root_in_a_shared_directory_is_still_followed(
+    reachscan: Reachscan, tmp_path: Path
+) -> None:
+    real = tmp_path / "results.jsonl"
+    real.write_text("previous\n")
+    shared = group_writable_directory(tmp_path)
+    output = plant_link(shared / "out.jsonl", real, 0)
+
+    run = reachscan.run("-t", THREE_PORTS, "--no-history", "--format", "jsonl", "-o", str(output))
+
+    assert run.returncode == 0, run.stderr
+    assert output.is_symlink() and output.readlink() == real
+    assert len(parse_records(real.read_text())) == 3
+
+
 @pytest.fixture
 def world_readable_directory() -> Iterator[Path]:
     """pytest's tmp_path is private to root: `nobody` needs a directory it can read."""
@@ -233,6 +319,47 @@ def test_one_file_given_to_two_outputs_is_a_usage_error_before_any_probe(
     assert services.accepted(ADDRESS, port) == 0
     assert not (tmp_path / "r.jsonl").exists()
     assert (tmp_path / "existing.jsonl").read_text() == "previous\n"
+
+
+def snapshot(directory: Path) -> dict[str, bytes]:
+    return {entry.name: entry.read_bytes() for entry in directory.iterdir() if entry.is_file()}
+
+
+@pytest.mark.parametrize(
+    ("output", "said"),
+    [
+        ("h.sqlite", "is the history database h.sqlite"),
+        ("./h.sqlite.lock", "is the history's lock file h.sqlite.lock"),
+        ("h.sqlite-wal", "is the history's write-ahead log h.sqlite-wal"),
+        ("hosts.txt", "is the inventory hosts.txt"),
+        ("{dir}/excluded.txt", "is the --exclude-file excluded.txt"),
+    ],
+    ids=["database", "lock", "wal", "inventory", "exclude-file"],
+)
+def test_an_output_onto_the_history_or_an_input_is_a_usage_error_before_any_probe(
+    reachscan: Reachscan, services: LoopbackServices, tmp_path: Path, output: str, said: str
+) -> None:
+    """`-o` over the database would replace the history with JSON Lines; over its lock,
+    swap the lock's inode mid-run so that a concurrent run locks another file."""
+    port = services.tcp(ADDRESS)
+    (tmp_path / "hosts.txt").write_text(f"{ADDRESS}:{port}\n")
+    (tmp_path / "excluded.txt").write_text("192.0.2.0/24\n")
+    scan = ("hosts.txt", "--db", "h.sqlite", "--exclude-file", "excluded.txt")
+    first = reachscan.run(*scan, "--format", "jsonl", "-o", "first.jsonl", cwd=tmp_path)
+    assert first.returncode == 0, first.stderr
+    assert (tmp_path / "h.sqlite").exists() and (tmp_path / "h.sqlite.lock").exists()
+    (tmp_path / "h.sqlite-wal").write_bytes(b"")  # as SQLite may leave it
+    before = snapshot(tmp_path)
+    accepted = services.accepted(ADDRESS, port)
+
+    run = reachscan.run(*scan, "--format", "jsonl", "-o", output.format(dir=tmp_path), cwd=tmp_path)
+
+    assert run.returncode == 2, run.stderr
+    no_traceback(run.stderr)
+    assert f"{said}; give the results a file of their own" in run.stderr
+    assert services.accepted(ADDRESS, port) == accepted
+    assert snapshot(tmp_path) == before
+    assert leftovers(tmp_path) == []
 
 
 @needs_root

@@ -152,3 +152,15 @@ def test_two_cron_runs_with_a_service_stopped_in_between(tmp_path: Path) -> None
     assert sorted((service.port, service.state) for service in host.services) == sorted(
         [(kept, "open"), (stopping, "closed")]
     )
+
+
+def test_a_check_that_cannot_scan_is_unknown_with_a_plugin_line(tmp_path: Path) -> None:
+    """An inventory with no endpoints stops the scan before the Nagios output runs; its
+    exit status 2 must not reach Nagios as CRITICAL without a status line."""
+    empty = tmp_path / "empty.txt"
+    empty.write_text("# nothing here yet\n", encoding="utf-8")
+    check = reachscan(tmp_path, "check", str(empty))
+    assert check.returncode == 3, check.stderr
+    assert check.stdout.startswith("REACHSCAN UNKNOWN - the scan could not run")
+    assert check.stdout.count("\n") == 1
+    assert "has no endpoints" in check.stderr

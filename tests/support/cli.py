@@ -48,7 +48,7 @@ def parse_records(text: str) -> list[Record]:
     lines = text.splitlines()
     if is_incomplete(text):
         marker = json.loads(lines.pop())
-        assert marker["incomplete"] is True and marker["results"] >= len(lines), marker
+        assert marker["incomplete"] is True and marker["results"] == len(lines), marker
     for line in lines:
         record = json.loads(line)
         assert isinstance(record, dict), line

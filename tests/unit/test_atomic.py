@@ -254,6 +254,23 @@ def test_a_full_device_is_an_output_error_naming_the_path() -> None:
     assert writer.closed
 
 
+def test_a_write_through_path_that_became_a_link_is_not_followed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Found not to be a link, then a link planted in its place before the open (the
+    check is faked to have seen no link): O_NOFOLLOW refuses it."""
+    planted = tmp_path / "out.jsonl"
+    planted.symlink_to("/dev/null")
+    monkeypatch.setattr("scanner.outputs.atomic.os.path.islink", lambda path: False)
+    with pytest.raises(OutputError, match="became a symbolic link while it was being opened"):
+        PassThroughWriter(str(planted), opened_as=str(planted))
+
+
+def test_a_write_through_path_that_changed_since_it_was_examined_is_refused() -> None:
+    with pytest.raises(OutputError, match="changed while it was being opened"):
+        PassThroughWriter("/dev/null", opened_as="/dev/null", expected=os.stat("/dev/zero"))
+
+
 @pytest.mark.skipif(not IS_ROOT, reason="mknod needs root")
 def test_a_character_device_is_written_through_and_stays_one(tmp_path: Path) -> None:
     device = tmp_path / "null"

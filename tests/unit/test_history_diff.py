@@ -226,4 +226,16 @@ def test_command_rejects_a_malformed_run_id(capsys: pytest.CaptureFixture[str]) 
     with pytest.raises(SystemExit) as caught:
         parse(["diff", "last"])
     assert caught.value.code == 2
-    assert "a run id is a number" in capsys.readouterr().err
+    assert "must be a whole number from 1 to 9,223,372,036,854,775,807, not 'last'" in (
+        capsys.readouterr().err
+    )
+
+
+def test_command_rejects_a_run_id_past_sqlites_integers(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """A 20-digit run id was an OverflowError traceback from SQLite."""
+    with pytest.raises(SystemExit) as caught:
+        parse(["diff", "1", "99999999999999999999"])
+    assert caught.value.code == 2
+    assert "argument RUN_B: must be a whole number from 1 to" in capsys.readouterr().err

@@ -8,8 +8,7 @@ import signal
 import stat
 import subprocess
 import sys
-import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -81,19 +80,40 @@ def holders() -> Iterator[list[Holder]]:
         holder.close()
 
 
+class FakeClock:
+    """The lock's `clock` and `sleep`: time moves only when the lock sleeps, by exactly
+    what it asked, so waits are asserted as exact numbers, never read off the wall clock.
+    `on_sleep` runs after each sleep (to let the holder go at a chosen poll)."""
+
+    def __init__(self, on_sleep: Callable[[int], None] = lambda count: None) -> None:
+        self.now = 0.0
+        self.sleeps: list[float] = []
+        self._on_sleep = on_sleep
+
+    def clock(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.sleeps.append(seconds)
+        self.now += seconds
+        self._on_sleep(len(self.sleeps))
+
+
 def test_wait_zero_fails_at_once_naming_the_lock_and_the_holder(
     db_path: Path, holders: list[Holder]
 ) -> None:
     holder = Holder(db_path, "stdin")
     holders.append(holder)
-    began = time.monotonic()
+    virtual = FakeClock()
     with pytest.raises(LockBusy) as caught:
-        RunLock(db_path, wait=0).acquire()
-    assert time.monotonic() - began < 0.5
+        RunLock(db_path, wait=0, clock=virtual.clock, sleep=virtual.sleep).acquire()
+    assert virtual.sleeps == []  # at once: not one poll
+    assert caught.value.waited == 0
     assert caught.value.holder_pid == holder.pid
     message = str(caught.value)
     assert str(lock_path_for(db_path)) in message
     assert f"pid {holder.pid}" in message
+    assert "after waiting" not in message
     holder.release()
     with RunLock(db_path, wait=0):  # free again once the holder let go
         pass
@@ -102,27 +122,49 @@ def test_wait_zero_fails_at_once_naming_the_lock_and_the_holder(
 def test_waiting_gets_the_lock_when_the_holder_finishes(
     db_path: Path, holders: list[Holder]
 ) -> None:
-    holders.append(Holder(db_path, "0.5"))
-    began = time.monotonic()
-    with RunLock(db_path, wait=20, poll_interval=0.02) as lock:
-        waited = time.monotonic() - began
+    """The holder lets go during the third poll's sleep: the lock is taken at the next
+    try, 3 × 0.125 s of (virtual) waiting later."""
+    holder = Holder(db_path, "stdin")
+    holders.append(holder)
+
+    def release_at_the_third(sleeps: int) -> None:
+        if sleeps == 3:
+            holder.release()
+
+    virtual = FakeClock(release_at_the_third)
+    with RunLock(
+        db_path, wait=20, poll_interval=0.125, clock=virtual.clock, sleep=virtual.sleep
+    ) as lock:
         assert lock.held
         assert lock.lock_path.read_text() == f"{os.getpid()}\n"
-    assert 0.2 < waited < 15
+    assert virtual.sleeps == [0.125, 0.125, 0.125]
     assert lock.lock_path.read_text() == ""  # the pid is cleared on release
 
 
 def test_waiting_gives_up_at_the_deadline(db_path: Path, holders: list[Holder]) -> None:
     holder = Holder(db_path, "stdin")
     holders.append(holder)
-    began = time.monotonic()
+    virtual = FakeClock()
     with pytest.raises(LockBusy) as caught:
-        RunLock(db_path, wait=0.3, poll_interval=0.05).acquire()
-    elapsed = time.monotonic() - began
-    assert 0.3 <= elapsed < 3
-    assert caught.value.waited >= 0.3
-    assert "after waiting" in str(caught.value)
+        RunLock(
+            db_path, wait=0.5, poll_interval=0.125, clock=virtual.clock, sleep=virtual.sleep
+        ).acquire()
+    assert virtual.sleeps == [0.125] * 4  # polled until the deadline, not a moment past it
+    assert caught.value.waited == 0.5
+    assert "after waiting 0.5 s" in str(caught.value)
     assert caught.value.holder_pid == holder.pid
+
+
+def test_the_last_sleep_stops_at_the_deadline(db_path: Path, holders: list[Holder]) -> None:
+    """A wait that is not a multiple of the poll interval: the last sleep is cut short."""
+    holders.append(Holder(db_path, "stdin"))
+    virtual = FakeClock()
+    with pytest.raises(LockBusy) as caught:
+        RunLock(
+            db_path, wait=0.625, poll_interval=0.25, clock=virtual.clock, sleep=virtual.sleep
+        ).acquire()
+    assert virtual.sleeps == [0.25, 0.25, 0.125]
+    assert caught.value.waited == 0.625
 
 
 def test_a_killed_holder_leaves_no_stale_lock(db_path: Path, holders: list[Holder]) -> None:

@@ -8,18 +8,27 @@ import sqlite3
 import stat
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
+from typing import overload
 
 import orjson
 import pytest
 
 from scanner.core.model import Proto, Reason, State
 from scanner.core.sinks import OutputError, RunInfo
+from scanner.history import store as history_store
 from scanner.history.paths import default_db_path
 from scanner.history.records import Observation, RunStatus
 from scanner.history.sink import HistorySink
-from scanner.history.store import MIGRATIONS, HistoryError, HistoryStore, UnknownRun
+from scanner.history.store import (
+    MIGRATIONS,
+    ROWS_PER_INSERT,
+    HistoryError,
+    HistoryStore,
+    ResultRow,
+    UnknownRun,
+)
 from tests.support.history import make_result, store_run, summary_of
 
 DAY = 86_400.0
@@ -223,6 +232,59 @@ def test_quitting_at_once_marks_the_run_interrupted_with_what_was_stored(
     assert (run.status, run.finished) == (RunStatus.INTERRUPTED, clock.now)
     assert run.message is not None and "interrupted twice" in run.message
     assert (run.counts, run.total, run.not_ok) == ({"open": 1, "refused": 1}, 2, 1)
+
+
+class ProcessExited(BaseException):
+    """Stands for `os._exit` after a second interrupt: the interrupted code never resumes."""
+
+
+class SecondInterruptAmidTheBatch(Sequence[ResultRow]):
+    """A batch whose second chunk, read inside `add_rows`' transaction once the first
+    chunk is inserted, runs what a second interrupt's handler runs there: the sink's
+    `quit` (or `abort`), then the exit, which never returns to the transaction."""
+
+    def __init__(self, rows: list[ResultRow], close_run: Callable[[], None]) -> None:
+        self._rows = rows
+        self._close_run = close_run
+        self._chunks_read = 0
+
+    def __len__(self) -> int:
+        return len(self._rows)
+
+    @overload
+    def __getitem__(self, index: int) -> ResultRow: ...
+    @overload
+    def __getitem__(self, index: slice) -> Sequence[ResultRow]: ...
+    def __getitem__(self, index: int | slice) -> ResultRow | Sequence[ResultRow]:
+        if isinstance(index, slice):
+            self._chunks_read += 1
+            if self._chunks_read == 2:
+                self._close_run()
+                raise ProcessExited
+        return self._rows[index]
+
+
+@pytest.mark.parametrize(
+    ("close", "status"),
+    [("quit", RunStatus.INTERRUPTED), ("abort", RunStatus.FAILED)],
+)
+def test_a_run_closed_from_a_signal_handler_amid_a_transaction_is_never_left_running(
+    store: HistoryStore, db_path: Path, close: str, status: RunStatus
+) -> None:
+    """The handler lands inside an open transaction (a batch stored in this process):
+    closing the run rolls it back first, and the run counts what was committed."""
+    sink = HistorySink(store)
+    sink.start(RunInfo(started=1_000.0, command="reachscan scan x", version="0.1.0"))
+    sink.write([make_result(port=1)])
+    assert sink.run_id is not None
+    batch = history_store.result_rows(
+        sink.run_id, [make_result(port=port) for port in range(2, 100)]
+    )
+    assert len(batch) > ROWS_PER_INSERT  # a second chunk, read mid-transaction
+    with pytest.raises(ProcessExited):
+        store.add_rows(SecondInterruptAmidTheBatch(batch, getattr(sink, close)))
+    assert raw_rows(db_path, "SELECT id, status FROM runs") == [(sink.run_id, status.value)]
+    assert raw_rows(db_path, "SELECT count(*) FROM results") == [(1,)]
 
 
 def test_a_batch_is_stored_whole_or_not_at_all(store: HistoryStore, db_path: Path) -> None:

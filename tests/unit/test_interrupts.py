@@ -106,3 +106,40 @@ def test_the_previous_handlers_come_back_and_important_statuses_stay() -> None:
     assert {number: signal.getsignal(number) for number in HANDLED} == before
     assert guard.exit_status(ExitStatus.OUTPUT_FAILED) == ExitStatus.OUTPUT_FAILED
     assert guard.exit_status(ExitStatus.OUT_OF_TIME) == ExitStatus.INTERRUPTED
+
+
+def test_after_a_failure_every_interrupt_quits_at_once_also_one_that_waited() -> None:
+    """The outputs could not be opened (no loop control was ever given): the interrupt
+    that came meanwhile is obeyed when the run starts closing, and so is the next."""
+    quit: list[str] = []
+    guard = SignalGuard(Said())
+    with guard.installed():
+        guard.begin_scan()
+        signal.raise_signal(signal.SIGTERM)  # while the outputs were opened: it waits
+        assert quit == []
+        guard.ending(quit.append)
+        assert guard.phase is Phase.ENDING
+        assert quit == [
+            "reachscan: interrupted by SIGTERM while closing after a failure: quit at "
+            "once; outputs not yet written keep their previous files"
+        ]
+        signal.raise_signal(signal.SIGHUP)  # the first there, too, quits
+        assert len(quit) == 2 and "SIGHUP while closing after a failure" in quit[1]
+
+
+def test_an_interrupt_once_the_scans_loop_is_closed_quits_instead_of_vanishing() -> None:
+    """The scan raised and its loop is closed while the workers and the history are
+    closed: an interrupt cannot go to the loop any more, so it quits from the handler."""
+    said = Said()
+    stopped: list[str] = []
+    quit: list[str] = []
+    guard = SignalGuard(said)
+    loop = asyncio.new_event_loop()
+    with guard.installed():
+        guard.begin_scan()
+        guard.control_scan(ScanControl(loop, stopped.append, quit.append))
+        loop.close()
+        signal.raise_signal(signal.SIGTERM)
+    assert stopped == [] and said == []
+    assert len(quit) == 1 and "SIGTERM while closing after a failure: quit at once" in quit[0]
+    assert guard.exit_status(ExitStatus.OUTPUT_FAILED) == ExitStatus.OUTPUT_FAILED

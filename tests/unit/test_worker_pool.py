@@ -18,7 +18,7 @@ from scanner.engine.engine import EngineConfig
 from scanner.engine.shard_worker import serve
 from scanner.engine.shards import ShardedEngine
 from scanner.procs.frames import FrameReader, encode
-from scanner.procs.worker_pool import REAP_WAIT, WorkerPool, WorkersUnavailable
+from scanner.procs.worker_pool import WorkerPool, WorkersUnavailable
 from tests.support.proc_fds import pipes_held
 
 ADDRESS = "127.0.0.1"
@@ -29,15 +29,15 @@ def test_one_worker_means_probing_in_this_process() -> None:
         assert pool.processes == []
 
 
+@pytest.mark.timeout(60)  # the hang guard; how long the reaping took is not asserted
 def test_every_worker_ends_when_its_pipes_close_and_is_reaped() -> None:
     """A child holding another worker's write end would keep that worker from ever
-    seeing the end of its input: it would have to be killed (status -9)."""
+    seeing the end of its input: `close` would have to kill it after REAP_WAIT, and its
+    status would be -9. Every status 0 says each ended by itself."""
     pool = WorkerPool.fork(3, serve)
     pids = [process.pid for process in pool.processes]
     assert len(set(pids)) == 3 and os.getpid() not in pids
-    started = time.monotonic()
     pool.close()
-    assert time.monotonic() - started < REAP_WAIT
     assert [process.exit_status for process in pool.processes] == [0, 0, 0]
     for pid in pids:
         assert not Path(f"/proc/{pid}").exists()
