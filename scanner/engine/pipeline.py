@@ -31,7 +31,7 @@ from scanner.engine.engine import Engine, EngineConfig, EngineStats, Job
 from scanner.engine.shards import ShardedEngine
 from scanner.net.base import Connector
 from scanner.procs.worker_pool import WorkerPool
-from scanner.resolve.resolver import Resolver
+from scanner.resolve import Resolver
 
 RESOLVER_WORKERS = 32
 STREAM_BUFFER = 16  # batches of targets

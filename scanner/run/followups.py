@@ -43,7 +43,7 @@ from scanner.core.model import (
     Result,
 )
 from scanner.net.host_sockets import is_local, listeners, local_addresses
-from scanner.resolve.resolver import Resolver
+from scanner.resolve import Resolver
 
 
 class EvidenceGatherer:

@@ -14,7 +14,7 @@ from scanner.core.scope import Scope
 from scanner.engine.engine import EngineConfig
 from scanner.inventory import InventoryError, TargetSpec
 from scanner.outputs import OutputOptions
-from scanner.resolve.resolver import ResolverConfig
+from scanner.resolve import ResolverConfig
 from scanner.run.session import HistoryPlan
 
 

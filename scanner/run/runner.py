@@ -46,7 +46,7 @@ from scanner.procs.limits import (
     release_memory,
 )
 from scanner.procs.worker_pool import WorkerPool
-from scanner.resolve.resolver import Resolver
+from scanner.resolve import Resolver
 from scanner.run.fanout import BATCH_SIZE, InventoryTally, ResultFanout
 from scanner.run.followups import EvidenceGatherer
 from scanner.run.interrupts import ScanControl, SignalGuard, say

@@ -13,7 +13,7 @@ import anyio
 import pytest
 
 from scanner.core.model import Reason, ResolvedVia
-from scanner.resolve.resolver import Resolution, Resolver, ResolverConfig
+from scanner.resolve import Resolution, Resolver, ResolverConfig
 from tests.support.dns_responder import DnsResponder
 from tests.support.fixtures import HostsFileFactory
 

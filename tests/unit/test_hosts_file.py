@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from scanner.core.model import Origin, ResolvedVia
-from scanner.resolve.resolver import (
+from scanner.resolve import (
     HostsTable,
     ResolvedAddress,
     load_hosts,
