@@ -6,11 +6,10 @@ never block the writer in WAL mode, so `reachscan history` works while a cron sc
 crash of reachscan; a power cut may lose the last commits but never corrupts the file,
 and the scan is spared an fsync per batch on the event loop's thread.
 
-The schema is versioned with `PRAGMA user_version` and built by `MIGRATIONS`, applied in
-order, each in its own transaction. `PRAGMA application_id` marks the file as ours, so a
-database belonging to something else is refused rather than altered. Every sqlite3 error
-is translated into `HistoryError` here, once, with what the user can do about it
-(`ERROR_ADVICE`); nothing else in reachscan sees a sqlite3 exception.
+This module holds the connection, its transactions and the queries. The schema and its
+migrations are in `schema.py`, results to rows and rows to records in `codec.py`, and the
+one place a sqlite3 error becomes `HistoryError` (with what the user can do about it) in
+`errors.py`: nothing else in reachscan sees a sqlite3 exception.
 
 What counts as "seen": each stored result is a measurement, true at its time whatever
 became of its run afterwards, so `history_for` and `endpoint_history` use the results of
@@ -29,232 +28,63 @@ import contextlib
 import os
 import sqlite3
 import time
-from collections.abc import Callable, Generator, Iterator, Mapping, Sequence
-from functools import lru_cache
+from collections.abc import Callable, Generator, Iterator, Sequence
 from itertools import chain
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Self, TypeVar
-
-import orjson
+from typing import Self
 
 from scanner.core.diagnose import History
-from scanner.core.model import (
-    Cause,
-    Endpoint,
-    Expect,
-    Labels,
-    Proto,
-    Reason,
-    ResolvedVia,
-    Result,
-    State,
+from scanner.core.model import Proto, Reason, Result, State
+from scanner.core.sinks import RunInfo, RunSummary
+from scanner.history.codec import (
+    ROWS_PER_INSERT,
+    RUN_COLUMNS,
+    ResultRow,
+    decode,
+    history_entry,
+    insert_results,
+    result_from_row,
+    result_rows,
+    run_info_of,
+    run_record,
+    summary_of,
+    to_json,
 )
-from scanner.core.sinks import RunInfo, RunSummary, cause_to_record
+from scanner.history.errors import HistoryError, UnknownRun, translated
 from scanner.history.paths import (
     DB_NAME,
     create_private_file,
     default_db_path,
     ensure_parent_directory,
 )
-from scanner.history.records import (
-    EndpointKey,
-    HistoryEntry,
-    Observation,
-    RunRecord,
-    RunStatus,
+from scanner.history.records import EndpointKey, HistoryEntry, Observation, RunRecord, RunStatus
+from scanner.history.schema import (
+    MIGRATIONS,
+    Migration,
+    check_ownership,
+    check_readable_schema,
+    migrate,
 )
 
 __all__ = [
     "MIGRATIONS",
+    "ROWS_PER_INSERT",
     "HistoryError",
     "HistoryStore",
     "Migration",
+    "ResultRow",
     "UnknownRun",
     "default_db_path",
     "migrate",
+    "refuse_directory",
+    "result_rows",
     "run_info_of",
     "summary_of",
 ]
 
-APPLICATION_ID = 0x52534348  # "RSCH": marks the file as a reachscan history
 DEFAULT_BUSY_TIMEOUT = 5.0  # seconds to wait for another writer before giving up
 RESULT_FETCH_SIZE = 1_000  # rows per fetchmany: memory stays flat for any run size
-
-_Stored = TypeVar("_Stored", RunStatus, State, Reason, Proto, Expect, ResolvedVia)
-
-Migration = tuple[str, ...]
-"""The statements that take the schema from one version to the next."""
-
-_SCHEMA_V1: Migration = (
-    """
-    CREATE TABLE runs (
-        id INTEGER PRIMARY KEY AUTOINCREMENT,  -- AUTOINCREMENT: an id is never reused
-        started REAL NOT NULL,                 -- seconds since the epoch
-        finished REAL,
-        status TEXT NOT NULL
-            CHECK (status IN ('running', 'complete', 'interrupted', 'failed')),
-        command TEXT NOT NULL,
-        version TEXT NOT NULL,
-        counts TEXT,                           -- JSON object: state -> results
-        total INTEGER,
-        not_ok INTEGER,
-        inventory_errors INTEGER,
-        message TEXT                           -- why a failed run failed
-    )
-    """,
-    """
-    CREATE TABLE results (
-        id INTEGER PRIMARY KEY,
-        run_id INTEGER NOT NULL REFERENCES runs (id) ON DELETE CASCADE,
-        host TEXT NOT NULL,
-        address TEXT,
-        port INTEGER NOT NULL,
-        proto TEXT NOT NULL,
-        state TEXT NOT NULL,
-        reason TEXT NOT NULL,
-        rtt_ms REAL,
-        resolved_via TEXT NOT NULL,
-        expect TEXT,
-        ok INTEGER NOT NULL,
-        labels TEXT NOT NULL,                  -- JSON object
-        cause_kind TEXT,
-        cause TEXT,                            -- JSON object, as in the JSONL record
-        ts REAL NOT NULL
-    )
-    """,
-    "CREATE INDEX results_by_run ON results (run_id)",
-    "CREATE INDEX results_by_host ON results (host, port, proto, run_id)",
-    "CREATE INDEX results_by_address ON results (address, state, port, proto)",
-)
-
-_SCHEMA_V2: Migration = (
-    # A new status, `abandoned`: a run found `running` by the next run that takes the lock
-    # was killed outright (SIGKILL, a power cut). SQLite cannot alter a CHECK constraint,
-    # so `runs` is rebuilt as sqlite.org/lang_altertable.html ("other kinds of table schema
-    # changes") says, with foreign keys off (`migrate`): the results keep their run ids.
-    # The AUTOINCREMENT high-water mark is carried over, so a pruned id is never reused.
-    """
-    CREATE TABLE runs_v2 (
-        id INTEGER PRIMARY KEY AUTOINCREMENT,
-        started REAL NOT NULL,
-        finished REAL,
-        status TEXT NOT NULL
-            CHECK (status IN ('running', 'complete', 'interrupted', 'failed', 'abandoned')),
-        command TEXT NOT NULL,
-        version TEXT NOT NULL,
-        counts TEXT,
-        total INTEGER,
-        not_ok INTEGER,
-        inventory_errors INTEGER,
-        message TEXT
-    )
-    """,
-    "INSERT INTO runs_v2 SELECT * FROM runs",
-    "DELETE FROM sqlite_sequence WHERE name = 'runs_v2'",
-    "UPDATE sqlite_sequence SET name = 'runs_v2' WHERE name = 'runs'",
-    "DROP TABLE runs",
-    "ALTER TABLE runs_v2 RENAME TO runs",
-)
-
-MIGRATIONS: tuple[Migration, ...] = (_SCHEMA_V1, _SCHEMA_V2)
-"""Schema version N is reached by applying MIGRATIONS[N-1]. Append, never edit: files
-written by earlier versions are upgraded by replaying the ones they lack."""
-
-_RESULT_COLUMNS = (
-    "run_id, host, address, port, proto, state, reason, rtt_ms, resolved_via, expect, ok, "
-    "labels, cause_kind, cause, ts"
-)
-_RESULT_COLUMN_COUNT = len(_RESULT_COLUMNS.split(","))
-ROWS_PER_INSERT = 64
-"""Rows per INSERT statement: 64 x 15 parameters stays under 999, the limit of SQLite
-builds before 3.32."""
-
-
-@lru_cache(maxsize=8)
-def _insert_results(rows: int) -> str:
-    """One INSERT of `rows` rows (the statement is prepared once and cached by sqlite3)."""
-    row = f"({', '.join('?' * _RESULT_COLUMN_COUNT)})"
-    return f"INSERT INTO results ({_RESULT_COLUMNS}) VALUES {', '.join([row] * rows)}"
-
-
-_RUN_COLUMNS = (
-    "id, started, finished, status, command, version, counts, total, not_ok, "
-    "inventory_errors, message"
-)
-
-# What to tell the user for each SQLite primary result code (sqlite.org/rescode.html).
-ERROR_ADVICE: Mapping[int, str] = {
-    3: "permission denied: check the permissions of the file and its directory",  # PERM
-    5: (  # BUSY
-        "locked by another process (another reachscan run?) for longer than the wait; "
-        "try again when it has finished"
-    ),
-    6: "locked by another connection of this process",  # LOCKED
-    8: "not writable: check the permissions of the file and its directory",  # READONLY
-    10: "input/output error: check the disk and the file system",  # IOERR
-    11: "the file is corrupt: move it aside and a new history will be started",  # CORRUPT
-    13: "the disk is full: free space or prune the history",  # FULL
-    14: "cannot open the file: check that its directory exists and is writable",  # CANTOPEN
-    26: (  # NOTADB
-        "not an SQLite database, so not a reachscan history: move it aside or pass another --db"
-    ),
-}
-
-
-OUT_OF_MEMORY = "out of memory: raise the memory limit (ulimit -v) or free memory"
-
-# Extended result codes that the primary code would mislead about: under an address-space
-# limit (`ulimit -v`) SQLite cannot map the WAL index and says "disk I/O error".
-EXTENDED_ERROR_ADVICE: Mapping[int, str] = {
-    7: OUT_OF_MEMORY,  # NOMEM
-    3082: OUT_OF_MEMORY,  # IOERR_NOMEM
-    5386: f"could not map the -shm file into memory, {OUT_OF_MEMORY}",  # IOERR_SHMMAP
-}
-
-
-class HistoryError(Exception):
-    """The history database cannot be used; the message says why and what to do."""
-
-    def __init__(self, path: Path | str, reason: str) -> None:
-        super().__init__(f"history database {path}: {reason}")
-        self.path = str(path)
-        self.reason = reason
-
-
-class UnknownRun(HistoryError):
-    """A run id that is not in the history (never stored, or pruned by retention)."""
-
-    def __init__(self, path: Path | str, run_id: int) -> None:
-        super().__init__(path, f"no run {run_id} (never stored, or deleted by retention)")
-        self.run_id = run_id
-
-
-def _explain(error: sqlite3.Error) -> str:
-    code = getattr(error, "sqlite_errorcode", None)
-    if isinstance(code, int) and code in EXTENDED_ERROR_ADVICE:
-        return f"{EXTENDED_ERROR_ADVICE[code]} ({error})"
-    if isinstance(code, int) and (code & 0xFF) in ERROR_ADVICE:
-        return f"{ERROR_ADVICE[code & 0xFF]} ({error})"
-    return str(error)
-
-
-@contextlib.contextmanager
-def _translated(path: Path) -> Iterator[None]:
-    """The one place sqlite3 and OS errors become `HistoryError`."""
-    try:
-        yield
-    except sqlite3.Error as error:
-        raise HistoryError(path, _explain(error)) from error
-    except OSError as error:
-        raise HistoryError(path, error.strerror or str(error)) from error
-    except MemoryError as error:  # sqlite3 raises it for SQLITE_NOMEM
-        raise HistoryError(path, OUT_OF_MEMORY) from error
-
-
-def _schema_version(connection: sqlite3.Connection) -> int:
-    version = connection.execute("PRAGMA user_version").fetchone()[0]
-    return int(version)
 
 
 def refuse_directory(path: Path) -> None:
@@ -264,173 +94,6 @@ def refuse_directory(path: Path) -> None:
         raise HistoryError(
             path, f"is a directory: --db takes the database file, e.g. {path / DB_NAME}"
         )
-
-
-def _check_ownership(connection: sqlite3.Connection, path: Path) -> None:
-    """Refuse a database that belongs to another program: ours carry APPLICATION_ID,
-    a new one is empty. Anything else must not be converted to WAL or migrated."""
-    application_id = int(connection.execute("PRAGMA application_id").fetchone()[0])
-    if application_id == APPLICATION_ID:
-        return
-    tables = connection.execute("SELECT count(*) FROM sqlite_schema").fetchone()[0]
-    if application_id != 0 or tables:
-        raise HistoryError(
-            path,
-            "an SQLite database of another program, not a reachscan history: pass another --db",
-        )
-
-
-def migrate(connection: sqlite3.Connection, migrations: Sequence[Migration], path: Path) -> None:
-    """Bring the schema up to `len(migrations)`, one transaction per step.
-
-    Each step re-reads the version after taking the write lock, so two processes opening
-    an old file at once do not both apply a step. A file newer than this program is
-    refused: its tables may mean something this version does not know. Foreign keys are
-    off meanwhile (a step may rebuild a table others refer to: dropping it must not
-    cascade), and each step's references are checked before it is committed.
-    """
-    target = len(migrations)
-    if _schema_version(connection) > target:
-        raise HistoryError(
-            path,
-            f"written by a newer reachscan (schema {_schema_version(connection)}, this "
-            f"version knows {target}): upgrade reachscan or pass another --db",
-        )
-    connection.execute("PRAGMA foreign_keys = OFF")  # a no-op inside a transaction
-    for number in range(1, target + 1):
-        connection.execute("BEGIN IMMEDIATE")
-        try:
-            if _schema_version(connection) < number:
-                for statement in migrations[number - 1]:
-                    connection.execute(statement)
-                if connection.execute("PRAGMA foreign_key_check").fetchone() is not None:
-                    raise HistoryError(path, f"schema step {number} broke a reference")
-                connection.execute(f"PRAGMA user_version = {number:d}")
-                connection.execute(f"PRAGMA application_id = {APPLICATION_ID:d}")
-        except BaseException:
-            connection.execute("ROLLBACK")
-            raise
-        connection.execute("COMMIT")
-    connection.execute("PRAGMA foreign_keys = ON")
-
-
-def _check_readable_schema(
-    connection: sqlite3.Connection, migrations: Sequence[Migration], path: Path
-) -> None:
-    """What a read-only opener checks instead of migrating: ours, and this version's."""
-    _check_ownership(connection, path)
-    version, target = _schema_version(connection), len(migrations)
-    if version == 0:
-        raise HistoryError(path, "no history stored yet (the file is empty)")
-    if version > target:
-        raise HistoryError(
-            path,
-            f"written by a newer reachscan (schema {version}, this version knows {target}): "
-            "upgrade reachscan",
-        )
-    if version < target:
-        raise HistoryError(
-            path,
-            f"written by an older reachscan (schema {version}, this version needs "
-            f"{target}): the next scan upgrades it",
-        )
-
-
-def _json(value: object) -> str:
-    # default=str: an odd evidence value (an ip_address, a Path) must not lose the batch.
-    return orjson.dumps(value, default=str).decode()
-
-
-def _cause_json(result: Result) -> str | None:
-    return None if result.cause is None else _json(cause_to_record(result.cause))
-
-
-ResultRow = tuple[object, ...]
-"""One result as the `results` table stores it: plain values, in `_RESULT_COLUMNS` order."""
-
-
-def result_rows(run_id: int, results: Sequence[Result]) -> list[ResultRow]:
-    return [_result_row(run_id, result) for result in results]
-
-
-def _result_row(run_id: int, result: Result) -> ResultRow:
-    """One row per result, of plain values: sqlite3 binds exact `str`s directly, while a
-    `StrEnum` member first goes through its adaptation lookup (a quarter of the time of
-    an insert). `_value_` is the plain attribute behind the `value` property."""
-    endpoint = result.endpoint
-    expect = endpoint.expect
-    return (
-        run_id,
-        endpoint.host,
-        result.address,
-        endpoint.port,
-        endpoint.proto._value_,
-        result.state._value_,
-        result.reason._value_,
-        result.rtt_ms,
-        result.resolved_via._value_,
-        None if expect is None else expect._value_,
-        int(result.ok),
-        _json(dict(endpoint.labels)) if endpoint.labels else "{}",
-        None if result.cause is None else result.cause.kind,
-        _cause_json(result),
-        result.ts,
-    )
-
-
-def _labels_from_json(text: str) -> Labels:
-    """Labels as the model keeps them: sorted (key, value) pairs."""
-    stored = orjson.loads(text)
-    return tuple(sorted((str(key), str(value)) for key, value in stored.items()))
-
-
-def _immutable(value: object) -> object:
-    """JSON arrays back to tuples, as the diagnosis builds its evidence (`("alive_ports",
-    (22, 80))`), so a read-back cause compares equal to the stored one."""
-    if isinstance(value, list):
-        return tuple(_immutable(item) for item in value)
-    return value
-
-
-def _cause_from_json(text: str | None) -> Cause | None:
-    """The inverse of `_cause_json`, as far as JSON allows: evidence values stored with
-    `default=str` (an address object, a path) come back as their strings."""
-    if text is None:
-        return None
-    stored = orjson.loads(text)
-    return Cause(
-        kind=str(stored["kind"]),
-        confidence=float(stored["confidence"]),
-        evidence=tuple((str(key), _immutable(value)) for key, value in stored["evidence"].items()),
-        advice=str(stored["advice"]),
-    )
-
-
-def run_info_of(run: RunRecord) -> RunInfo:
-    """The header a sink saw when `run` started, for replaying a stored run into a sink."""
-    return RunInfo(started=run.started, command=run.command, version=run.version)
-
-
-_SUMMARISED = frozenset({RunStatus.COMPLETE, RunStatus.INTERRUPTED})
-
-
-def summary_of(run: RunRecord) -> RunSummary:
-    """The footer a sink saw when `run` finished, for replaying a stored run into a sink.
-
-    Only complete and interrupted runs have one: a running run has not finished and a
-    failed one stopped before its totals existed, so both raise ValueError. The number
-    of follow-up probes is not stored and comes back as 0.
-    """
-    if run.finished is None or run.total is None or run.status not in _SUMMARISED:
-        raise ValueError(f"run {run.id} is {run.status.value}: it has no totals to replay")
-    return RunSummary(
-        finished=run.finished,
-        counts={State(state): count for state, count in run.counts.items()},
-        total=run.total,
-        not_ok=run.not_ok or 0,
-        inventory_errors=run.inventory_errors or 0,
-        interrupted=run.status is RunStatus.INTERRUPTED,
-    )
 
 
 class HistoryStore:
@@ -467,13 +130,13 @@ class HistoryStore:
         `migrations` is for tests and future versions; the default is the real schema.
         """
         refuse_directory(path)
-        with _translated(path):
+        with translated(path):
             ensure_parent_directory(path)
             create_private_file(path)
             connection = sqlite3.connect(path, timeout=busy_timeout, isolation_level=None)
         try:
-            with _translated(path):
-                _check_ownership(connection, path)
+            with translated(path):
+                check_ownership(connection, path)
                 connection.execute("PRAGMA journal_mode = WAL")
                 connection.execute("PRAGMA synchronous = NORMAL")
                 migrate(connection, migrations, path)
@@ -502,11 +165,11 @@ class HistoryStore:
         """
         refuse_directory(path)
         uri = f"{path.absolute().as_uri()}?mode=ro"
-        with _translated(path):
+        with translated(path):
             connection = sqlite3.connect(uri, uri=True, timeout=busy_timeout, isolation_level=None)
         try:
-            with _translated(path):
-                _check_readable_schema(connection, migrations, path)
+            with translated(path):
+                check_readable_schema(connection, migrations, path)
         except BaseException:
             connection.close()
             raise
@@ -560,7 +223,7 @@ class HistoryStore:
         the busy timeout) rather than halfway; DEFERRED gives reads one snapshot.
         """
         connection = self._connection
-        with _translated(self.path):
+        with translated(self.path):
             connection.execute(f"BEGIN {mode}")
             try:
                 yield connection
@@ -599,7 +262,7 @@ class HistoryStore:
         with self._transaction() as connection:
             for start in range(0, len(rows), ROWS_PER_INSERT):
                 chunk = rows[start : start + ROWS_PER_INSERT]
-                connection.execute(_insert_results(len(chunk)), list(chain.from_iterable(chunk)))
+                connection.execute(insert_results(len(chunk)), list(chain.from_iterable(chunk)))
 
     def finish_run(self, run_id: int, summary: RunSummary) -> None:
         """Close the run as `complete`, or `interrupted` when the summary says so."""
@@ -612,7 +275,7 @@ class HistoryStore:
             (
                 summary.finished,
                 status.value,
-                _json(counts),
+                to_json(counts),
                 summary.total,
                 summary.not_ok,
                 summary.inventory_errors,
@@ -651,7 +314,7 @@ class HistoryStore:
                 (
                     self._clock(),
                     RunStatus.INTERRUPTED.value,
-                    _json(counts),
+                    to_json(counts),
                     sum(counts.values()),
                     not_ok,
                     message,
@@ -688,7 +351,7 @@ class HistoryStore:
                     "started) WHERE id = ?",
                     (
                         RunStatus.ABANDONED.value,
-                        _json(counts),
+                        to_json(counts),
                         sum(counts.values()),
                         message,
                         run_id,
@@ -708,7 +371,7 @@ class HistoryStore:
         call, so the open transaction is idle and rolling it back is safe; its batch is
         lost whole, as at a crash, and the run is counted from what was committed."""
         if self._connection.in_transaction:
-            with _translated(self.path):
+            with translated(self.path):
                 self._connection.execute("ROLLBACK")
 
     def _close_run(self, run_id: int, statement: str, parameters: tuple[object, ...]) -> None:
@@ -762,20 +425,20 @@ class HistoryStore:
 
     def run_counts(self) -> dict[RunStatus, int]:
         """How many runs are stored in each status (every status, zeros included)."""
-        with _translated(self.path):
+        with translated(self.path):
             rows = self._connection.execute(
                 "SELECT status, count(*) FROM runs GROUP BY status"
             ).fetchall()
         counts = dict.fromkeys(RunStatus, 0)
         for status, count in rows:
-            counts[self._decode(RunStatus, status)] = int(count)
+            counts[decode(RunStatus, status, self.path)] = int(count)
         return counts
 
     def last_success_time(self) -> float | None:
         """When a stored run last ended with every endpoint as expected and a clean
         inventory (what `reachscan_last_success_timestamp_seconds` means); None when no
         stored run did, including when retention has deleted the ones that did."""
-        with _translated(self.path):
+        with translated(self.path):
             row = self._connection.execute(
                 "SELECT max(finished) FROM runs "
                 "WHERE status = 'complete' AND not_ok = 0 AND inventory_errors = 0"
@@ -790,54 +453,16 @@ class HistoryStore:
         return found[0]
 
     def _select_runs(self, query: str, parameters: tuple[object, ...]) -> list[RunRecord]:
-        with _translated(self.path):
-            rows = self._connection.execute(query.format(_RUN_COLUMNS), parameters).fetchall()
-        return [self._run_record(row) for row in rows]
-
-    def _run_record(self, row: tuple[Any, ...]) -> RunRecord:
-        (
-            run_id,
-            started,
-            finished,
-            status,
-            command,
-            version,
-            counts,
-            total,
-            not_ok,
-            inventory_errors,
-            message,
-        ) = row
-        return RunRecord(
-            id=int(run_id),
-            started=float(started),
-            finished=None if finished is None else float(finished),
-            status=self._decode(RunStatus, status),
-            command=command,
-            version=version,
-            counts={} if counts is None else orjson.loads(counts),
-            total=None if total is None else int(total),
-            not_ok=None if not_ok is None else int(not_ok),
-            inventory_errors=None if inventory_errors is None else int(inventory_errors),
-            message=message,
-        )
-
-    def _decode(self, kind: type[_Stored], value: object) -> _Stored:
-        """A stored enum value; one this version does not know means a newer writer."""
-        try:
-            return kind(str(value))
-        except ValueError:
-            raise HistoryError(
-                self.path,
-                f"unknown {kind.__name__} {value!r}, written by a newer reachscan: upgrade",
-            ) from None
+        with translated(self.path):
+            rows = self._connection.execute(query.format(RUN_COLUMNS), parameters).fetchall()
+        return [run_record(row, self.path) for row in rows]
 
     # --- reading observations -------------------------------------------------------
 
     def observations(self, run_id: int) -> dict[EndpointKey, Observation]:
         """What run `run_id` saw of each endpoint it stored."""
         self.get_run(run_id)
-        with _translated(self.path):
+        with translated(self.path):
             rows = self._connection.execute(
                 "SELECT host, address, port, proto, state, reason, cause_kind "
                 "FROM results WHERE run_id = ? ORDER BY id",
@@ -845,7 +470,7 @@ class HistoryStore:
             ).fetchall()
         return {
             (host, address, port, proto): Observation(
-                self._decode(State, state), self._decode(Reason, reason), cause_kind
+                decode(State, state, self.path), decode(Reason, reason, self.path), cause_kind
             )
             for host, address, port, proto, state, reason, cause_kind in rows
         }
@@ -863,7 +488,7 @@ class HistoryStore:
         return self._stream_results(run_id)
 
     def _stream_results(self, run_id: int) -> Generator[Result]:
-        with _translated(self.path):
+        with translated(self.path):
             cursor = self._connection.execute(
                 "SELECT host, address, port, proto, state, reason, rtt_ms, resolved_via, "
                 "expect, labels, cause, ts FROM results WHERE run_id = ? ORDER BY id",
@@ -871,54 +496,14 @@ class HistoryStore:
             )
         try:
             while True:
-                with _translated(self.path):
+                with translated(self.path):
                     rows = cursor.fetchmany(RESULT_FETCH_SIZE)
                 if not rows:
                     return
                 for row in rows:
-                    yield self._result(row)
+                    yield result_from_row(row, self.path)
         finally:
             cursor.close()
-
-    def _result(self, row: tuple[Any, ...]) -> Result:
-        (
-            host,
-            address,
-            port,
-            proto,
-            state,
-            reason,
-            rtt_ms,
-            resolved_via,
-            expect,
-            labels,
-            cause,
-            ts,
-        ) = row
-        try:
-            stored_labels = _labels_from_json(labels)
-            stored_cause = _cause_from_json(cause)
-        except (orjson.JSONDecodeError, AttributeError, KeyError, TypeError, ValueError):
-            raise HistoryError(
-                self.path, f"a stored result of {host} port {port} is malformed: {row!r}"
-            ) from None
-        endpoint = Endpoint(
-            host=host,
-            port=int(port),
-            proto=self._decode(Proto, proto),
-            expect=None if expect is None else self._decode(Expect, expect),
-            labels=stored_labels,
-        )
-        return Result(
-            endpoint=endpoint,
-            address=address,
-            resolved_via=self._decode(ResolvedVia, resolved_via),
-            state=self._decode(State, state),
-            reason=self._decode(Reason, reason),
-            rtt_ms=None if rtt_ms is None else float(rtt_ms),
-            ts=float(ts),
-            cause=stored_cause,
-        )
 
     def previous_observations(
         self, before_run: int | None = None
@@ -930,7 +515,7 @@ class HistoryStore:
         if before_run is not None:
             query += " AND id < ?"
             parameters = (before_run,)
-        with _translated(self.path):
+        with translated(self.path):
             row = self._connection.execute(query, parameters).fetchone()
         if row is None or row[0] is None:
             return {}
@@ -968,41 +553,9 @@ class HistoryStore:
             f"WHERE r.run_id IN (SELECT id FROM recent) AND {' AND '.join(conditions)} "
             "ORDER BY r.run_id DESC, r.host, r.address, r.port, r.proto, r.ts"
         )
-        with _translated(self.path):
+        with translated(self.path):
             rows = self._connection.execute(query, parameters).fetchall()
-        return [self._history_entry(row) for row in rows]
-
-    def _history_entry(self, row: tuple[Any, ...]) -> HistoryEntry:
-        (
-            run_id,
-            started,
-            status,
-            host,
-            address,
-            port,
-            proto,
-            state,
-            reason,
-            cause_kind,
-            rtt_ms,
-            ts,
-        ) = row
-        return HistoryEntry(
-            run_id=int(run_id),
-            run_started=float(started),
-            run_status=self._decode(RunStatus, status),
-            host=host,
-            address=address,
-            port=int(port),
-            proto=self._decode(Proto, proto),
-            observation=Observation(
-                self._decode(State, state),
-                self._decode(Reason, reason),
-                cause_kind,
-            ),
-            rtt_ms=None if rtt_ms is None else float(rtt_ms),
-            ts=float(ts),
-        )
+        return [history_entry(row, self.path) for row in rows]
 
     def history_for(self, host: str, address: str, port: int, proto: Proto) -> History:
         """What earlier measurements say about one endpoint, for the diagnosis.
