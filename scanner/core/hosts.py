@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from itertools import product
 
+from scanner.core.addresses import address_text, parse_ip_literal
 from scanner.core.errors import SpecError, cut, quoted
 
 _IP_BITS = {4: 32, 6: 128}
@@ -133,10 +134,7 @@ def parse_host(text: str, *, bracketed: bool = False) -> HostPattern:
         raise SpecError("missing host")
     if "/" in text:
         return _parse_cidr(text, bracketed=bracketed)
-    try:
-        address = ipaddress.ip_address(text)
-    except ValueError:
-        address = None
+    address = parse_ip_literal(text, brackets=False)
     if address is not None:
         if bracketed and address.version == 4:
             raise SpecError(f"brackets are for IPv6 literals; write {cut(text)} without them")
@@ -152,13 +150,12 @@ def parse_host(text: str, *, bracketed: bool = False) -> HostPattern:
 
 
 def _parse_cidr(text: str, *, bracketed: bool) -> AddressBlock:
-    address_text, _, prefix_text = text.partition("/")
-    try:
-        address = ipaddress.ip_address(address_text)
-    except ValueError:
+    address_part, _, prefix_text = text.partition("/")
+    address = parse_ip_literal(address_part, brackets=False)
+    if address is None:
         raise SpecError(
-            f"{quoted(address_text)} is not an IP address; a CIDR block looks like 10.0.0.0/24"
-        ) from None
+            f"{quoted(address_part)} is not an IP address; a CIDR block looks like 10.0.0.0/24"
+        )
     if bracketed and address.version == 4:
         raise SpecError(f"brackets are for IPv6 literals; write {cut(text)} without them")
     if getattr(address, "scope_id", None):
@@ -225,14 +222,3 @@ def _ipv4_text(value: int) -> str:
 
 def _ipv6_text(value: int) -> str:
     return address_text(ipaddress.IPv6Address(value))
-
-
-def address_text(address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> str:
-    """The canonical text of an address: compressed, lower case, and an IPv4-mapped IPv6
-    address with its IPv4 half dotted (`::ffff:127.0.0.5`, as RFC 4291 2.2 writes it and
-    Python 3.13 does), never `::ffff:7f00:5`, which hides which host it reaches."""
-    if isinstance(address, ipaddress.IPv6Address):
-        mapped = address.ipv4_mapped
-        if mapped is not None and address.scope_id is None:
-            return f"::ffff:{mapped}"
-    return str(address)

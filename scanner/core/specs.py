@@ -17,11 +17,11 @@ colon, so `web:U:53,T:80` is host `web` with ports.
 
 from __future__ import annotations
 
-import ipaddress
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 
+from scanner.core.addresses import parse_ip_literal
 from scanner.core.errors import SpecError, cut, quoted
 from scanner.core.hosts import HostPattern, SingleHost, parse_host
 from scanner.core.model import Endpoint, Expect, Labels, Origin, Proto
@@ -196,9 +196,8 @@ def _refuse_port_lookalike(text: str) -> None:
     address, _, group = text.rpartition(":")
     if _PORT_LOOKALIKE.match(group) is None or not MIN_PORT <= int(group) <= MAX_PORT:
         return
-    try:
-        ipaddress.IPv6Address(address)
-    except ValueError:
+    parsed = parse_ip_literal(address, brackets=False)
+    if parsed is None or parsed.version != 6:
         return
     shown_address, shown_text = cut(address), cut(text)  # a zone id can be megabytes long
     raise SpecError(

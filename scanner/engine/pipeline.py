@@ -15,7 +15,6 @@ broadcast) is not probed but still leaves as an `excluded` result.
 from __future__ import annotations
 
 import contextlib
-import ipaddress
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -24,7 +23,7 @@ from functools import lru_cache
 import anyio
 from anyio.abc import ObjectReceiveStream, ObjectSendStream
 
-from scanner.core.hosts import address_text
+from scanner.core.addresses import literal_address
 from scanner.core.model import Endpoint, Proto, Reason, ResolvedVia, Result, State, Target
 from scanner.core.scope import Scope
 from scanner.engine.engine import Engine, EngineConfig, EngineStats, Job
@@ -55,15 +54,9 @@ _EXCLUDED_MESSAGES = {
 
 @lru_cache(maxsize=4096)
 def parse_literal(host: str) -> tuple[str, int] | None:
-    """(canonical address, family) for an IP literal (brackets allowed), else None."""
-    text = host[1:-1] if host.startswith("[") and host.endswith("]") else host
-    if "%" in text:
-        return None
-    try:
-        address = ipaddress.ip_address(text)
-    except ValueError:
-        return None
-    return address_text(address), address.version
+    """(canonical address, family) for an IP literal (brackets and an IPv6 zone allowed,
+    as `scanner.core.addresses` rules), else None; cached, as hosts repeat across ports."""
+    return literal_address(host)
 
 
 class Pipeline:

@@ -7,11 +7,10 @@ own address (`parse_address_literal`), no I/O needed.
 
 from __future__ import annotations
 
-import ipaddress
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from scanner.core.hosts import address_text
+from scanner.core.addresses import literal_address
 from scanner.core.model import Reason, ResolvedVia
 
 _FLAG_FOR_FAMILY: Mapping[int, str] = {4: "-4", 6: "-6"}
@@ -55,13 +54,13 @@ def normalize_name(name: str) -> str:
 
 
 def parse_address_literal(text: str) -> ResolvedAddress | None:
-    """`text` as an IP literal (v4, v6, optionally in brackets), or None if it is a name."""
-    candidate = text[1:-1] if text.startswith("[") and text.endswith("]") else text
-    try:
-        address = ipaddress.ip_address(candidate)
-    except ValueError:
+    """`text` as an IP literal (v4, v6, optionally in brackets, an IPv6 zone kept: the rule
+    of `scanner.core.addresses`), or None if it is a name."""
+    literal = literal_address(text)
+    if literal is None:
         return None
-    return ResolvedAddress(address_text(address), address.version, ResolvedVia.LITERAL)
+    address, family = literal
+    return ResolvedAddress(address, family, ResolvedVia.LITERAL)
 
 
 def excluded_note(families: frozenset[int]) -> str:

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-import ipaddress
 from dataclasses import dataclass
+
+from scanner.core.addresses import parse_ip_literal
 
 DEFAULT_DNS_PORT = 53
 
@@ -57,10 +58,9 @@ def parse_nameserver(text: str) -> tuple[str, int]:
         host, port_text = spec.split(":")
         if not port_text:
             raise ValueError(f"nameserver {text!r}: empty port; {usage}")
-    try:
-        address = ipaddress.ip_address(host)
-    except ValueError:
-        raise ValueError(f"nameserver {text!r}: {host!r} is not an IP address; {usage}") from None
+    address = parse_ip_literal(host, brackets=False)
+    if address is None:
+        raise ValueError(f"nameserver {text!r}: {host!r} is not an IP address; {usage}")
     if not port_text:
         return address.compressed, DEFAULT_DNS_PORT
     if not port_text.isdigit() or not 1 <= int(port_text) <= 65535:

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from enum import Enum
 from typing import TYPE_CHECKING
 
-from scanner.core.hosts import address_text
+from scanner.core.addresses import address_text
 from scanner.core.model import Reason, ResolvedVia
 from scanner.resolve.addresses import Resolution, ResolvedAddress, excluded_note
 from scanner.resolve.config import ResolverConfig

@@ -5,11 +5,10 @@ Pure parsing (`parse_hosts`) plus the one read of the file (`load_hosts`); no DN
 
 from __future__ import annotations
 
-import ipaddress
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from scanner.core.hosts import address_text
+from scanner.core.addresses import literal_address
 from scanner.core.model import Origin, ResolvedVia
 from scanner.resolve.addresses import ResolvedAddress, normalize_name
 
@@ -74,13 +73,12 @@ def parse_hosts(text: str, path: str) -> HostsTable:
 
 
 def _hosts_file_address(text: str) -> ResolvedAddress | None:
-    if "%" in text:
+    # No zone IDs and no brackets: glibc reads the address with inet_pton(3).
+    literal = literal_address(text, brackets=False, zone=False)
+    if literal is None:
         return None
-    try:
-        address = ipaddress.ip_address(text)
-    except ValueError:
-        return None
-    return ResolvedAddress(address_text(address), address.version, ResolvedVia.HOSTS_FILE)
+    address, family = literal
+    return ResolvedAddress(address, family, ResolvedVia.HOSTS_FILE)
 
 
 def load_hosts(path: str | None) -> HostsTable:

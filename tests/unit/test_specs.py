@@ -11,8 +11,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from scanner.core.addresses import address_text
 from scanner.core.errors import SpecError
-from scanner.core.hosts import AddressBlock, OctetRange, SingleHost, address_text
+from scanner.core.hosts import AddressBlock, OctetRange, SingleHost
 from scanner.core.model import Endpoint, Expect, Origin, Proto
 from scanner.core.ports import PortSpec
 from scanner.core.services import DEFAULT_PORTS, SERVICES, lookup_service
