@@ -32,9 +32,7 @@ import platform
 import random
 import re
 import select
-import selectors
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -49,13 +47,11 @@ from pathlib import Path
 from types import ModuleType, TracebackType
 from typing import Any, Literal
 
+from scanner.net.host_sockets import TCP_LISTEN, parse_socket_table
+
 BENCHMARKS_DIR = Path(__file__).resolve().parent
 REPO_ROOT = BENCHMARKS_DIR.parent
 RESULTS_DIR = BENCHMARKS_DIR / "results"
-
-LISTENER_BACKLOG = 1024
-"""A listener that cannot keep up drops SYNs and makes open ports look filtered (see
-docs/KERNEL_NOTES.md); 1024 and an accept loop that never blocks keep every SYN answered."""
 
 SAFE_NAMESERVER = "127.0.0.1:9"
 """Given to reachscan as --nameserver: if a name ever slipped into a target list, the query
@@ -364,16 +360,6 @@ def compare_states(
 # -- what the kernel says is listening ------------------------------------------------------
 
 
-def _decode_proc_address(hex_address: str) -> IpAddress:
-    """/proc/net writes addresses as 32-bit words in host (little-endian) order."""
-    raw = bytes.fromhex(hex_address)
-    ordered = b"".join(raw[index : index + 4][::-1] for index in range(0, len(raw), 4))
-    if len(ordered) == 4:
-        return ipaddress.IPv4Address(ordered)
-    address = ipaddress.IPv6Address(ordered)
-    return address.ipv4_mapped or address
-
-
 @dataclass(frozen=True, slots=True)
 class BoundTable:
     """One snapshot of /proc/net: (address, port) of every TCP listener or bound UDP socket."""
@@ -382,18 +368,20 @@ class BoundTable:
 
     @classmethod
     def read(cls, proto: Literal["tcp", "udp"]) -> BoundTable:
-        """TCP: sockets in LISTEN (state 0A). UDP: every bound socket (any could answer)."""
+        """TCP: sockets in LISTEN (state 0A). UDP: every bound socket (any could answer).
+
+        Decoded by the scanner's own /proc/net parser (`scanner.net.host_sockets`), the
+        one its diagnosis trusts, so the benchmark's truth and the scanner's agree.
+        """
         found: set[tuple[IpAddress, int]] = set()
         for table in (proto, f"{proto}6"):
             path = Path("/proc/net") / table
             if not path.exists():
                 continue
-            for line in path.read_text().splitlines()[1:]:
-                fields = line.split()
-                if len(fields) < 4 or (proto == "tcp" and fields[3] != "0A"):
+            for entry in parse_socket_table(path.read_text()):
+                if proto == "tcp" and entry.state != TCP_LISTEN:
                     continue
-                hex_address, hex_port = fields[1].split(":")
-                found.add((_decode_proc_address(hex_address), int(hex_port, 16)))
+                found.add((ipaddress.ip_address(entry.address), entry.port))
         return cls(frozenset(found))
 
     def ports(self) -> frozenset[int]:
@@ -549,39 +537,23 @@ class ListenerProcess:
 
 
 def serve_listeners(endpoints: Sequence[tuple[str, int]]) -> None:
-    """The listener process's body: bind, say what was bound, accept and close forever."""
-    selector = selectors.DefaultSelector()
+    """The listener process's body: bind, say what was bound, accept and close until
+    SIGTERM. The listeners are the test suite's (`tests/support/listeners.py`
+    `LoopbackServices`: a real backlog, IPv6 v6-only, accepted and closed at once)."""
     bound: list[tuple[str, int]] = []
     failed: list[tuple[str, int, str]] = []
-    for address, port in endpoints:
-        family = socket.AF_INET6 if ":" in address else socket.AF_INET
-        listener = socket.socket(family, socket.SOCK_STREAM)
-        try:
-            if family == socket.AF_INET6:
-                listener.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
-            listener.bind((address, port))
-            listener.listen(LISTENER_BACKLOG)
-            listener.setblocking(False)
-        except OSError as error:
-            listener.close()
-            failed.append((address, port, str(error)))
-            continue
-        selector.register(listener, selectors.EVENT_READ)
-        bound.append((address, port))
-    print("ready " + json.dumps({"bound": bound, "failed": failed}), flush=True)
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
-    while True:
-        for key, _ in selector.select():
-            ready = key.fileobj
-            assert isinstance(ready, socket.socket)
-            while True:
-                try:
-                    connection, _ = ready.accept()
-                except (BlockingIOError, InterruptedError):
-                    break
-                except OSError:  # the prober reset it before we got to it
-                    continue
-                connection.close()
+    with import_test_support("listeners").LoopbackServices() as services:
+        for address, port in endpoints:
+            try:
+                services.tcp(address, port)
+            except OSError as error:
+                failed.append((address, port, str(error)))
+                continue
+            bound.append((address, port))
+        print("ready " + json.dumps({"bound": bound, "failed": failed}), flush=True)
+        signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+        while True:
+            signal.pause()
 
 
 # -- alternating runs, medians, ratios ------------------------------------------------------
@@ -1022,15 +994,20 @@ def raise_descriptor_limit() -> None:
             resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
 
 
+def import_test_support(name: str) -> ModuleType:
+    """`tests/support/<name>.py`, the test suite's own helpers, reused as they are."""
+    if str(REPO_ROOT) not in sys.path:
+        sys.path.insert(0, str(REPO_ROOT))
+    return importlib.import_module(f"tests.support.{name}")
+
+
 def import_netns_support() -> ModuleType:
     """tests/support/netns.py: the test suite's namespace builder, reused as it is.
 
     It records every namespace, link and process it creates and removes them all on exit,
     even after an error, which is the guarantee a benchmark that builds hosts needs too.
     """
-    if str(REPO_ROOT) not in sys.path:
-        sys.path.insert(0, str(REPO_ROOT))
-    return importlib.import_module("tests.support.netns")
+    return import_test_support("netns")
 
 
 def netns_unavailable() -> str | None:
