@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import contextlib
 import math
 import os
 import sys
@@ -33,11 +32,6 @@ def add_db_option(parser: argparse.ArgumentParser) -> None:
         help="history database (default: $XDG_STATE_HOME/reachscan/history.sqlite, "
         "i.e. ~/.local/state/reachscan/history.sqlite)",
     )
-
-
-def report_error(message: str) -> None:
-    with contextlib.suppress(OSError):
-        print(f"reachscan: {message}", file=sys.stderr, flush=True)
 
 
 def open_existing(db: Path | None) -> HistoryStore:

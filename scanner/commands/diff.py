@@ -16,8 +16,8 @@ from scanner.commands.common import (
     emit,
     emit_json,
     open_existing,
-    report_error,
 )
+from scanner.console import report_error
 from scanner.history.diff import diff_runs, diff_to_json, render_diff_text
 from scanner.history.store import HistoryError
 from scanner.status import ExitStatus
@@ -54,7 +54,7 @@ def run(args: argparse.Namespace) -> int:
         with open_existing(args.db) as store:
             diff = diff_runs(store, args.run_a, args.run_b)
     except HistoryError as error:
-        report_error(str(error))
+        report_error(f"reachscan: {error}")
         return int(ExitStatus.USAGE_OR_INVENTORY)
     if args.format == "json":
         status = emit_json(diff_to_json(diff))

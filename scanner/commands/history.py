@@ -17,8 +17,8 @@ from scanner.commands.common import (
     emit,
     emit_json,
     open_existing,
-    report_error,
 )
+from scanner.console import report_error
 from scanner.core.model import Proto
 from scanner.history.store import HistoryError
 from scanner.history.timeline import (
@@ -118,11 +118,11 @@ def run(args: argparse.Namespace) -> int:
                 store, host, port, proto, runs=args.runs, flap_threshold=args.flap_threshold
             )
     except HistoryError as error:
-        report_error(str(error))
+        report_error(f"reachscan: {error}")
         return int(ExitStatus.USAGE_OR_INVENTORY)
     if not timeline.endpoints:
         report_error(
-            f"no stored results for {host}"
+            f"reachscan: no stored results for {host}"
             + (f" port {port}" if port is not None else "")
             + f" in the last {args.runs} complete runs "
             f"({len(timeline.runs)} stored); check the spelling, or try its address"
