@@ -33,13 +33,7 @@ from pathlib import Path
 
 import pytest
 
-from scanner.commands.serve import (
-    CONTENT_TYPE,
-    ListenAddress,
-    MetricsRenderer,
-    metrics_server,
-    serve_until_signalled,
-)
+from scanner.commands.serve import ListenAddress, metrics_server, serve_until_signalled
 from scanner.history.store import HistoryStore
 from scanner.serve.http import (
     MAX_HEAD,
@@ -50,6 +44,7 @@ from scanner.serve.http import (
     head_length,
     parse_request,
 )
+from scanner.serve.metrics import CONTENT_TYPE, MetricsRenderer
 from scanner.serve.server import DEFAULT_LIMITS, Limits, MetricsHttpServer
 from tests.hostile.hostile_support import wait_for
 from tests.support.history import make_result, store_run

@@ -18,18 +18,14 @@ from pathlib import Path
 
 import pytest
 
-from scanner.commands.serve import (
-    MemoryTarget,
-    MetricsRenderer,
-    parse_listen_address,
-    render_run,
-)
+from scanner.commands.serve import parse_listen_address
 from scanner.core.model import Result, State
 from scanner.core.sinks import RunInfo
 from scanner.history.records import RunStatus
 from scanner.history.store import HistoryStore
 from scanner.outputs.atomic import AtomicWriter
 from scanner.outputs.prom import PromSink
+from scanner.serve.metrics import MemoryTarget, MetricsRenderer, render_run
 from tests.support.history import make_result, store_run, summary_of
 from tests.support.listeners import LoopbackServices, free_port
 from tests.support.serve import REPO_ROOT, Samples, Served, get, samples_of, serving
