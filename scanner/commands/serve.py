@@ -39,10 +39,11 @@ from types import FrameType
 from typing import TYPE_CHECKING
 
 from scanner import __version__
-from scanner.commands.common import add_db_option, report_error
+from scanner.commands.common import add_db_option
+from scanner.console import report_error
 from scanner.history.paths import default_db_path
 from scanner.history.store import HistoryError, HistoryStore
-from scanner.serve.metrics import METRICS_PATH, MetricsRenderer, respond
+from scanner.serve.metrics import METRICS_PATH, MetricsRenderer, report_problem, respond
 from scanner.serve.server import DEFAULT_LIMITS, Limits, MetricsHttpServer
 from scanner.status import ExitStatus
 
@@ -145,19 +146,21 @@ def run(args: argparse.Namespace) -> int:
         try:
             HistoryStore.open_readonly(db).close()  # a wrong --db fails now, not per scrape
         except HistoryError as error:
-            report_error(str(error))
+            report_error(f"reachscan: {error}")
             return int(ExitStatus.USAGE_OR_INVENTORY)
     else:
         report_error(
-            f"history database {db} does not exist yet; serving only reachscan_history_up "
-            "and reachscan_runs_stored until a scan stores a run there (pass --db PATH for "
-            "another location)"
+            f"reachscan: history database {db} does not exist yet; serving only "
+            "reachscan_history_up and reachscan_runs_stored until a scan stores a run there "
+            "(pass --db PATH for another location)"
         )
     renderer = MetricsRenderer(db, aggregates_only=args.prom_aggregates_only)
     try:
         server = metrics_server(address, renderer)
     except OSError as error:
-        report_error(f"cannot listen on {address.url(path='')}: {error.strerror or error}")
+        report_error(
+            f"reachscan: cannot listen on {address.url(path='')}: {error.strerror or error}"
+        )
         return int(ExitStatus.USAGE_OR_INVENTORY)
     with server:
         return serve_until_signalled(server, address)
@@ -174,7 +177,7 @@ def metrics_server(
         partial(respond, renderer),
         server_name=f"reachscan/{__version__}",
         limits=limits,
-        report=report_error,
+        report=report_problem,
     )
 
 
@@ -217,7 +220,7 @@ def serve_until_signalled(server: MetricsHttpServer, address: ListenAddress) -> 
             if handler is not None:
                 signal.signal(sig, handler)
     if failures:
-        report_error(f"serving stopped: {describe_failure(failures[0])}")
+        report_error(f"reachscan: serving stopped: {describe_failure(failures[0])}")
         return int(ExitStatus.OUTPUT_FAILED)
     return int(ExitStatus.OK)
 
