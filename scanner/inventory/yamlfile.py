@@ -1,10 +1,10 @@
 """YAML inventories: hosts with ports, expectations and labels, every error at FILE:LINE.
 
 PyYAML's constructor loses line numbers and silently keeps the last of two duplicate
-keys, so this module composes the document to *nodes* (which carry their marks) and walks
-the nodes itself against the schema below. Scalars are read as the text the user wrote,
-never through YAML's type guessing: `ports: [0x50]` is an error, not port 80, and a label
-`on: yes` stays the string "yes".
+keys, so the document is composed to *nodes* (which carry their marks; the hygiene of
+that lives in `yamlnodes`) and this module walks the nodes against the schema below.
+Scalars are read as the text the user wrote, never through YAML's type guessing:
+`ports: [0x50]` is an error, not port 80, and a label `on: yes` stays the string "yes".
 
     defaults: {ports: [22], expect: open, labels: {env: prod}}    # all optional
     groups:
@@ -21,105 +21,39 @@ never through YAML's type guessing: `ports: [0x50]` is an error, not port 80, an
 An entry with any error yields no endpoints (a half-understood entry must not be probed
 as if it were right), but every other entry is still read, so one run reports every
 mistake in the file. Anchors, aliases and `<<` merge keys work; a document whose aliases
-expand past `MAX_NODES` nodes (a "billion laughs" bomb) or loop is refused before the
+expand past `yamlnodes.MAX_NODES` nodes (a "billion laughs" bomb) or loop is refused before the
 walk, by arithmetic on the node graph rather than by expanding it.
 """
 
 from __future__ import annotations
 
-import bisect
 import ipaddress
 import re
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 
-import yaml
-from yaml.error import Mark
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
-from scanner.core.errors import InventoryError, SpecError, decode_inventory
+from scanner.core.errors import InventoryError, SpecError
 from scanner.core.hosts import HostPattern, SingleHost
 from scanner.core.model import Expect, Origin, Proto
 from scanner.core.ports import PortSpec
 from scanner.core.services import lookup_service
 from scanner.core.specs import TargetSpec, parse_host_spec, parse_ports
-
-MAX_NODES = 1_000_000
-"""The most nodes a document may have with every alias expanded."""
-
-_LOADER: type[yaml.SafeLoader] | type[yaml.CSafeLoader] = getattr(
-    yaml, "CSafeLoader", yaml.SafeLoader
+from scanner.inventory.yamlnodes import (
+    compose_nodes,
+    graph_problem,
+    is_null,
+    mapping_pairs,
+    node_origin,
 )
-_NULL_TAG = "tag:yaml.org,2002:null"
-_MERGE_TAG = "tag:yaml.org,2002:merge"
-_MAX_MERGE_DEPTH = 32
+
 _LABEL_KEY = re.compile(r"[a-zA-Z_][a-zA-Z0-9_]*\Z")
-# Characters YAML 1.1 refuses in a stream (PyYAML's Reader.NON_PRINTABLE).
-_NON_PRINTABLE = re.compile(
-    "[^\x09\x0a\x0d\x20-\x7e\x85\xa0-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]"
-)
-
 _TOP_KEYS = ("defaults", "groups", "hosts")
 _DEFAULTS_KEYS = ("ports", "expect", "labels")
 _GROUP_KEYS = ("name", "labels", "ports", "expect", "hosts")
 _HOST_KEYS = ("host", "address", "ports", "expect", "labels")
 _PORT_KEYS = ("port", "proto", "expect", "service")
-
-
-def non_printable_error(text: str, file: str) -> InventoryError | None:
-    """A character YAML refuses, at its line (PyYAML's own message names a position in
-    "<unicode string>" on a second line)."""
-    bad_character = _NON_PRINTABLE.search(text)
-    if bad_character is None:
-        return None
-    line = text.count("\n", 0, bad_character.start()) + 1
-    return InventoryError(
-        Origin(file, line), f"character {ord(bad_character[0]):#06x} is not allowed in YAML"
-    )
-
-
-_YAML_ONLY_BREAKS = re.compile("\r(?!\n)|[\x85\u2028\u2029]")
-"""Line breaks to YAML (a lone CR, NEL, LINE and PARAGRAPH SEPARATOR) that an editor
-does not count: after one of them, PyYAML's marks run ahead of the file's lines."""
-
-
-def renumber_marks(roots: Sequence[Node], text: str) -> None:
-    """Make every mark of the documents composed from `text` count lines as an editor
-    does (newlines before its character index), so FILE:LINE points where the user
-    looks. A file without YAML-only line breaks, the usual one, needs nothing."""
-    if _YAML_ONLY_BREAKS.search(text) is None:
-        return
-    newlines = [match.start() for match in re.finditer("\n", text)]
-    done: set[int] = set()
-    pending = list(roots)
-    while pending:
-        node = pending.pop()
-        if id(node) in done:
-            continue  # an alias: the same node again (or a cycle)
-        done.add(id(node))
-        node.start_mark = _editor_mark(node.start_mark, newlines)
-        node.end_mark = _editor_mark(node.end_mark, newlines)
-        pending.extend(_children(node))
-
-
-def _editor_mark(mark: Mark, newlines: list[int]) -> Mark:
-    # libyaml's marks are read-only: a new one, with the line counted in newlines.
-    line = bisect.bisect_left(newlines, mark.index)
-    return Mark(mark.name, mark.index, line, mark.column, None, 0)  # no buffer: no snippet
-
-
-def compose_error(error: yaml.YAMLError | RecursionError, text: str, file: str) -> InventoryError:
-    """One FILE:LINE error for whatever composing the document raised, its line counted
-    as an editor does. PyYAML marks an error at the end of a file without a final newline
-    one line past the last line: clamp it to a line that exists."""
-    if isinstance(error, RecursionError):
-        return InventoryError(Origin(file, 0), "YAML nested too deeply")
-    if isinstance(error, yaml.MarkedYAMLError):
-        mark = error.problem_mark or error.context_mark
-        last_line = max(1, text.count("\n") + (0 if text.endswith("\n") else 1))
-        line = min(text.count("\n", 0, mark.index) + 1, last_line) if mark is not None else 0
-        return InventoryError(Origin(file, line), f"YAML syntax error: {error.problem}")
-    return InventoryError(Origin(file, 0), f"YAML error: {' '.join(str(error).split())}")
 
 
 def _named(ports: PortSpec, service: str) -> PortSpec:
@@ -142,70 +76,16 @@ def read_yaml_inventory(path: str) -> Iterator[TargetSpec | InventoryError]:
 
 def parse_yaml_inventory(data: bytes, *, file: str) -> Iterator[TargetSpec | InventoryError]:
     """Parse a YAML inventory's bytes into specs and errors, entry by entry."""
-    text = decode_inventory(data, file)
-    if isinstance(text, InventoryError):
-        yield text
+    documents = compose_nodes(data, file, single_document=False)
+    if isinstance(documents, InventoryError):
+        yield documents
         return
-    unreadable = non_printable_error(text, file)
-    if unreadable is not None:
-        yield unreadable
-        return
-    try:
-        documents: list[Node | None] = list(yaml.compose_all(text, Loader=_LOADER))
-    except (yaml.YAMLError, RecursionError) as error:
-        yield compose_error(error, text, file)
-        return
-    renumber_marks([document for document in documents if document is not None], text)
     for document in documents:
-        if document is None or _is_null(document):  # an empty document: nothing to read
-            continue
         problem = graph_problem(document)
         if problem is not None:
-            yield InventoryError(_origin(file, document), problem)
+            yield InventoryError(node_origin(file, document), problem)
             continue
         yield from _Walker(file).document(document)
-
-
-def graph_problem(root: Node) -> str | None:
-    """Why the node graph may not be walked (a cycle, or too big expanded), or None.
-
-    Aliases make the graph a DAG whose expanded size can be exponential in its node
-    count; sizes are computed bottom-up once per distinct node, iteratively so deep
-    nesting cannot exhaust the stack.
-    """
-    sizes: dict[int, int] = {}
-    on_path: set[int] = set()
-    stack: list[tuple[Node, bool]] = [(root, False)]
-    while stack:
-        node, children_done = stack.pop()
-        key = id(node)
-        if children_done:
-            on_path.discard(key)
-            total = 1 + sum(sizes[id(child)] for child in _children(node))
-            sizes[key] = min(total, MAX_NODES + 1)
-            continue
-        if key in sizes:
-            continue
-        if key in on_path:
-            return f"an alias refers to a node that contains it (line {node.start_mark.line + 1})"
-        on_path.add(key)
-        stack.append((node, True))
-        stack.extend((child, False) for child in _children(node) if id(child) not in sizes)
-    if sizes[id(root)] > MAX_NODES:
-        return f"aliases expand to more than {MAX_NODES:,} nodes; refusing to read it"
-    return None
-
-
-def _children(node: Node) -> list[Node]:
-    if isinstance(node, SequenceNode):
-        return list(node.value)
-    if isinstance(node, MappingNode):
-        return [child for pair in node.value for child in pair]
-    return []
-
-
-def _origin(file: str, node: Node) -> Origin:
-    return Origin(file, node.start_mark.line + 1)
 
 
 @dataclass(frozen=True, slots=True)
@@ -244,7 +124,7 @@ class _Walker:
     errors: list[InventoryError] = field(default_factory=list)
 
     def error(self, node: Node, message: str) -> None:
-        self.errors.append(InventoryError(_origin(self.file, node), message))
+        self.errors.append(InventoryError(node_origin(self.file, node), message))
 
     def flush(self) -> Iterator[InventoryError]:
         """The errors collected so far, in line order (keys are checked before values)."""
@@ -257,7 +137,7 @@ class _Walker:
             yield from self.flush()
             return
         defaults = _Settings()
-        if "defaults" in top and not _is_null(top["defaults"]):
+        if "defaults" in top and not is_null(top["defaults"]):
             fields = self.mapping(top["defaults"], _DEFAULTS_KEYS, "defaults")
             defaults = self.settings(fields) if fields is not None else _Settings(broken=True)
         yield from self.flush()
@@ -335,7 +215,7 @@ class _Walker:
         if self.errors:
             return
         labels = tuple(sorted(settings.labels))
-        origin = _origin(self.file, node)
+        origin = node_origin(self.file, node)
         for expect, ports in by_expect.items():
             yield TargetSpec(hosts, ports, expect, labels, pinned, origin)
 
@@ -348,7 +228,7 @@ class _Walker:
         return _Settings(ports, expect, labels, broken=len(self.errors) > errors_before)
 
     def ports(self, node: Node) -> tuple[_PortChoice, ...] | None:
-        if _is_null(node):
+        if is_null(node):
             return None
         items = list(node.value) if isinstance(node, SequenceNode) else [node]
         if not items:
@@ -411,13 +291,13 @@ class _Walker:
             return None
 
     def labels(self, node: Node) -> tuple[tuple[str, str], ...]:
-        if _is_null(node):
+        if is_null(node):
             return ()
         if not isinstance(node, MappingNode):
             self.error(node, "'labels' must be a mapping of name: value")
             return ()
         labels: dict[str, str] = {}
-        for key_node, value_node in self.pairs(node):
+        for key_node, value_node in mapping_pairs(node, self.error):
             key = self.scalar(key_node, "a label name")
             if key is None:
                 continue
@@ -455,14 +335,14 @@ class _Walker:
             kind = "a list" if isinstance(node, SequenceNode) else "a mapping"
             self.error(node, f"{what} must be a single value, not {kind}")
             return None
-        if _is_null(node):
+        if is_null(node):
             self.error(node, f"{what} needs a value")
             return None
         return str(node.value)
 
     def sequence(self, node: Node | None, what: str) -> list[Node]:
         """The items of a list field; a missing or empty field is an empty list."""
-        if node is None or _is_null(node):
+        if node is None or is_null(node):
             return []
         if not isinstance(node, SequenceNode):
             self.error(node, f"'{what}' must be a list")
@@ -475,7 +355,7 @@ class _Walker:
             self.error(node, f"{where} must be a mapping")
             return None
         fields: dict[str, Node] = {}
-        for key_node, value_node in self.pairs(node):
+        for key_node, value_node in mapping_pairs(node, self.error):
             key = self.scalar(key_node, "a key")
             if key is None:
                 continue
@@ -486,53 +366,3 @@ class _Walker:
                 continue
             fields[key] = value_node
         return fields
-
-    def pairs(self, node: MappingNode, depth: int = 0) -> list[tuple[Node, Node]]:
-        """The key/value pairs with `<<` merges applied; reports duplicate keys.
-
-        Keys written in the mapping win over merged ones, and earlier merge sources over
-        later ones, as the YAML merge-key spec says; those overrides are not duplicates.
-        """
-        explicit: dict[str, Node] = {}
-        pairs: list[tuple[Node, Node]] = []
-        merged: list[tuple[Node, Node]] = []
-        for key_node, value_node in node.value:
-            if key_node.tag == _MERGE_TAG:
-                merged.extend(self.merge_sources(value_node, depth))
-                continue
-            if isinstance(key_node, ScalarNode):
-                first = explicit.get(key_node.value)
-                if first is not None:
-                    self.error(
-                        key_node,
-                        f"duplicate key {key_node.value!r}"
-                        f" (first at line {first.start_mark.line + 1})",
-                    )
-                    continue
-                explicit[key_node.value] = key_node
-            pairs.append((key_node, value_node))
-        seen = set(explicit)
-        for key_node, value_node in merged:
-            if isinstance(key_node, ScalarNode):
-                if key_node.value in seen:
-                    continue
-                seen.add(key_node.value)
-            pairs.append((key_node, value_node))
-        return pairs
-
-    def merge_sources(self, node: Node, depth: int) -> list[tuple[Node, Node]]:
-        if depth >= _MAX_MERGE_DEPTH:
-            self.error(node, "'<<' merges nested too deeply")
-            return []
-        sources = list(node.value) if isinstance(node, SequenceNode) else [node]
-        merged: list[tuple[Node, Node]] = []
-        for source in sources:
-            if not isinstance(source, MappingNode):
-                self.error(source, "'<<' must merge a mapping or a list of mappings")
-                continue
-            merged.extend(self.pairs(source, depth + 1))
-        return merged
-
-
-def _is_null(node: Node) -> bool:
-    return isinstance(node, ScalarNode) and node.tag == _NULL_TAG

@@ -51,7 +51,8 @@ from scanner.inventory import (
 )
 from scanner.inventory.ansible import parse_ansible_inventory
 from scanner.inventory.textfile import parse_text_lines
-from scanner.inventory.yamlfile import MAX_NODES, parse_yaml_inventory
+from scanner.inventory.yamlfile import parse_yaml_inventory
+from scanner.inventory.yamlnodes import MAX_NODES
 
 pytestmark = pytest.mark.hostile
 

@@ -9,7 +9,7 @@ import pytest
 import yaml
 
 from scanner.core.model import Endpoint, Expect, Origin, Proto
-from scanner.inventory import InventoryError, TargetSpec, read_inventory, yamlfile
+from scanner.inventory import InventoryError, TargetSpec, read_inventory, yamlnodes
 from scanner.inventory.yamlfile import parse_yaml_inventory
 
 TCP, UDP = Proto.TCP, Proto.UDP
@@ -543,7 +543,7 @@ def test_deeply_nested_garbage_is_an_error_not_a_crash(
 ) -> None:
     if not hasattr(yaml, loader):
         pytest.skip(f"PyYAML without {loader}")
-    monkeypatch.setattr(yamlfile, "_LOADER", getattr(yaml, loader))
+    monkeypatch.setattr(yamlnodes, "LOADER", getattr(yaml, loader))
     result = parse(garbage)
     assert result
     assert all(isinstance(item, InventoryError) for item in result)

@@ -27,25 +27,20 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-import yaml
 from yaml.constructor import ConstructorError, SafeConstructor
 from yaml.nodes import MappingNode, Node, ScalarNode
 
-from scanner.core.errors import InventoryError, SpecError, decode_inventory
-from scanner.core.model import Origin
+from scanner.core.errors import InventoryError, SpecError
 from scanner.inventory.ansible.ranges import expand_host_pattern
 from scanner.inventory.ansible.tree import InventoryTree, OpaqueValue, Variable
-from scanner.inventory.yamlfile import (
-    compose_error,
+from scanner.inventory.yamlnodes import (
+    NULL_TAG,
+    compose_nodes,
     graph_problem,
-    non_printable_error,
-    renumber_marks,
+    is_null,
+    node_origin,
 )
 
-_LOADER: type[yaml.SafeLoader] | type[yaml.CSafeLoader] = getattr(
-    yaml, "CSafeLoader", yaml.SafeLoader
-)
-_NULL_TAG = "tag:yaml.org,2002:null"
 _STRING_TAG = "tag:yaml.org,2002:str"
 _UNSAFE_TAG = "!unsafe"  # Ansible: a string never templated; to reachscan, a string
 _GROUP_KEYS = ("hosts", "vars", "children")
@@ -55,22 +50,15 @@ _GROUP_HELP = "a group is a mapping with 'hosts', 'vars' and 'children'"
 def parse_yaml_inventory(data: bytes, *, file: str) -> tuple[InventoryTree, list[InventoryError]]:
     """The tree an Ansible YAML inventory declares, and its errors in line order."""
     tree = InventoryTree(file)
-    text = decode_inventory(data, file)
-    if isinstance(text, InventoryError):
-        return tree, [text]
-    unreadable = non_printable_error(text, file)
-    if unreadable is not None:
-        return tree, [unreadable]
-    try:
-        root = yaml.compose(text, Loader=_LOADER)
-    except (yaml.YAMLError, RecursionError) as error:
-        return tree, [compose_error(error, text, file)]
-    if root is None or _is_null(root):
+    roots = compose_nodes(data, file, single_document=True)
+    if isinstance(roots, InventoryError):
+        return tree, [roots]
+    if not roots:  # an empty document: nothing to read
         return tree, []
-    renumber_marks([root], text)
+    (root,) = roots
     problem = graph_problem(root)
     if problem is not None:
-        return tree, [InventoryError(_origin(file, root), problem)]
+        return tree, [InventoryError(node_origin(file, root), problem)]
     walker = _Walker(file, tree)
     walker.document(root)
     return tree, sorted(walker.errors, key=lambda error: error.origin.line)
@@ -84,7 +72,7 @@ class _Walker:
     constructor: SafeConstructor = field(default_factory=SafeConstructor)
 
     def error(self, node: Node, message: str) -> None:
-        self.errors.append(InventoryError(_origin(self.file, node), message))
+        self.errors.append(InventoryError(node_origin(self.file, node), message))
 
     def document(self, root: Node) -> None:
         if not isinstance(root, MappingNode):
@@ -105,11 +93,11 @@ class _Walker:
                 self.group(name, value_node, key_node, parent=None)
 
     def group(self, name: str, node: Node, key_node: Node, *, parent: str | None) -> None:
-        origin = _origin(self.file, key_node)
+        origin = node_origin(self.file, key_node)
         self.tree.add_group(name, origin)
         if parent is not None:
             self.tree.add_child(parent, name, origin)
-        if _is_null(node):
+        if is_null(node):
             return
         if not isinstance(node, MappingNode):
             self.error(node, f"group {name!r} is not a mapping; {_GROUP_HELP}")
@@ -143,7 +131,9 @@ class _Walker:
                     if variable_name is None:
                         self.tree.mark_group_broken(name)
                     else:
-                        variable = Variable(self.value(entry_value), _origin(self.file, entry_key))
+                        variable = Variable(
+                            self.value(entry_value), node_origin(self.file, entry_key)
+                        )
                         self.tree.set_group_variable(name, variable_name, variable)
 
     def hosts(self, key_node: Node, value_node: Node, group: str) -> None:
@@ -155,10 +145,10 @@ class _Walker:
         except SpecError as error:
             self.error(key_node, str(error))
             return
-        origin = _origin(self.file, key_node)
+        origin = node_origin(self.file, key_node)
         for host in names:
             self.tree.add_host(host, group, origin)
-        if _is_null(value_node):
+        if is_null(value_node):
             return
         if not isinstance(value_node, MappingNode):
             self.error(value_node, f"the variables of {pattern!r} must be a mapping of name: value")
@@ -171,7 +161,7 @@ class _Walker:
                 for host in names:
                     self.tree.mark_host_broken(host)
                 continue
-            variable = Variable(self.value(variable_value), _origin(self.file, variable_key))
+            variable = Variable(self.value(variable_value), node_origin(self.file, variable_key))
             for host in names:
                 self.tree.set_host_variable(host, variable_name, variable)
 
@@ -179,10 +169,10 @@ class _Walker:
         self, node: Node, section: str, group: str
     ) -> list[tuple[Node, Node]] | None:
         """A section's (key, value) pairs; a lone string `x` means `{x: null}` (Ansible)."""
-        if _is_null(node):
+        if is_null(node):
             return []
         if isinstance(node, ScalarNode):
-            return [(node, ScalarNode(_NULL_TAG, "", node.start_mark, node.end_mark))]
+            return [(node, ScalarNode(NULL_TAG, "", node.start_mark, node.end_mark))]
         if not isinstance(node, MappingNode):
             self.error(node, f"'{section}' of group {group!r} must be a mapping")
             return None
@@ -198,7 +188,7 @@ class _Walker:
 
     def name(self, node: Node, what: str) -> str | None:
         """A key that must be a string: YAML would make `1:` a number and `yes:` true."""
-        if not isinstance(node, ScalarNode) or _is_null(node):
+        if not isinstance(node, ScalarNode) or is_null(node):
             self.error(node, f"{what} must be a string")
             return None
         if node.tag not in (_STRING_TAG, _UNSAFE_TAG):
@@ -215,11 +205,3 @@ class _Walker:
             # A failed construction leaves the constructor mid-walk; start a fresh one.
             self.constructor = SafeConstructor()
             return OpaqueValue(f"a {node.tag} value")
-
-
-def _is_null(node: Node) -> bool:
-    return isinstance(node, ScalarNode) and node.tag == _NULL_TAG
-
-
-def _origin(file: str, node: Node) -> Origin:
-    return Origin(file, node.start_mark.line + 1)
