@@ -83,12 +83,6 @@ def reachscan(dns_responder: DnsResponder, hosts_file: HostsFileFactory) -> Reac
     return Reachscan(hosts_file=hosts_file({}), nameserver=dns_responder.address_text)
 
 
-@pytest.fixture
-def services() -> Iterator[LoopbackServices]:
-    with LoopbackServices() as running:
-        yield running
-
-
 def write_inventory(directory: Path, hosts: Sequence[Mapping[str, object]]) -> Path:
     """A YAML inventory of these host entries; every endpoint is expected open."""
     path = directory / "inventory.yaml"

@@ -22,7 +22,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Literal
 
@@ -48,17 +48,6 @@ SILENT_UDP = ("open|filtered", "no-response")
 IS_ROOT = os.geteuid() == 0
 
 # --- running the command -----------------------------------------------------------------
-
-
-@pytest.fixture
-def reachscan(dns_responder: DnsResponder, hosts_file: HostsFileFactory) -> Reachscan:
-    return Reachscan(hosts_file=hosts_file({}), nameserver=dns_responder.address_text)
-
-
-@pytest.fixture
-def services() -> Iterator[LoopbackServices]:
-    with LoopbackServices() as running:
-        yield running
 
 
 def no_traceback(stderr: str) -> None:

@@ -1,7 +1,8 @@
-"""Plain pytest fixtures for DNS tests: a running responder and hosts-file factory.
+"""Plain pytest fixtures the suites share: a running DNS responder, a hosts-file factory,
+the CLI with safe resolver sources (`reachscan`) and loopback listeners (`services`).
 
 tests/conftest.py loads this module as a plugin (`pytest_plugins`), so every test can ask
-for `dns_responder` and `hosts_file` by name.
+for `dns_responder`, `hosts_file`, `reachscan` and `services` by name.
 """
 
 from __future__ import annotations
@@ -11,7 +12,9 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.cli import Reachscan
 from tests.support.dns_responder import DnsResponder
+from tests.support.listeners import LoopbackServices
 
 HostsFileFactory = Callable[[Mapping[str, Sequence[str]] | str], str]
 """Writes a hosts file and returns its path: from a mapping name -> addresses (one
@@ -43,3 +46,14 @@ def hosts_file(tmp_path: Path) -> HostsFileFactory:
         return str(path)
 
     return write
+
+
+@pytest.fixture
+def reachscan(dns_responder: DnsResponder, hosts_file: HostsFileFactory) -> Reachscan:
+    return Reachscan(hosts_file=hosts_file({}), nameserver=dns_responder.address_text)
+
+
+@pytest.fixture
+def services() -> Iterator[LoopbackServices]:
+    with LoopbackServices() as running:
+        yield running
