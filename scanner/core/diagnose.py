@@ -34,9 +34,10 @@ than a TCP reset, a firewall REJECT rule produced it (see classify.py), and the 
 says to look at the firewall too.
 
 Confidence is a rough probability that the cause is right, fixed per rule and written next
-to the rule's return value with its reason. Evidence values are JSON-native (str, int,
-float, bool, None, tuples of those), so `Cause` stays hashable and every output can
-serialise it. The keys each kind produces are documented on its rule function.
+to the rule's return value with its reason. The evidence of each kind is a frozen record
+declared in core/model.py (`StaleAddressEvidence`, ...): its fields are JSON-native (str,
+int, float, bool, None, string enums, tuples of those), so `Cause` stays hashable and
+every output can serialise it.
 
 Filtered endpoints get a simpler description (`describe_filtered`): who sent the verdict,
 if anyone, and where to look.
@@ -48,24 +49,31 @@ import ipaddress
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from enum import StrEnum
 from types import MappingProxyType
 
 from scanner.core.errors import SpecError
-from scanner.core.model import Cause, Proto, Reason, ResolvedVia, Result, State
+from scanner.core.model import (
+    AddressFamilyEvidence,
+    BoundElsewhereEvidence,
+    Cause,
+    CauseKind,
+    FilteredEvidence,
+    Proto,
+    Reason,
+    Relation,
+    ResolvedVia,
+    Result,
+    ServiceDownEvidence,
+    StaleAddressEvidence,
+    State,
+    UnknownEvidence,
+    WrongHostEvidence,
+    WrongPortEvidence,
+)
 from scanner.core.services import lookup_service
 
 MIN_PORT = 1
 MAX_PORT = 65535
-
-
-class Relation(StrEnum):
-    """How a related port relates to the expected one; the order is most specific first."""
-
-    BYTE_SWAPPED = "byte-swapped"  # htons/ntohs missing on either end: 8080 <-> 36895
-    REGISTERED = "registered-port"  # the registered port of the service the inventory named
-    ALTERNATE = "alternate"  # well-known alternates, from ALTERNATES
-    ADJACENT = "adjacent"  # port +-1
 
 
 RELATION_ORDER: tuple[Relation, ...] = tuple(Relation)
@@ -109,8 +117,8 @@ class LocalListener:
 
 
 @dataclass(frozen=True, slots=True)
-class History:
-    """What earlier runs saw of this endpoint (epoch seconds)."""
+class PastObservations:
+    """What earlier runs (the history) saw of this endpoint (epoch seconds)."""
 
     last_open: float | None  # the last time this endpoint was open
     first_refused: float | None  # the start of the current run of refusals
@@ -132,7 +140,7 @@ class Evidence:
     probed_ports: tuple[int, ...]  # every tcp port of this address probed in this run
     is_local_address: bool  # the address belongs to this machine
     local_listeners: tuple[LocalListener, ...]  # listeners for this port, on any address
-    history: History | None  # None until history exists
+    history: PastObservations | None  # None until history exists
     budget_exhausted: bool  # follow-ups were cut short by the per-run budget
 
 
@@ -207,23 +215,14 @@ def _registered_port(service: str | None) -> int | None:
 
 # --- diagnosis ----------------------------------------------------------------------------
 
-KIND_STALE_ADDRESS = "stale-address"
-KIND_ADDRESS_FAMILY = "address-family"
-KIND_BOUND_ELSEWHERE = "bound-elsewhere"
-KIND_WRONG_PORT = "wrong-port"
-KIND_SERVICE_DOWN = "service-down"
-KIND_WRONG_HOST = "wrong-host"
-KIND_UNKNOWN = "unknown"
-KIND_FILTERED = "filtered"
-
-REFUSAL_KINDS: tuple[str, ...] = (
-    KIND_STALE_ADDRESS,
-    KIND_ADDRESS_FAMILY,
-    KIND_BOUND_ELSEWHERE,
-    KIND_WRONG_PORT,
-    KIND_SERVICE_DOWN,
-    KIND_WRONG_HOST,
-    KIND_UNKNOWN,
+REFUSAL_KINDS: tuple[CauseKind, ...] = (
+    CauseKind.STALE_ADDRESS,
+    CauseKind.ADDRESS_FAMILY,
+    CauseKind.BOUND_ELSEWHERE,
+    CauseKind.WRONG_PORT,
+    CauseKind.SERVICE_DOWN,
+    CauseKind.WRONG_HOST,
+    CauseKind.UNKNOWN,
 )
 """Every kind `diagnose` returns, in precedence order (most specific first)."""
 
@@ -253,7 +252,7 @@ def diagnose(evidence: Evidence) -> Cause:
 
 
 def _stale_address(evidence: Evidence) -> Cause | None:
-    """Evidence: name, probed_address, resolved_via, fresh_addresses, answered, port."""
+    """Evidence: `StaleAddressEvidence`."""
     result = evidence.result
     address = result.address
     if evidence.name is None or address is None or not evidence.fresh_dns:
@@ -283,17 +282,16 @@ def _stale_address(evidence: Evidence) -> Cause | None:
             f"the old record; compare {lookups} and the record's TTL"
         )
     return Cause(
-        kind=KIND_STALE_ADDRESS,
         # A fresh answer that differs and accepts where the old one refuses is close to
         # proof; the rest is the chance that both addresses are meant to serve.
         confidence=0.9,
-        evidence=(
-            ("name", name),
-            ("probed_address", address),
-            ("resolved_via", result.resolved_via.value),
-            ("fresh_addresses", tuple(evidence.fresh_dns)),
-            ("answered", answered),
-            ("port", port),
+        evidence=StaleAddressEvidence(
+            name=name,
+            probed_address=address,
+            resolved_via=result.resolved_via,
+            fresh_addresses=tuple(evidence.fresh_dns),
+            answered=answered,
+            port=port,
         ),
         advice=(
             f"{name} now resolves to {fresh} and {', '.join(answered)} accepts on port {port}; "
@@ -306,7 +304,7 @@ _STALE_SOURCES = frozenset({ResolvedVia.HOSTS_FILE, ResolvedVia.PINNED, Resolved
 
 
 def _address_family(evidence: Evidence) -> Cause | None:
-    """Evidence: name, probed_address, family, answered, answered_family, port."""
+    """Evidence: `AddressFamilyEvidence`."""
     result = evidence.result
     address = result.address
     answered = tuple(check for check in evidence.other_family_checks if check.state is State.OPEN)
@@ -320,16 +318,15 @@ def _address_family(evidence: Evidence) -> Cause | None:
     others = ", ".join(check.address for check in answered)
     ss_command = _ss(result.endpoint.proto, port)
     return Cause(
-        kind=KIND_ADDRESS_FAMILY,
         # The other family answering on the very same port leaves little else to blame.
         confidence=0.9,
-        evidence=(
-            ("name", name),
-            ("probed_address", address),
-            ("family", family),
-            ("answered", tuple(check.address for check in answered)),
-            ("answered_family", other_family),
-            ("port", port),
+        evidence=AddressFamilyEvidence(
+            name=name,
+            probed_address=address,
+            family=family,
+            answered=tuple(check.address for check in answered),
+            answered_family=other_family,
+            port=port,
         ),
         advice=(
             f"{name} accepts on port {port} over IPv{other_family} ({others}) but refuses over "
@@ -342,7 +339,7 @@ def _address_family(evidence: Evidence) -> Cause | None:
 
 
 def _bound_elsewhere(evidence: Evidence) -> Cause | None:
-    """Evidence: probed_address, port, bound_addresses, processes."""
+    """Evidence: `BoundElsewhereEvidence`."""
     result = evidence.result
     address = result.address
     if address is None or not evidence.is_local_address:
@@ -361,15 +358,14 @@ def _bound_elsewhere(evidence: Evidence) -> Cause | None:
     who = ", ".join(known_owners) if known_owners else "a process we cannot see"
     wildcard = _WILDCARD_FOR_FAMILY[_family(address)]
     return Cause(
-        kind=KIND_BOUND_ELSEWHERE,
         # The kernel's own table shows the port owned on another address; only a rebind
         # racing with the scan could make this wrong.
         confidence=0.95,
-        evidence=(
-            ("probed_address", address),
-            ("port", endpoint.port),
-            ("bound_addresses", bound),
-            ("processes", owners),
+        evidence=BoundElsewhereEvidence(
+            probed_address=address,
+            port=endpoint.port,
+            bound_addresses=bound,
+            processes=owners,
         ),
         advice=(
             f"{who} listens on {', '.join(bound)} only, so connections to "
@@ -381,7 +377,7 @@ def _bound_elsewhere(evidence: Evidence) -> Cause | None:
 
 
 def _wrong_port(evidence: Evidence) -> Cause | None:
-    """Evidence: expected_port, answered_port, relation, also_answered."""
+    """Evidence: `WrongPortEvidence`."""
     answered = [check for check in evidence.related_port_checks if check.state is State.OPEN]
     if not answered:
         return None
@@ -390,13 +386,12 @@ def _wrong_port(evidence: Evidence) -> Cause | None:
     endpoint = evidence.result.endpoint
     host = _host_label(evidence)
     return Cause(
-        kind=KIND_WRONG_PORT,
         confidence=_WRONG_PORT_CONFIDENCE[best.relation],  # see the table for the reasons
-        evidence=(
-            ("expected_port", endpoint.port),
-            ("answered_port", best.port),
-            ("relation", best.relation.value),
-            ("also_answered", tuple(check.port for check in answered[1:])),
+        evidence=WrongPortEvidence(
+            expected_port=endpoint.port,
+            answered_port=best.port,
+            relation=best.relation,
+            also_answered=tuple(check.port for check in answered[1:]),
         ),
         advice=_wrong_port_advice(host, endpoint.port, best, endpoint.service, endpoint.proto),
     )
@@ -429,7 +424,7 @@ def _wrong_port_advice(
 
 
 def _service_down(evidence: Evidence) -> Cause | None:
-    """Evidence: address, port, alive_ports, local, last_open, first_refused."""
+    """Evidence: `ServiceDownEvidence`."""
     result = evidence.result
     history = evidence.history
     alive_ports = tuple(sorted(set(evidence.alive_ports) - {result.endpoint.port}))
@@ -448,21 +443,17 @@ def _service_down(evidence: Evidence) -> Cause | None:
     first_refused = history.first_refused if history is not None else None
     if first_refused is None and last_open is not None:
         first_refused = result.ts
-    facts: list[tuple[str, object]] = [
-        ("address", result.address),
-        ("port", result.endpoint.port),
-        ("alive_ports", alive_ports),
-        ("local", evidence.is_local_address),
-        ("refusal", result.reason.value),
-    ]
-    if last_open is not None:
-        facts.append(("last_open", iso_utc(last_open)))
-    if first_refused is not None:
-        facts.append(("first_refused", iso_utc(first_refused)))
     return Cause(
-        kind=KIND_SERVICE_DOWN,
         confidence=confidence,
-        evidence=tuple(facts),
+        evidence=ServiceDownEvidence(
+            address=result.address,
+            port=result.endpoint.port,
+            alive_ports=alive_ports,
+            local=evidence.is_local_address,
+            refusal=result.reason,
+            last_open=None if last_open is None else iso_utc(last_open),
+            first_refused=None if first_refused is None else iso_utc(first_refused),
+        ),
         advice=_service_down_advice(evidence, alive_ports, last_open, first_refused),
     )
 
@@ -500,7 +491,7 @@ def _service_down_advice(
 
 
 def _wrong_host(evidence: Evidence) -> Cause | None:
-    """Evidence: address, ports_probed, refusal."""
+    """Evidence: `WrongHostEvidence`."""
     result = evidence.result
     if evidence.alive_ports or evidence.is_local_address:
         return None
@@ -520,14 +511,11 @@ def _wrong_host(evidence: Evidence) -> Cause | None:
     else:
         check = f"check the address {result.address} in the inventory"
     return Cause(
-        kind=KIND_WRONG_HOST,
         # A machine that refuses everything may be the right one with its services down
         # (service-down without history looks the same), so only moderately sure.
         confidence=0.4 if evidence.budget_exhausted else 0.6,
-        evidence=(
-            ("address", result.address),
-            ("ports_probed", tried),
-            ("refusal", result.reason.value),
+        evidence=WrongHostEvidence(
+            address=result.address, ports_probed=tried, refusal=result.reason
         ),
         advice=(
             f"{host} accepts on none of the ports tried ({_port_list(tried)}): a machine "
@@ -538,7 +526,7 @@ def _wrong_host(evidence: Evidence) -> Cause | None:
 
 
 def _unknown(evidence: Evidence) -> Cause:
-    """Evidence: tried, budget_exhausted, fresh_dns_failure."""
+    """Evidence: `UnknownEvidence`."""
     tried = _what_was_tried(evidence)
     host = _host_label(evidence)
     port = evidence.result.endpoint.port
@@ -547,13 +535,12 @@ def _unknown(evidence: Evidence) -> Cause:
     else:
         why = "the checks found nothing that explains it"
     return Cause(
-        kind=KIND_UNKNOWN,
         # Nothing supports any cause; with the budget exhausted, more probing might have.
         confidence=0.1 if evidence.budget_exhausted else 0.0,
-        evidence=(
-            ("tried", tried),
-            ("budget_exhausted", evidence.budget_exhausted),
-            ("fresh_dns_failure", evidence.fresh_dns_failure),
+        evidence=UnknownEvidence(
+            tried=tried,
+            budget_exhausted=evidence.budget_exhausted,
+            fresh_dns_failure=evidence.fresh_dns_failure,
         ),
         advice=(
             f"{host} refuses port {port} and {why}; on the host, "
@@ -660,21 +647,16 @@ def who_filtered(result: Result, local_addresses: Iterable[str] = ()) -> str:
 def describe_filtered(result: Result, *, local_addresses: Iterable[str] = ()) -> Cause:
     """The cause for a filtered endpoint that was expected open.
 
-    Evidence: reason, offender (the ICMP sender's address, or None), who (WHO_*).
+    Evidence: `FilteredEvidence` (who: one of WHO_*).
     `local_addresses` lets an offender that is this machine be named as such; without
     them it counts as a router.
     """
     who = who_filtered(result, local_addresses)
     return Cause(
-        kind=KIND_FILTERED,
         # An ICMP error names its sender, so the "where" is solid; silence could be a drop
         # anywhere on the path, or a UDP service that does not answer this probe.
         confidence=0.5 if result.offender is None else 0.8,
-        evidence=(
-            ("reason", result.reason.value),
-            ("offender", result.offender),
-            ("who", who),
-        ),
+        evidence=FilteredEvidence(reason=result.reason, offender=result.offender, who=who),
         advice=_filtered_advice(result, who),
     )
 

@@ -10,7 +10,7 @@ import ipaddress
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 
-from scanner.core.diagnose import History
+from scanner.core.diagnose import PastObservations
 from scanner.core.model import (
     Endpoint,
     Expect,
@@ -23,9 +23,10 @@ from scanner.core.model import (
 )
 
 ProbeKey = tuple[str, int, Proto]
-Observation = tuple[State, Reason]
-ProbeRunner = Callable[[Sequence[Target]], Awaitable[dict[ProbeKey, Observation]]]
-HistoryLookup = Callable[[str, str, int, Proto], History | None]
+ProbeAnswer = tuple[State, Reason]
+"""What one probe of an address and port answered: its state and the reason for it."""
+ProbeRunner = Callable[[Sequence[Target]], Awaitable[dict[ProbeKey, ProbeAnswer]]]
+HistoryLookup = Callable[[str, str, int, Proto], PastObservations | None]
 """(host, address, port, proto) -> what earlier runs saw of that endpoint (None: the
 history could not say, e.g. it failed during the diagnosis)."""
 
@@ -56,8 +57,8 @@ class ScanIndex:
     """
 
     limit: int = 1_000_000
-    by_address: dict[str, dict[tuple[int, Proto], Observation]] = field(default_factory=dict)
-    by_endpoint: dict[tuple[str, int, Proto], list[tuple[str, Observation]]] = field(
+    by_address: dict[str, dict[tuple[int, Proto], ProbeAnswer]] = field(default_factory=dict)
+    by_endpoint: dict[tuple[str, int, Proto], list[tuple[str, ProbeAnswer]]] = field(
         default_factory=dict
     )
     size: int = 0
@@ -72,13 +73,13 @@ class ScanIndex:
             key = (endpoint.host, endpoint.port, endpoint.proto)
             self.by_endpoint.setdefault(key, []).append((result.address, observation))
 
-    def record(self, address: str, port: int, proto: Proto, observation: Observation) -> None:
+    def record(self, address: str, port: int, proto: Proto, observation: ProbeAnswer) -> None:
         ports = self.by_address.setdefault(address, {})
         if (port, proto) not in ports:
             self.size += 1
         ports[(port, proto)] = observation
 
-    def observed(self, address: str, port: int, proto: Proto) -> Observation | None:
+    def observed(self, address: str, port: int, proto: Proto) -> ProbeAnswer | None:
         ports = self.by_address.get(address)
         return None if ports is None else ports.get((port, proto))
 
@@ -96,7 +97,7 @@ class ScanIndex:
         ports = self.by_address.get(address, {})
         return tuple(sorted(port for port, proto in ports if proto is Proto.TCP))
 
-    def other_addresses(self, endpoint: Endpoint, address: str) -> list[tuple[str, Observation]]:
+    def other_addresses(self, endpoint: Endpoint, address: str) -> list[tuple[str, ProbeAnswer]]:
         key = (endpoint.host, endpoint.port, endpoint.proto)
         return [entry for entry in self.by_endpoint.get(key, []) if entry[0] != address]
 

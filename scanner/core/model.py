@@ -7,8 +7,11 @@ outputs see only `Result`, never a socket.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
 from enum import Enum, StrEnum
+from types import MappingProxyType
+from typing import ClassVar
 
 
 class Proto(StrEnum):
@@ -194,14 +197,187 @@ class Verdict:
     reason: Reason
 
 
+class CauseKind(StrEnum):
+    """Why an endpoint is not as expected, as the diagnosis decides it (core/diagnose.py).
+
+    The values are what every output writes (JSON Lines, the report, Prometheus labels,
+    the history), so they never change spelling.
+    """
+
+    STALE_ADDRESS = "stale-address"
+    ADDRESS_FAMILY = "address-family"
+    BOUND_ELSEWHERE = "bound-elsewhere"
+    WRONG_PORT = "wrong-port"
+    SERVICE_DOWN = "service-down"
+    WRONG_HOST = "wrong-host"
+    UNKNOWN = "unknown"
+    FILTERED = "filtered"
+
+
+class Relation(StrEnum):
+    """How a related port relates to the expected one; the order is most specific first."""
+
+    BYTE_SWAPPED = "byte-swapped"  # htons/ntohs missing on either end: 8080 <-> 36895
+    REGISTERED = "registered-port"  # the registered port of the service the inventory named
+    ALTERNATE = "alternate"  # well-known alternates, from ALTERNATES
+    ADJACENT = "adjacent"  # port +-1
+
+
+# --- the evidence each cause kind carries ---------------------------------------------------
+#
+# One record per kind, its fields declared once (as zmap's probe modules declare theirs):
+# the diagnosis fills them, the outputs read them as attributes. `pairs()` gives the fields
+# in declaration order as (name, JSON-native value) pairs, which is the `evidence` object of
+# the JSON Lines record; a field listed in `OMITTED_WHEN_NONE` is left out while it is None.
+
+
+@dataclass(frozen=True, slots=True)
+class _EvidenceFields:
+    KIND: ClassVar[CauseKind]
+    OMITTED_WHEN_NONE: ClassVar[frozenset[str]] = frozenset()
+
+    def pairs(self) -> tuple[tuple[str, object], ...]:
+        values = ((item.name, getattr(self, item.name)) for item in fields(self))
+        return tuple(
+            (name, value)
+            for name, value in values
+            if not (value is None and name in self.OMITTED_WHEN_NONE)
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class StaleAddressEvidence(_EvidenceFields):
+    """A fresh DNS answer no longer gives the probed address, and an address it gives accepts."""
+
+    KIND: ClassVar[CauseKind] = CauseKind.STALE_ADDRESS
+    name: str
+    probed_address: str
+    resolved_via: ResolvedVia  # where the stale copy came from
+    fresh_addresses: tuple[str, ...]  # what DNS gives now
+    answered: tuple[str, ...]  # the fresh addresses that accept on the port
+    port: int
+
+
+@dataclass(frozen=True, slots=True)
+class AddressFamilyEvidence(_EvidenceFields):
+    """The name's addresses of the other family accept on the same port."""
+
+    KIND: ClassVar[CauseKind] = CauseKind.ADDRESS_FAMILY
+    name: str
+    probed_address: str
+    family: int  # 4 or 6: the family of the probed address
+    answered: tuple[str, ...]  # addresses of the other family that accept
+    answered_family: int
+    port: int
+
+
+@dataclass(frozen=True, slots=True)
+class BoundElsewhereEvidence(_EvidenceFields):
+    """A listener on this machine owns the port on other addresses only."""
+
+    KIND: ClassVar[CauseKind] = CauseKind.BOUND_ELSEWHERE
+    probed_address: str
+    port: int
+    bound_addresses: tuple[str, ...]  # `address:port` of each listener
+    processes: tuple[str, ...]  # their owners, as far as we can see them
+
+
+@dataclass(frozen=True, slots=True)
+class WrongPortEvidence(_EvidenceFields):
+    """A related port on the same address accepts."""
+
+    KIND: ClassVar[CauseKind] = CauseKind.WRONG_PORT
+    expected_port: int
+    answered_port: int  # the most specific related port that accepts
+    relation: Relation
+    also_answered: tuple[int, ...]  # the other related ports that accept
+
+
+@dataclass(frozen=True, slots=True)
+class ServiceDownEvidence(_EvidenceFields):
+    """The host is alive and nothing related answers."""
+
+    KIND: ClassVar[CauseKind] = CauseKind.SERVICE_DOWN
+    OMITTED_WHEN_NONE: ClassVar[frozenset[str]] = frozenset({"last_open", "first_refused"})
+    address: str | None
+    port: int
+    alive_ports: tuple[int, ...]  # other ports of the address open in this run
+    local: bool  # the address is this machine's
+    refusal: Reason
+    last_open: str | None = None  # ISO 8601 UTC: the last time the endpoint was open
+    first_refused: str | None = None  # ISO 8601 UTC: when the current refusals began
+
+
+@dataclass(frozen=True, slots=True)
+class WrongHostEvidence(_EvidenceFields):
+    """Nothing on the address ever accepted on any port tried."""
+
+    KIND: ClassVar[CauseKind] = CauseKind.WRONG_HOST
+    address: str | None
+    ports_probed: tuple[int, ...]
+    refusal: Reason
+
+
+@dataclass(frozen=True, slots=True)
+class UnknownEvidence(_EvidenceFields):
+    """No rule fits: what was tried."""
+
+    KIND: ClassVar[CauseKind] = CauseKind.UNKNOWN
+    tried: tuple[str, ...]
+    budget_exhausted: bool
+    fresh_dns_failure: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class FilteredEvidence(_EvidenceFields):
+    """Who stopped a filtered endpoint, as far as the ICMP sender tells."""
+
+    KIND: ClassVar[CauseKind] = CauseKind.FILTERED
+    reason: Reason
+    offender: str | None  # the ICMP sender's address; None when nothing answered
+    who: str  # WHO_* in core/diagnose.py: target, router, this machine, unknown
+
+
+CauseEvidence = (
+    StaleAddressEvidence
+    | AddressFamilyEvidence
+    | BoundElsewhereEvidence
+    | WrongPortEvidence
+    | ServiceDownEvidence
+    | WrongHostEvidence
+    | UnknownEvidence
+    | FilteredEvidence
+)
+
+EVIDENCE_TYPES: Mapping[CauseKind, type[CauseEvidence]] = MappingProxyType(
+    {
+        evidence_type.KIND: evidence_type
+        for evidence_type in (
+            StaleAddressEvidence,
+            AddressFamilyEvidence,
+            BoundElsewhereEvidence,
+            WrongPortEvidence,
+            ServiceDownEvidence,
+            WrongHostEvidence,
+            UnknownEvidence,
+            FilteredEvidence,
+        )
+    }
+)
+"""The evidence record of each kind."""
+
+
 @dataclass(frozen=True, slots=True)
 class Cause:
     """Why an endpoint that should be reachable is not (filled by the diagnosis)."""
 
-    kind: str
     confidence: float
-    evidence: tuple[tuple[str, object], ...]
+    evidence: CauseEvidence
     advice: str
+
+    @property
+    def kind(self) -> CauseKind:
+        return self.evidence.KIND
 
 
 @dataclass(frozen=True, slots=True)

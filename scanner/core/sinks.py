@@ -10,13 +10,15 @@ names and types users script against are defined once, here.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, fields
 from datetime import UTC, datetime
+from enum import Enum
 from functools import lru_cache
-from typing import Protocol
+from types import UnionType
+from typing import Protocol, cast, get_args, get_origin, get_type_hints
 
-from scanner.core.model import Cause, Result, State
+from scanner.core.model import EVIDENCE_TYPES, Cause, CauseEvidence, CauseKind, Result, State
 
 
 @dataclass(frozen=True, slots=True)
@@ -139,13 +141,76 @@ def result_to_record(result: Result) -> dict[str, object]:
 
 
 def cause_to_record(cause: Cause) -> dict[str, object]:
-    """A cause as JSON Lines records it (and the history stores it, in `results.cause`)."""
+    """A cause as JSON Lines records it (and the history stores it, in `results.cause`):
+    the evidence record's fields as an object, enum members as their values."""
     return {
-        "kind": cause.kind,
+        "kind": cause.kind._value_,
         "confidence": cause.confidence,
-        "evidence": dict(cause.evidence),
+        "evidence": {name: _plain(value) for name, value in cause.evidence.pairs()},
         "advice": cause.advice,
     }
+
+
+def _plain(value: object) -> object:
+    return value._value_ if isinstance(value, Enum) else value
+
+
+def cause_from_record(record: Mapping[str, object]) -> Cause:
+    """The inverse of `cause_to_record`, from its JSON form (arrays for tuples).
+
+    Raises ValueError when the record is not a cause of a known kind with the fields that
+    kind declares (an old or damaged row in the history).
+    """
+    try:
+        kind = CauseKind(str(record["kind"]))
+        confidence = record["confidence"]
+        advice = record["advice"]
+        stored = record["evidence"]
+    except KeyError as missing:
+        raise ValueError(f"a cause record without {missing}") from None
+    if not isinstance(confidence, int | float) or not isinstance(advice, str):
+        raise ValueError("a cause record with a confidence that is no number, or no advice")
+    if not isinstance(stored, Mapping):
+        raise ValueError("a cause record whose evidence is no object")
+    evidence_type = EVIDENCE_TYPES[kind]
+    hints = get_type_hints(evidence_type)
+    values: dict[str, object] = {}
+    for declared in fields(evidence_type):
+        if declared.name in stored:
+            values[declared.name] = _typed(hints[declared.name], stored[declared.name])
+        elif declared.name not in evidence_type.OMITTED_WHEN_NONE:
+            raise ValueError(f"{kind} evidence without {declared.name!r}")
+    # Each value was converted to its field's declared type above; mypy cannot follow that
+    # through `**values`, hence the cast.
+    build = cast("Callable[..., CauseEvidence]", evidence_type)
+    return Cause(float(confidence), build(**values), advice)
+
+
+def _typed(hint: object, value: object) -> object:
+    """A JSON value as the field declares it: arrays back to tuples, strings to enums.
+    Raises ValueError when the value is not of the declared type."""
+    if isinstance(value, list):
+        value = tuple(value)
+    for member_type in get_args(hint) or (hint,):
+        if isinstance(member_type, type) and issubclass(member_type, Enum) and value is not None:
+            value = member_type(value)
+    if not _matches(hint, value):
+        raise ValueError(f"{value!r} is no {hint}")
+    return value
+
+
+def _matches(hint: object, value: object) -> bool:
+    origin = get_origin(hint)
+    if origin is UnionType:
+        return any(_matches(member_type, value) for member_type in get_args(hint))
+    if origin is tuple:
+        (item_type, _ellipsis) = get_args(hint)
+        return isinstance(value, tuple) and all(_matches(item_type, item) for item in value)
+    if hint is type(None):
+        return value is None
+    if hint is float:
+        return isinstance(value, int | float)
+    return isinstance(hint, type) and isinstance(value, hint)
 
 
 def format_timestamp(epoch_seconds: float) -> str:

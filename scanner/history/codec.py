@@ -25,7 +25,7 @@ from scanner.core.model import (
     Result,
     State,
 )
-from scanner.core.sinks import RunInfo, RunSummary, cause_to_record
+from scanner.core.sinks import RunInfo, RunSummary, cause_from_record, cause_to_record
 from scanner.history.errors import HistoryError
 from scanner.history.records import HistoryEntry, Observation, RunRecord, RunStatus
 
@@ -117,26 +117,15 @@ def _labels_from_json(text: str) -> Labels:
     return tuple(sorted((str(key), str(value)) for key, value in stored.items()))
 
 
-def _immutable(value: object) -> object:
-    """JSON arrays back to tuples, as the diagnosis builds its evidence (`("alive_ports",
-    (22, 80))`), so a read-back cause compares equal to the stored one."""
-    if isinstance(value, list):
-        return tuple(_immutable(item) for item in value)
-    return value
-
-
 def _cause_from_json(text: str | None) -> Cause | None:
-    """The inverse of `_cause_json`, as far as JSON allows: evidence values stored with
-    `default=str` (an address object, a path) come back as their strings."""
+    """The inverse of `_cause_json`: the typed evidence record of the stored kind. Raises
+    ValueError (or orjson's) for a row that is no cause of a kind this version knows."""
     if text is None:
         return None
     stored = orjson.loads(text)
-    return Cause(
-        kind=str(stored["kind"]),
-        confidence=float(stored["confidence"]),
-        evidence=tuple((str(key), _immutable(value)) for key, value in stored["evidence"].items()),
-        advice=str(stored["advice"]),
-    )
+    if not isinstance(stored, dict):
+        raise ValueError("a stored cause that is no object")
+    return cause_from_record(stored)
 
 
 def run_info_of(run: RunRecord) -> RunInfo:

@@ -34,7 +34,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Self
 
-from scanner.core.diagnose import History
+from scanner.core.diagnose import PastObservations
 from scanner.core.model import Proto, Reason, Result, State
 from scanner.core.sinks import RunInfo, RunSummary
 from scanner.history.codec import (
@@ -557,7 +557,7 @@ class HistoryStore:
             rows = self._connection.execute(query, parameters).fetchall()
         return [history_entry(row, self.path) for row in rows]
 
-    def history_for(self, host: str, address: str, port: int, proto: Proto) -> History:
+    def history_for(self, host: str, address: str, port: int, proto: Proto) -> PastObservations:
         """What earlier measurements say about one endpoint, for the diagnosis.
 
         - `last_open`: when this endpoint was last seen open (the result's time);
@@ -589,7 +589,7 @@ class HistoryStore:
                 "SELECT EXISTS (SELECT 1 FROM results WHERE address = ? AND state = 'open')",
                 (address,),
             ).fetchone()[0]
-        return History(
+        return PastObservations(
             last_open=None if last_open is None else float(last_open),
             first_refused=first_refused,
             host_ever_answered=bool(answered),

@@ -23,7 +23,7 @@ import anyio
 
 from scanner import __version__
 from scanner.console import STDOUT_CLOSED, report_error, stdout_writable
-from scanner.core.evidence import Observation, ProbeKey
+from scanner.core.evidence import ProbeAnswer, ProbeKey
 from scanner.core.model import Result, Target
 from scanner.engine.engine import Engine, EngineConfig
 from scanner.engine.pipeline import Pipeline, ScanSettings
@@ -171,9 +171,9 @@ def scanning_status(fanout: ResultFanout, endpoints: int, since: float) -> str:
 
 async def run_follow_up_probes(
     config: EngineConfig, targets: Sequence[Target], on_warning: Callable[[str], None]
-) -> dict[ProbeKey, Observation]:
+) -> dict[ProbeKey, ProbeAnswer]:
     """Probe for evidence only: one attempt each, results kept apart from the scan's."""
-    observed: dict[ProbeKey, Observation] = {}
+    observed: dict[ProbeKey, ProbeAnswer] = {}
 
     def record(result: Result) -> None:
         if result.address is not None:
@@ -203,7 +203,7 @@ async def explain_refusals(
     if not fanout.held:
         return
 
-    async def probes(targets: Sequence[Target]) -> dict[ProbeKey, Observation]:
+    async def probes(targets: Sequence[Target]) -> dict[ProbeKey, ProbeAnswer]:
         return await run_follow_up_probes(engine_config, targets, on_warning)
 
     gatherer = EvidenceGatherer(

@@ -14,7 +14,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from scanner.core.diagnose import History
+from scanner.core.diagnose import PastObservations
 from scanner.core.model import Proto
 from scanner.history import (
     ChangeFilter,
@@ -61,7 +61,9 @@ class HistorySession:
         """What the last complete run saw, for --changes-only."""
         return ChangeFilter(self.store.previous_observations())
 
-    def history_for(self, host: str, address: str, port: int, proto: Proto) -> History | None:
+    def history_for(
+        self, host: str, address: str, port: int, proto: Proto
+    ) -> PastObservations | None:
         """What the history remembers of an endpoint, for the diagnosis; None once the
         history has failed (a corrupt page found by this read): the diagnosis goes on
         without its memory, the other outputs are written, and the sink reports the

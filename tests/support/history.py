@@ -4,10 +4,24 @@ whole runs stored in one call."""
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import replace
 
-from scanner.core.model import Cause, Endpoint, Expect, Proto, Reason, ResolvedVia, Result, State
+from scanner.core.model import (
+    Cause,
+    CauseEvidence,
+    CauseKind,
+    Endpoint,
+    Expect,
+    Proto,
+    Reason,
+    ResolvedVia,
+    Result,
+    ServiceDownEvidence,
+    State,
+)
 from scanner.core.sinks import RunInfo, RunSummary
 from scanner.history.store import HistoryStore
+from tests.support.causes import SAMPLE_EVIDENCE
 from tests.support.summaries import summarize
 
 DEFAULT_REASON = {
@@ -35,12 +49,10 @@ def make_result(
 ) -> Result:
     cause = None
     if cause_kind is not None:
-        cause = Cause(
-            kind=cause_kind,
-            confidence=0.9,
-            evidence=(("port", port), ("alive_ports", (22, 80))),
-            advice="start it",
-        )
+        evidence: CauseEvidence = SAMPLE_EVIDENCE[CauseKind(cause_kind)]
+        if isinstance(evidence, ServiceDownEvidence):
+            evidence = replace(evidence, address=address, port=port, alive_ports=(22, 80))
+        cause = Cause(confidence=0.9, evidence=evidence, advice="start it")
     return Result(
         endpoint=Endpoint(host=host, port=port, proto=proto, expect=Expect.OPEN, labels=labels),
         address=address,

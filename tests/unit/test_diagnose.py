@@ -15,10 +15,9 @@ from scanner.core.diagnose import (
     REFUSAL_KINDS,
     AddressCheck,
     Evidence,
-    History,
     LocalListener,
+    PastObservations,
     PortCheck,
-    Relation,
     byte_swapped,
     describe_filtered,
     diagnose,
@@ -26,7 +25,17 @@ from scanner.core.diagnose import (
     listener_covers,
     related_ports,
 )
-from scanner.core.model import Endpoint, Expect, Proto, Reason, ResolvedVia, Result, State
+from scanner.core.model import (
+    CauseEvidence,
+    Endpoint,
+    Expect,
+    Proto,
+    Reason,
+    Relation,
+    ResolvedVia,
+    Result,
+    State,
+)
 
 TS = 1795559401.0  # 2026-11-24T22:30:01Z
 
@@ -84,8 +93,8 @@ def refused_port(port: int, relation: Relation) -> PortCheck:
     return PortCheck(port, relation, State.REFUSED, Reason.CONN_REFUSED)
 
 
-def facts(evidence_pairs: tuple[tuple[str, object], ...]) -> dict[str, object]:
-    return dict(evidence_pairs)
+def facts(evidence: CauseEvidence) -> dict[str, object]:
+    return dict(evidence.pairs())
 
 
 # --- related_ports ------------------------------------------------------------------------
@@ -328,7 +337,7 @@ def test_wrong_port_confidence_follows_the_relation(relation: Relation, confiden
 
 
 def test_service_down_with_history_gives_iso_times_and_high_confidence() -> None:
-    history = History(last_open=TS - 3600, first_refused=TS - 600, host_ever_answered=True)
+    history = PastObservations(last_open=TS - 3600, first_refused=TS - 600, host_ever_answered=True)
     result = refused(service="postgresql")
     cause = diagnose(evidence(result, alive_ports=(22,), history=history))
     assert cause.kind == "service-down"
@@ -350,7 +359,7 @@ def test_service_down_from_alive_ports_only() -> None:
 
 
 def test_service_down_from_history_alone() -> None:
-    history = History(last_open=TS - 60, first_refused=TS - 30, host_ever_answered=True)
+    history = PastObservations(last_open=TS - 60, first_refused=TS - 30, host_ever_answered=True)
     cause = diagnose(evidence(history=history))
     assert cause.kind == "service-down"
     assert cause.confidence == pytest.approx(0.9)
@@ -374,7 +383,7 @@ def test_wrong_host_when_nothing_on_the_address_ever_accepted() -> None:
 
 
 def test_wrong_host_is_ruled_out_by_a_history_of_answering() -> None:
-    history = History(last_open=None, first_refused=None, host_ever_answered=True)
+    history = PastObservations(last_open=None, first_refused=None, host_ever_answered=True)
     cause = diagnose(evidence(probed_ports=(22, 80, 5432), history=history))
     assert cause.kind == "service-down"
     assert cause.confidence == pytest.approx(0.5)
@@ -425,7 +434,7 @@ def everything_applies() -> Evidence:
         probed_ports=(22, 5432),
         is_local_address=True,
         local_listeners=(LocalListener("127.0.0.1", 5432, Proto.TCP, "postgres", 99),),
-        history=History(TS - 60, TS - 30, True),
+        history=PastObservations(TS - 60, TS - 30, True),
     )
 
 
@@ -462,10 +471,10 @@ def test_refusal_kinds_are_exactly_the_documented_strings() -> None:
 
 def test_every_cause_is_hashable_and_its_evidence_serialises_to_json() -> None:
     causes = [diagnose(everything_applies()), diagnose(evidence(budget_exhausted=True))]
-    causes.append(diagnose(evidence(history=History(TS - 60, TS - 30, True))))
+    causes.append(diagnose(evidence(history=PastObservations(TS - 60, TS - 30, True))))
     for cause in causes:
         hash(cause)
-        json.dumps(dict(cause.evidence))
+        json.dumps(dict(cause.evidence.pairs()))
 
 
 # --- filtered -----------------------------------------------------------------------------

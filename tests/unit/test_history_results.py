@@ -3,7 +3,6 @@ for replaying it into a sink, and the read-only opener `reachscan serve` uses.""
 
 from __future__ import annotations
 
-import ipaddress
 import os
 import sqlite3
 import time
@@ -19,9 +18,11 @@ from scanner.core.model import (
     Expect,
     Proto,
     Reason,
+    Relation,
     ResolvedVia,
     Result,
     State,
+    WrongPortEvidence,
 )
 from scanner.core.sinks import RunInfo, RunSummary
 from scanner.history import store as store_module
@@ -147,12 +148,12 @@ def test_unknown_run_is_reported_before_iterating(store: HistoryStore) -> None:
 
 def test_cause_evidence_comes_back_as_the_diagnosis_builds_it(store: HistoryStore) -> None:
     cause = Cause(
-        kind="wrong-port",
         confidence=0.75,
-        evidence=(
-            ("answered", ((5433, "open"), (5434, "open"))),
-            ("address", ipaddress.ip_address("10.0.0.5")),  # stored with default=str
-            ("nothing", None),
+        evidence=WrongPortEvidence(
+            expected_port=5432,
+            answered_port=5433,
+            relation=Relation.ADJACENT,
+            also_answered=(5434, 5431),
         ),
         advice="use 5433",
     )
@@ -169,16 +170,11 @@ def test_cause_evidence_comes_back_as_the_diagnosis_builds_it(store: HistoryStor
     )
     run_id = store_run(store, [with_cause], started=1_000.0)
     (read,) = store.results(run_id)
-    assert read.cause == Cause(
-        kind="wrong-port",
-        confidence=0.75,
-        evidence=(
-            ("answered", ((5433, "open"), (5434, "open"))),
-            ("address", "10.0.0.5"),
-            ("nothing", None),
-        ),
-        advice="use 5433",
-    )
+    assert read.cause == cause
+    assert read.cause is not None
+    assert isinstance(read.cause.evidence, WrongPortEvidence)
+    assert read.cause.evidence.relation is Relation.ADJACENT
+    assert read.cause.evidence.also_answered == (5434, 5431)
 
 
 def test_a_stored_value_this_version_does_not_know_is_an_error(
@@ -200,6 +196,30 @@ def test_malformed_labels_are_an_error_naming_the_endpoint(
     raw = sqlite3.connect(db_path)
     with raw:
         raw.execute("UPDATE results SET labels = '[1, 2'")
+    raw.close()
+    with pytest.raises(HistoryError, match=r"db1\.example port 5432 is malformed"):
+        list(store.results(run_id))
+
+
+@pytest.mark.parametrize(
+    "stored_cause",
+    [
+        '{"kind": "teleported", "confidence": 0.5, "evidence": {}, "advice": ""}',
+        '{"kind": "wrong-port", "confidence": 0.5, "evidence": {}, "advice": ""}',
+        '{"kind": "wrong-port", "confidence": 0.5, "advice": "", "evidence": {"expected_port":'
+        ' "5432", "answered_port": 5433, "relation": "adjacent", "also_answered": []}}',
+        '{"kind": "wrong-port", "confidence": 0.5, "advice": "", "evidence": {"expected_port":'
+        ' 5432, "answered_port": 5433, "relation": "nearby", "also_answered": []}}',
+        '["wrong-port"]',
+    ],
+)
+def test_a_stored_cause_of_no_known_kind_or_shape_is_an_error_naming_the_endpoint(
+    store: HistoryStore, db_path: Path, stored_cause: str
+) -> None:
+    run_id = store_run(store, [make_result(port=5432)], started=1_000.0)
+    raw = sqlite3.connect(db_path)
+    with raw:
+        raw.execute("UPDATE results SET cause = ?", (stored_cause,))
     raw.close()
     with pytest.raises(HistoryError, match=r"db1\.example port 5432 is malformed"):
         list(store.results(run_id))

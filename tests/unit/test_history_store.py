@@ -99,7 +99,13 @@ def test_a_run_and_its_results_read_back(store: HistoryStore, db_path: Path) -> 
     labels, cause, ok, rtt_ms, resolved_via, expect, ts = row
     assert orjson.loads(str(labels)) == {"env": "prod"}
     assert orjson.loads(str(cause))["kind"] == "service-down"
-    assert orjson.loads(str(cause))["evidence"] == {"port": 5432, "alive_ports": [22, 80]}
+    assert orjson.loads(str(cause))["evidence"] == {
+        "address": "10.0.0.5",
+        "port": 5432,
+        "alive_ports": [22, 80],
+        "local": False,
+        "refusal": "conn-refused",
+    }
     assert (ok, rtt_ms, resolved_via, expect, ts) == (0, None, "dns", "open", 1_001.5)
 
 

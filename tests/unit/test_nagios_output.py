@@ -8,7 +8,7 @@ from collections.abc import Sequence
 
 import pytest
 
-from scanner.core.model import Cause, Endpoint, Expect, Proto, Reason, ResolvedVia, Result, State
+from scanner.core.model import Endpoint, Expect, Proto, Reason, ResolvedVia, Result, State
 from scanner.core.sinks import RunInfo, RunSummary
 from scanner.outputs.nagios import (
     DEFAULT_CRITICAL,
@@ -18,6 +18,7 @@ from scanner.outputs.nagios import (
     Threshold,
     status_for,
 )
+from tests.support.causes import cause_of_kind
 from tests.support.summaries import summarize
 
 STARTED = 1795559400.0
@@ -69,7 +70,7 @@ def result(
         reason=reason,
         rtt_ms=1.0,
         ts=FINISHED,
-        cause=None if cause is None else Cause(cause, 0.9, (), "advice"),
+        cause=None if cause is None else cause_of_kind(cause),
     )
 
 

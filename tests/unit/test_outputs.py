@@ -14,13 +14,25 @@ from hypothesis import given
 from hypothesis import strategies as st
 from rich.console import Console
 
-from scanner.core.model import Cause, Endpoint, Expect, Proto, Reason, ResolvedVia, Result, State
+from scanner.core.model import (
+    Cause,
+    CauseKind,
+    Endpoint,
+    Expect,
+    FilteredEvidence,
+    Proto,
+    Reason,
+    ResolvedVia,
+    Result,
+    State,
+)
 from scanner.core.sinks import RunInfo, RunSummary, format_timestamp, result_to_record
 from scanner.outputs import FORMATS, make_sink
 from scanner.outputs.atomic import StreamWriter
 from scanner.outputs.jsonl import JsonLinesSink
 from scanner.outputs.progress import Progress
 from scanner.outputs.table import BORING_ROWS_SHOWN, NOT_OK_MARK, TableSink
+from tests.support.causes import cause_of_kind
 
 TS = 1795559401.123  # 2026-11-24T22:30:01.123Z
 RUN = RunInfo(started=TS - 1.5, command="reachscan 127.0.0.1", version="0.1.0")
@@ -166,18 +178,17 @@ def test_record_of_an_unresolved_name_has_nulls_and_is_not_ok() -> None:
 
 def test_record_cause_is_an_object_with_evidence_from_the_pairs() -> None:
     cause = Cause(
-        kind="firewall-reject",
         confidence=0.9,
-        evidence=(("icmp", "3/13"), ("offender", "10.0.0.254"), ("hops", 2)),
+        evidence=FilteredEvidence(Reason.ADMIN_PROHIBITED, "10.0.0.254", "router"),
         advice="ask the network team about the rule on 10.0.0.254",
     )
     result = make_result(state=State.FILTERED, reason=Reason.ADMIN_PROHIBITED, cause=cause)
     record = result_to_record(result)
     assert record["ok"] is False
     assert record["cause"] == {
-        "kind": "firewall-reject",
+        "kind": "filtered",
         "confidence": 0.9,
-        "evidence": {"icmp": "3/13", "offender": "10.0.0.254", "hops": 2},
+        "evidence": {"reason": "admin-prohibited", "offender": "10.0.0.254", "who": "router"},
         "advice": "ask the network team about the rule on 10.0.0.254",
     }
     cause_record = record["cause"]
@@ -431,9 +442,9 @@ def test_table_unresolved_group_shows_reason_and_message() -> None:
 
 
 def test_table_shows_the_cause_kind_after_the_reason() -> None:
-    cause = Cause("firewall-reject", 0.8, (), "check the rule")
+    cause = cause_of_kind(CauseKind.WRONG_HOST, 0.8, "check the rule")
     text = render([make_result(443, State.REFUSED, Reason.PORT_UNREACH, cause=cause)])
-    assert "port-unreach [firewall-reject]" in text
+    assert "port-unreach [wrong-host]" in text
 
 
 def test_table_footer_reports_interruption_and_inventory_errors() -> None:

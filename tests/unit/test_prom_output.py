@@ -14,11 +14,12 @@ from hypothesis import strategies as st
 from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.samples import Sample
 
-from scanner.core.model import Cause, Endpoint, Expect, Proto, Reason, ResolvedVia, Result, State
+from scanner.core.model import Endpoint, Expect, Proto, Reason, ResolvedVia, Result, State
 from scanner.core.sinks import RunInfo, RunSummary
 from scanner.outputs import make_sink
 from scanner.outputs.atomic import AtomicWriter
 from scanner.outputs.prom import ENDPOINT_LABELS, PromSink, sanitize_label_names
+from tests.support.causes import cause_of_kind
 from tests.support.summaries import summarize
 
 STARTED = 1795559400.0
@@ -53,7 +54,7 @@ def result(
         reason=reason,
         rtt_ms=rtt_ms,
         ts=FINISHED - 1,
-        cause=None if cause is None else Cause(cause, 0.9, (), "advice"),
+        cause=None if cause is None else cause_of_kind(cause),
     )
 
 

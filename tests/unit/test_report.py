@@ -9,7 +9,20 @@ from dataclasses import replace
 import orjson
 
 from scanner.core.diagnose import describe_filtered
-from scanner.core.model import Cause, Endpoint, Expect, Proto, Reason, ResolvedVia, Result, State
+from scanner.core.model import (
+    Cause,
+    CauseKind,
+    Endpoint,
+    Expect,
+    Proto,
+    Reason,
+    Relation,
+    ResolvedVia,
+    Result,
+    ServiceDownEvidence,
+    State,
+    WrongPortEvidence,
+)
 from scanner.core.sinks import RunInfo, RunSummary
 from scanner.outputs import FORMATS, make_sink
 from scanner.outputs.atomic import StreamWriter
@@ -24,6 +37,7 @@ from scanner.outputs.report import (
 )
 from scanner.outputs.report_json import ReportJsonSink
 from scanner.outputs.table import TableSink
+from tests.support.causes import cause_of_kind
 
 TS = 1795559401.0
 ANSI_ESCAPE = re.compile(r"\x1b\[[0-9;]*m")
@@ -48,22 +62,26 @@ def result(
 
 def service_down(address: str, port: int, confidence: float = 0.7) -> Cause:
     return Cause(
-        "service-down",
         confidence,
-        (("address", address), ("port", port), ("alive_ports", (22,)), ("local", False)),
+        ServiceDownEvidence(
+            address=address,
+            port=port,
+            alive_ports=(22,),
+            local=False,
+            refusal=Reason.CONN_REFUSED,
+        ),
         f"start it: `ss -ltnp 'sport = :{port}'` on {address}",
     )
 
 
 def wrong_port(port: int, answered: int) -> Cause:
     return Cause(
-        "wrong-port",
         0.9,
-        (
-            ("expected_port", port),
-            ("answered_port", answered),
-            ("relation", "byte-swapped"),
-            ("also_answered", ()),
+        WrongPortEvidence(
+            expected_port=port,
+            answered_port=answered,
+            relation=Relation.BYTE_SWAPPED,
+            also_answered=(),
         ),
         "check the byte order of the port in the client/server code (htons/ntohs)",
     )
@@ -92,7 +110,7 @@ def test_refusals_are_grouped_by_cause_kind_largest_group_first() -> None:
 
 
 def test_equal_groups_are_ordered_most_specific_kind_first() -> None:
-    stale = Cause("stale-address", 0.9, (), "fix the hosts file")
+    stale = replace(cause_of_kind(CauseKind.STALE_ADDRESS), advice="fix the hosts file")
     results = [
         result("db", "10.0.0.3", 5432, cause=service_down("10.0.0.3", 5432)),
         result("api", "10.0.0.9", 443, cause=stale),

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from enum import Enum
+
 from scanner.outputs.report.records import (
     SCHEMA,
     Disagreement,
@@ -71,7 +73,7 @@ def report_to_json(report: Report) -> dict[str, object]:
 def _refusal_group_json(group: RefusalGroup) -> dict[str, object]:
     confidence = group.confidence_range
     return {
-        "kind": group.kind,
+        "kind": str(group.kind),
         "count": group.count,
         "confidence": None if confidence is None else {"min": confidence[0], "max": confidence[1]},
         "explanation": group.explanation,
@@ -127,7 +129,10 @@ def _disagreement_json(item: Disagreement) -> dict[str, object]:
 
 
 def _json_value(value: object) -> object:
-    """Tuples become lists, so the dict is JSON-native for any serialiser."""
+    """Tuples become lists and enum members their values, so the dict is JSON-native for
+    any serialiser."""
     if isinstance(value, tuple | list):
         return [_json_value(item) for item in value]
+    if isinstance(value, Enum):
+        return value.value
     return value

@@ -8,15 +8,26 @@ from __future__ import annotations
 import ipaddress
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from types import MappingProxyType
 
-from scanner.core.diagnose import (
-    KIND_FILTERED,
-    REFUSAL_KINDS,
-    describe_filtered,
-    who_filtered,
+from scanner.core.diagnose import REFUSAL_KINDS, describe_filtered, who_filtered
+from scanner.core.model import (
+    AddressFamilyEvidence,
+    BoundElsewhereEvidence,
+    Cause,
+    CauseKind,
+    Expect,
+    FilteredEvidence,
+    Proto,
+    Reason,
+    ResolvedVia,
+    Result,
+    ServiceDownEvidence,
+    StaleAddressEvidence,
+    State,
+    UnknownEvidence,
+    WrongHostEvidence,
+    WrongPortEvidence,
 )
-from scanner.core.model import Cause, Expect, Proto, Reason, ResolvedVia, Result, State
 from scanner.outputs.report.records import (
     GROUP_EXPLANATIONS,
     UNDIAGNOSED,
@@ -31,7 +42,6 @@ from scanner.outputs.report.records import (
 
 _NameKey = tuple[str, str | None]  # (host as written, pinned address)
 _CauseLookup = Callable[[Result], Cause | None]
-_Summariser = Callable[[Mapping[str, object]], str]
 _FILTERED_STATES = frozenset({State.FILTERED, State.OPEN_FILTERED})
 
 
@@ -90,7 +100,7 @@ def _name_key(result: Result) -> _NameKey:
 
 
 def _refusal_groups(refused: Sequence[Result]) -> tuple[RefusalGroup, ...]:
-    by_kind: dict[str, list[Result]] = {}
+    by_kind: dict[CauseKind | str, list[Result]] = {}
     for result in refused:
         kind = result.cause.kind if result.cause is not None else UNDIAGNOSED
         by_kind.setdefault(kind, []).append(result)
@@ -102,9 +112,14 @@ def _refusal_groups(refused: Sequence[Result]) -> tuple[RefusalGroup, ...]:
     return tuple(groups)
 
 
-def _kind_rank(kind: str) -> int:
-    """Ties between groups go to the more specific cause; unknown kinds come last."""
-    return REFUSAL_KINDS.index(kind) if kind in REFUSAL_KINDS else len(REFUSAL_KINDS)
+def _kind_rank(kind: CauseKind | str) -> int:
+    """Ties between groups go to the more specific cause; other kinds and the undiagnosed
+    come last."""
+    return (
+        REFUSAL_KINDS.index(kind)
+        if isinstance(kind, CauseKind) and kind in REFUSAL_KINDS
+        else len(REFUSAL_KINDS)
+    )
 
 
 def _cause_of(result: Result) -> Cause | None:
@@ -115,7 +130,7 @@ def _filtered_groups(
     filtered: Sequence[Result], local_addresses: frozenset[str]
 ) -> tuple[FilteredGroup, ...]:
     def cause_of(result: Result) -> Cause:
-        if result.cause is not None and result.cause.kind == KIND_FILTERED:
+        if result.cause is not None and result.cause.kind is CauseKind.FILTERED:
             return result.cause
         return describe_filtered(result, local_addresses=local_addresses)
 
@@ -138,8 +153,9 @@ def _filtered_groups(
 def _who(cause: Cause, result: Result, local_addresses: frozenset[str]) -> str:
     """Who stopped it: as the diagnosis said (it may know this machine's addresses), else
     as far as the offender address tells."""
-    who = dict(cause.evidence).get("who")
-    return who if isinstance(who, str) else who_filtered(result, local_addresses)
+    if isinstance(cause.evidence, FilteredEvidence):
+        return cause.evidence.who
+    return who_filtered(result, local_addresses)
 
 
 def _host_entries(results: Sequence[Result], cause_of: _CauseLookup) -> tuple[HostEntry, ...]:
@@ -188,7 +204,7 @@ def _endpoint_entry(result: Result, cause: Cause | None) -> EndpointEntry:
         port=endpoint.port,
         proto=endpoint.proto,
         confidence=cause.confidence,
-        evidence=cause.evidence,
+        evidence=cause.evidence.pairs(),
         summary=evidence_summary(cause),
         advice=cause.advice or None,
     )
@@ -229,98 +245,60 @@ def _disagreements(
 
 
 def evidence_summary(cause: Cause) -> str:
-    """A readable one-liner from a cause's evidence, by kind; `k=v` pairs for other kinds."""
-    facts = dict(cause.evidence)
-    summarise = _SUMMARIES.get(cause.kind)
-    if summarise is not None:
-        try:
-            return summarise(facts)
-        except (KeyError, TypeError, ValueError):
-            pass  # evidence of an unexpected shape: fall back to the raw pairs
-    return "; ".join(f"{key}={_text(value)}" for key, value in cause.evidence) or cause.kind
+    """A readable one-liner from a cause's evidence, by kind."""
+    match cause.evidence:
+        case StaleAddressEvidence() as stale:
+            return (
+                f"probed {stale.probed_address} (from {stale.resolved_via}); DNS now gives "
+                f"{_text(stale.fresh_addresses)}; {_text(stale.answered)} accepts"
+            )
+        case AddressFamilyEvidence() as family:
+            return (
+                f"IPv{family.family} {family.probed_address} refuses; "
+                f"IPv{family.answered_family} {_text(family.answered)} accepts"
+            )
+        case BoundElsewhereEvidence() as bound:
+            return f"bound to {_text(bound.bound_addresses)} by {_text(bound.processes)}"
+        case WrongPortEvidence() as wrong_port:
+            text = f"port {wrong_port.answered_port} accepts ({wrong_port.relation})"
+            if wrong_port.also_answered:
+                text += f"; also {_text(wrong_port.also_answered)}"
+            return text
+        case ServiceDownEvidence() as down:
+            return _service_down_summary(down)
+        case WrongHostEvidence() as wrong_host:
+            ports = wrong_host.ports_probed
+            return f"accepts on none of the {len(ports)} ports tried: {_text(ports)}"
+        case UnknownEvidence() as unknown:
+            return _unknown_summary(unknown)
+        case FilteredEvidence() as filtered:
+            if filtered.offender is None:
+                return f"{filtered.reason}, no ICMP sender"
+            return f"{filtered.reason} from {filtered.offender} ({filtered.who})"
 
 
-def _stale_summary(facts: Mapping[str, object]) -> str:
-    return (
-        f"probed {facts['probed_address']} (from {facts['resolved_via']}); DNS now gives "
-        f"{_text(facts['fresh_addresses'])}; {_text(facts['answered'])} accepts"
-    )
-
-
-def _family_summary(facts: Mapping[str, object]) -> str:
-    return (
-        f"IPv{facts['family']} {facts['probed_address']} refuses; "
-        f"IPv{facts['answered_family']} {_text(facts['answered'])} accepts"
-    )
-
-
-def _bound_summary(facts: Mapping[str, object]) -> str:
-    return f"bound to {_text(facts['bound_addresses'])} by {_text(facts['processes'])}"
-
-
-def _wrong_port_summary(facts: Mapping[str, object]) -> str:
-    text = f"port {facts['answered_port']} accepts ({facts['relation']})"
-    also = _as_tuple(facts.get("also_answered"))
-    if also:
-        text += f"; also {_text(also)}"
-    return text
-
-
-def _service_down_summary(facts: Mapping[str, object]) -> str:
+def _service_down_summary(down: ServiceDownEvidence) -> str:
     parts = []
-    alive = _as_tuple(facts.get("alive_ports"))
-    if alive:
-        parts.append(f"host accepts on {_text(alive)}")
-    elif facts.get("local"):
+    if down.alive_ports:
+        parts.append(f"host accepts on {_text(down.alive_ports)}")
+    elif down.local:
         parts.append("this machine; nothing listens on the port")
-    if facts.get("last_open"):
-        parts.append(f"open at {facts['last_open']}")
-    if facts.get("first_refused"):
-        parts.append(f"refused since {facts['first_refused']}")
+    if down.last_open:
+        parts.append(f"open at {down.last_open}")
+    if down.first_refused:
+        parts.append(f"refused since {down.first_refused}")
     if not parts:
         parts.append("host answered other ports in earlier runs")
     return "; ".join(parts)
 
 
-def _wrong_host_summary(facts: Mapping[str, object]) -> str:
-    ports = _as_tuple(facts["ports_probed"])
-    return f"accepts on none of the {len(ports)} ports tried: {_text(ports)}"
-
-
-def _unknown_summary(facts: Mapping[str, object]) -> str:
-    tried = _as_tuple(facts.get("tried"))
-    text = f"tried {_text(tried)}" if tried else "nothing could be tried"
-    if facts.get("budget_exhausted"):
+def _unknown_summary(unknown: UnknownEvidence) -> str:
+    text = f"tried {_text(unknown.tried)}" if unknown.tried else "nothing could be tried"
+    if unknown.budget_exhausted:
         text += "; follow-up budget exhausted"
-    if facts.get("fresh_dns_failure"):
-        text += f"; DNS: {facts['fresh_dns_failure']}"
+    if unknown.fresh_dns_failure:
+        text += f"; DNS: {unknown.fresh_dns_failure}"
     return text
-
-
-def _filtered_summary(facts: Mapping[str, object]) -> str:
-    if facts.get("offender") is None:
-        return f"{facts['reason']}, no ICMP sender"
-    return f"{facts['reason']} from {facts['offender']} ({facts['who']})"
-
-
-_SUMMARIES: Mapping[str, _Summariser] = MappingProxyType(
-    {
-        "stale-address": _stale_summary,
-        "address-family": _family_summary,
-        "bound-elsewhere": _bound_summary,
-        "wrong-port": _wrong_port_summary,
-        "service-down": _service_down_summary,
-        "wrong-host": _wrong_host_summary,
-        "unknown": _unknown_summary,
-        KIND_FILTERED: _filtered_summary,
-    }
-)
-
-
-def _as_tuple(value: object) -> tuple[object, ...]:
-    if isinstance(value, list | tuple):
-        return tuple(value)
-    return () if value is None else (value,)
 
 
 def _text(value: object) -> str:

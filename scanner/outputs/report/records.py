@@ -14,7 +14,7 @@ from scanner.core.diagnose import (
     WHO_SELF,
     WHO_TARGET,
 )
-from scanner.core.model import Proto, Reason, ResolvedVia, State
+from scanner.core.model import CauseKind, Proto, Reason, ResolvedVia, State
 
 SCHEMA = "reachscan-report/1"
 UNDIAGNOSED = "undiagnosed"
@@ -23,29 +23,31 @@ UNDIAGNOSED = "undiagnosed"
 LIST_LIMIT = 8
 """Evidence lines list at most this many ports or addresses, then say how many more."""
 
-GROUP_EXPLANATIONS: Mapping[str, str] = MappingProxyType(
+GROUP_EXPLANATIONS: Mapping[CauseKind | str, str] = MappingProxyType(
     {
-        "stale-address": (
+        CauseKind.STALE_ADDRESS: (
             "The address probed came from the hosts file, a pin or an old DNS answer; DNS now "
             "gives another address, and that one accepts."
         ),
-        "address-family": (
+        CauseKind.ADDRESS_FAMILY: (
             "The service listens on one address family only; clients trying the other one "
             "are refused."
         ),
-        "bound-elsewhere": (
+        CauseKind.BOUND_ELSEWHERE: (
             "On this machine the port is bound to another address, so the probed address refuses."
         ),
-        "wrong-port": "A related port accepts instead: the service or the inventory is off.",
-        "service-down": (
+        CauseKind.WRONG_PORT: (
+            "A related port accepts instead: the service or the inventory is off."
+        ),
+        CauseKind.SERVICE_DOWN: (
             "The host is up but nothing listens on the port: the service is stopped, crashed "
             "or was never started."
         ),
-        "wrong-host": (
+        CauseKind.WRONG_HOST: (
             "Nothing on the address accepts on any port tried: the inventory may point at "
             "the wrong machine."
         ),
-        "unknown": "The follow-up checks could not tell why.",
+        CauseKind.UNKNOWN: "The follow-up checks could not tell why.",
         UNDIAGNOSED: "No diagnosis ran for these refusals.",
     }
 )
@@ -87,7 +89,7 @@ class HostEntry:
 class RefusalGroup:
     """Refused endpoints that share a cause kind."""
 
-    kind: str
+    kind: CauseKind | str  # a CauseKind, or UNDIAGNOSED
     explanation: str | None
     hosts: tuple[HostEntry, ...]
 
