@@ -15,6 +15,7 @@ from hypothesis import strategies as st
 from rich.console import Console
 
 from scanner.core.model import (
+    EVIDENCE_TYPES,
     Cause,
     CauseKind,
     Endpoint,
@@ -26,7 +27,14 @@ from scanner.core.model import (
     Result,
     State,
 )
-from scanner.core.sinks import RunInfo, RunSummary, format_timestamp, result_to_record
+from scanner.core.sinks import (
+    RunInfo,
+    RunSummary,
+    cause_from_record,
+    cause_to_record,
+    format_timestamp,
+    result_to_record,
+)
 from scanner.outputs import FORMATS, make_sink
 from scanner.outputs.atomic import StreamWriter
 from scanner.outputs.jsonl import JsonLinesSink
@@ -541,3 +549,15 @@ def test_the_fast_timestamp_matches_datetime_formatting(epoch: float) -> None:
 
     expected = datetime.fromtimestamp(epoch, tz=UTC).isoformat(timespec="milliseconds")
     assert format_timestamp(epoch) == expected.removesuffix("+00:00") + "Z"
+
+
+@pytest.mark.parametrize("kind", list(CauseKind))
+def test_every_cause_kind_has_its_evidence_record_and_comes_back_from_its_json(
+    kind: CauseKind,
+) -> None:
+    assert EVIDENCE_TYPES[kind].KIND is kind
+    cause = cause_of_kind(kind)
+    record = orjson.loads(orjson.dumps(cause_to_record(cause)))
+    assert record["kind"] == kind.value
+    assert list(record["evidence"]) == [name for name, _value in cause.evidence.pairs()]
+    assert cause_from_record(record) == cause
