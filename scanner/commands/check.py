@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, NoReturn
 from scanner.commands import scan
 from scanner.outputs import OutputOptions
 from scanner.outputs.nagios import DEFAULT_CRITICAL, Status, Threshold
+from scanner.run.lifecycle import run_async
 from scanner.run.plan import OutputSpec
 from scanner.status import ExitStatus, UsageError
 
@@ -92,7 +93,7 @@ def main(argv: Sequence[str]) -> int:
             outputs=(OutputSpec("nagios", "-"),),
             output_options=OutputOptions(warning=args.warning, critical=args.critical),
         )
-        status = scan.run_async(plan, args.loop)
+        status = run_async(plan, args.loop)
     except UsageError as exc:
         return unknown(str(exc))
     except KeyboardInterrupt:

@@ -1,4 +1,5 @@
-"""`reachscan scan`: its options, and the plan they make. Parsing and wiring only.
+"""`reachscan scan`: its options, and the plan they make. Parsing and wiring only: the
+process lifecycle that runs the plan is scanner/run/lifecycle.py.
 
 argparse (standard library) rather than click: `--format`/`-o` come in ordered pairs
 ("--format jsonl -o a.jsonl --format table"), which argparse's custom actions express
@@ -8,7 +9,6 @@ directly, and it costs no dependency.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import io
 import itertools
 import shlex
@@ -32,7 +32,6 @@ from scanner.commands.common import (
     WORKERS,
     echoed,
 )
-from scanner.console import report_error
 from scanner.core.evidence import DiagnosisBudget
 from scanner.core.model import Expect
 from scanner.core.scope import (
@@ -43,10 +42,7 @@ from scanner.core.scope import (
     parse_exclusions,
 )
 from scanner.engine.engine import EngineConfig
-from scanner.engine.shard_worker import serve as serve_shard
-from scanner.history import HistoryError, LockBusy
 from scanner.history.paths import history_files
-from scanner.history.writer import WRITER_FROM, HistoryWriter
 from scanner.inventory import (
     DEFAULT_PORTS,
     INVENTORY_FORMATS,
@@ -60,15 +56,12 @@ from scanner.inventory import (
 )
 from scanner.outputs import FORMATS, OutputOptions
 from scanner.outputs.atomic import output_identity
-from scanner.procs.limits import cancel_give_up, exhaustion_message
-from scanner.procs.worker_pool import WorkerPool, WorkersUnavailable
 from scanner.resolve import ResolverConfig, parse_nameserver
-from scanner.run.interrupts import SignalGuard
+from scanner.run.lifecycle import run_scan
 from scanner.run.plan import OutputSpec, ScanPlan
-from scanner.run.preflight import AUTO_WORKERS_FROM, list_targets
-from scanner.run.runner import Prepared, prepare, run_plan
-from scanner.run.session import HistoryPlan, history_session
-from scanner.status import ExitStatus, UsageError
+from scanner.run.preflight import AUTO_WORKERS_FROM
+from scanner.run.session import HistoryPlan
+from scanner.status import UsageError
 
 if TYPE_CHECKING:
     from scanner.commands.common import Subparsers
@@ -594,90 +587,5 @@ def make_plan(
     )
 
 
-def run_async(plan: ScanPlan, loop_choice: str, signals: SignalGuard | None = None) -> int:
-    """Count the inventory, take the lock and open the history (before the loop: the lock
-    waits by sleeping), fork the processes, then run the scan on the chosen event loop.
-    `signals`: the guard already in place (`run`); else one is installed here."""
-    if signals is None:
-        with SignalGuard().installed() as guard:
-            return run_async(plan, loop_choice, guard)
-    import anyio
-
-    options: dict[str, object] = {}
-    if loop_choice in ("auto", "uvloop"):
-        try:
-            import uvloop
-        except ImportError:
-            if loop_choice == "uvloop":
-                raise UsageError("--loop uvloop: uvloop is not installed") from None
-        else:
-            options["loop_factory"] = uvloop.new_event_loop
-    try:
-        prepared = prepare(plan, "uvloop" if "loop_factory" in options else "asyncio")
-        if isinstance(prepared, ExitStatus):
-            return prepared
-        # Forked here, before the loop and any thread exist (scanner/procs/worker_pool.py), the
-        # history writer even before the history is opened (scanner/history/writer.py).
-        with (
-            start_history_writer(plan, prepared) as writer,
-            history_session(plan.history, writer) as history,
-            start_workers(prepared) as workers,
-        ):
-            status = anyio.run(
-                run_plan,
-                plan,
-                prepared,
-                signals,
-                history,
-                workers,
-                backend="asyncio",
-                backend_options=options,
-            )
-        return signals.exit_status(status)  # also for an interrupt while all was closed
-    except LockBusy as busy:
-        report_error(f"reachscan: {busy}")
-        return ExitStatus.LOCKED
-    except HistoryError as exc:
-        report_error(f"reachscan: history: {exc}")
-        return ExitStatus.OUTPUT_FAILED
-    except Exception as error:
-        # Out of memory or descriptors wherever it struck (scanner/procs/limits.py): one line
-        # and exit 3; the run has removed its temporary files and failed its history run.
-        message = exhaustion_message(error)
-        if message is None:
-            raise
-        cancel_give_up()  # stopped cleanly after all
-        report_error(message)
-        return ExitStatus.OUTPUT_FAILED
-
-
-def start_workers(prepared: Prepared) -> WorkerPool:
-    """The scan workers `prepared` asks for; none (probing in this process) when they
-    cannot be started, which is said on stderr."""
-    try:
-        return WorkerPool.fork(prepared.workers, serve_shard)
-    except WorkersUnavailable as unavailable:
-        report_error(f"reachscan: {unavailable}; probing in this process instead")
-        return WorkerPool([])
-
-
-def start_history_writer(
-    plan: ScanPlan, prepared: Prepared
-) -> contextlib.AbstractContextManager[HistoryWriter | None]:
-    """The history writer, for a scan with a history and at least `WRITER_FROM` endpoints;
-    none (the history written in this process) otherwise, or when it cannot be started."""
-    if plan.history is None or prepared.checked.endpoints < WRITER_FROM:
-        return contextlib.nullcontext()
-    try:
-        return HistoryWriter.fork(plan.history.database())
-    except WorkersUnavailable as unavailable:
-        report_error(f"reachscan: {unavailable}; writing the history in this process instead")
-        return contextlib.nullcontext()
-
-
 def run(args: argparse.Namespace) -> int:
-    with SignalGuard().installed() as signals:  # from start to exit: scanner/run/interrupts.py
-        plan = make_plan(args)
-        if plan.list_only:
-            return list_targets(plan)
-        return run_async(plan, args.loop, signals)
+    return run_scan(lambda: make_plan(args), args.loop)
