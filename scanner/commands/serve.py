@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import ipaddress
 import signal
 import socket
 import sys
@@ -41,6 +40,7 @@ from typing import TYPE_CHECKING
 from scanner import __version__
 from scanner.commands.common import add_db_option
 from scanner.console import report_error
+from scanner.core.addresses import parse_ip_literal
 from scanner.history.paths import default_db_path
 from scanner.history.store import HistoryError, HistoryStore
 from scanner.serve.metrics import METRICS_PATH, MetricsRenderer, report_problem, respond
@@ -91,12 +91,11 @@ def parse_listen_address(text: str) -> ListenAddress:
             raise ValueError(f"{text!r}: expected ADDRESS:PORT ({_LISTEN_EXAMPLES})")
         if ":" in host:
             raise ValueError(f"{text!r}: put an IPv6 address in brackets, e.g. [::1]:9888")
-    try:
-        address = ipaddress.ip_address(host)
-    except ValueError:
+    address = parse_ip_literal(host, brackets=False)
+    if address is None:
         raise ValueError(
             f"{text!r}: {host!r} is not an IP address; listen on an address ({_LISTEN_EXAMPLES})"
-        ) from None
+        )
     if text.startswith("[") and address.version != 6:
         raise ValueError(f"{text!r}: brackets are for IPv6 addresses; write {host}:{port_text}")
     if not (port_text.isascii() and port_text.isdigit()) or int(port_text) > 65535:
