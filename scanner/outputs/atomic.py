@@ -172,7 +172,28 @@ def _standard_stream_of(found: os.stat_result) -> int | None:
     return None
 
 
-class AtomicWriter:
+class _DescriptorWriter:
+    """What the two writers on a descriptor of their own share: the descriptor, open until
+    `commit` or `discard`, and unbuffered writes (nothing to flush)."""
+
+    path: str
+    _fd: int | None
+
+    @property
+    def closed(self) -> bool:
+        return self._fd is None
+
+    def flush(self) -> None:
+        """Nothing to do: writes go straight to the kernel, unbuffered."""
+        self._require_open()
+
+    def _require_open(self) -> int:
+        if self._fd is None:
+            raise RuntimeError(f"{self.path}: writer already committed or discarded")
+        return self._fd
+
+
+class AtomicWriter(_DescriptorWriter):
     """Write a file that appears at `path` complete, on `commit()`, or not at all.
 
     Opening already creates the temporary file, so a missing directory or a permission
@@ -208,9 +229,6 @@ class AtomicWriter:
             self.discard()
             raise self._error(exc) from exc
 
-    def flush(self) -> None:
-        """Nothing to do: writes go straight to the kernel, unbuffered."""
-        self._require_open()
 
     def commit(self) -> None:
         """fsync, rename over the target, fsync the directory. Then the writer is closed."""
@@ -242,14 +260,6 @@ class AtomicWriter:
         with suppress(OSError):
             os.close(fd)
 
-    @property
-    def closed(self) -> bool:
-        return self._fd is None
-
-    def _require_open(self) -> int:
-        if self._fd is None:
-            raise RuntimeError(f"{self.path}: writer already committed or discarded")
-        return self._fd
 
     def _fsync_directory(self) -> None:
         # The rename has happened and readers see the new file; this only makes the rename
@@ -439,7 +449,7 @@ def _remove_if_dead(path: str) -> bool:
         os.close(fd)
 
 
-class PassThroughWriter:
+class PassThroughWriter(_DescriptorWriter):
     """Write straight into a character device, a FIFO, or our own stdout/stderr by name.
 
     Nothing is replaced and nothing can be taken back: what was written stays written, as
@@ -522,9 +532,6 @@ class PassThroughWriter:
             self.discard()
             raise _os_error(self.path, exc) from exc
 
-    def flush(self) -> None:
-        """Nothing to do: writes go straight to the kernel, unbuffered."""
-        self._require_open()
 
     def commit(self) -> None:
         """Close: no fsync (a FIFO or a device has nothing to sync), no rename."""
@@ -543,14 +550,6 @@ class PassThroughWriter:
         with suppress(OSError):
             os.close(fd)
 
-    @property
-    def closed(self) -> bool:
-        return self._fd is None
-
-    def _require_open(self) -> int:
-        if self._fd is None:
-            raise RuntimeError(f"{self.path}: writer already committed or discarded")
-        return self._fd
 
 
 def _is_fifo(path: str) -> bool:
