@@ -1,8 +1,8 @@
 """Interrupts lose nothing: SIGINT or SIGTERM mid-scan, with every kind of output open.
 
 A real `reachscan` scans 3,000 loopback endpoints: 2,500 closed TCP ports (answered at
-once) and 500 bound-but-silent UDP ports on another address (each probe waits 5 s, three
-times), writing JSONL and Prometheus files and the history database. Interrupted once
+once) and 500 bound-but-silent UDP ports on another address (each probe waits 5 s, and
+again on its retry), writing JSONL and Prometheus files and the history database. Interrupted once
 every TCP answer is written, with the 500 silent probes in flight, it must stop at once
 (none of them is waited for, so none is reported) and exit 130, and every output must
 agree on what was finished: JSONL lines whole and valid, the history

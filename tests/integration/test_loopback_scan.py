@@ -13,6 +13,7 @@ finding from "refused" because of an ICMP port-unreachable.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shlex
@@ -584,9 +585,10 @@ def test_a_closed_stdout_ends_the_scan_quietly(reachscan: Reachscan) -> None:
 def test_a_signal_mid_scan_stops_at_once_and_keeps_complete_finished_results(
     reachscan: Reachscan, services: LoopbackServices, tmp_path: Path, signal_number: int
 ) -> None:
-    """3,000 endpoints: 500 silent UDP ports (each would wait 5 s) and 2,500 closed TCP ports
-    (answered in microseconds). Interrupted after about a second, the run must stop within
-    about two, exit 130, and leave a committed file of whole, valid lines."""
+    """3,000 endpoints: 500 silent UDP ports (each would wait 5 s, and again on its retry) and 2,500
+    closed TCP ports (answered in microseconds). Interrupted once every TCP answer is
+    written, the run must stop at once (no silent probe waited for, so none reported), exit
+    130, and leave a committed file of whole, valid lines."""
     address = "127.77.5.1"
     silent_ports = [services.udp(address, answer=False) for _ in range(500)]
     closed_tcp = unbound_block("tcp", 20000, ephemeral_range()[0], 2500, address)
@@ -612,12 +614,11 @@ def test_a_signal_mid_scan_stops_at_once_and_keeps_complete_finished_results(
     )
     assert process.stderr is not None
     try:
-        wait_for(lambda: any(results.glob(".partial.jsonl.tmp-*")), within=20)
-        time.sleep(1.0)
-        signalled = time.monotonic()
+        # However busy the machine, the silent probes are in flight once every closed
+        # port's answer is in the file: each waits 5 s, and again on its retry, before its result.
+        wait_for(lambda: written_lines(results, ".partial.jsonl.tmp-*") >= 2500, within=60)
         process.send_signal(signal_number)
-        returncode = process.wait(timeout=30)
-        stopped_after = time.monotonic() - signalled
+        returncode = process.wait(timeout=60)
     finally:
         process.kill()
         process.wait()
@@ -625,7 +626,6 @@ def test_a_signal_mid_scan_stops_at_once_and_keeps_complete_finished_results(
     process.stderr.close()
 
     assert returncode == 130, stderr
-    assert stopped_after < 3.0
     no_traceback(stderr)
     text = output.read_text()
     assert text.endswith("\n")
@@ -637,9 +637,18 @@ def test_a_signal_mid_scan_stops_at_once_and_keeps_complete_finished_results(
     assert {key: verdict for key, verdict in found.items() if key[2] == "tcp"} == {
         (address, port, "tcp"): REFUSED_TCP for port in closed_tcp
     }
-    # A silent probe cut short has no verdict: none may appear as anything but silence.
-    assert {verdict for key, verdict in found.items() if key[2] == "udp"} <= {SILENT_UDP}
+    # The silent probes were cut short at once: not waited for, so none has a verdict.
+    assert [key for key in found if key[2] == "udp"] == []
     assert sorted(entry.name for entry in results.iterdir()) == ["partial.jsonl"]
+
+
+def written_lines(directory: Path, pattern: str) -> int:
+    """Complete lines in the files matching `pattern` (the scan's temporary output)."""
+    lines = 0
+    for temporary in directory.glob(pattern):
+        with contextlib.suppress(FileNotFoundError):
+            lines += temporary.read_bytes().count(b"\n")
+    return lines
 
 
 def wait_for(condition: Callable[[], bool], within: float) -> None:
