@@ -482,9 +482,29 @@ def test_valid_specs_round_trip(
 @settings(max_examples=100)
 @given(_hosts())
 def test_host_without_ports_takes_the_defaults(host: tuple[str, list[str], bool]) -> None:
-    host_text, expected_hosts, _ = host
+    host_text, expected_hosts, needs_brackets = host
+    if needs_brackets and reads_as_address_and_port(host_text):
+        # `::ffff:7b5e:2810` is an address and also `::ffff:7b5e` port 2810: refused as
+        # ambiguous unbracketed, and meant as the address once bracketed.
+        with pytest.raises(SpecError, match="is ambiguous"):
+            spec(host_text, parse_ports("9"))
+        host_text = f"[{host_text}]"
     target = spec(host_text, parse_ports("9"))
     assert hosts_of(target) == expected_hosts
+
+
+def reads_as_address_and_port(text: str) -> bool:
+    """The ambiguity rule (README, target specs): an unbracketed IPv6 literal whose last
+    group is a decimal 1-65535 and whose text before that colon is an address itself."""
+    if "/" in text:
+        return False
+    address, _, group = text.rpartition(":")
+    if not (group.isascii() and group.isdigit() and 1 <= int(group) <= 65535):
+        return False
+    try:
+        return ipaddress.ip_address(address).version == 6
+    except ValueError:
+        return False
 
 
 def _parse_or_spec_error(text: str) -> None:
