@@ -192,6 +192,15 @@ class _DescriptorWriter:
             raise RuntimeError(f"{self.path}: writer already committed or discarded")
         return self._fd
 
+    def _write_all(self, data: bytes | bytearray) -> None:
+        """Write all of `data` (os.write may write less than asked, so loop); an OSError
+        is the caller's to translate."""
+        fd = self._require_open()
+        view = memoryview(data)
+        while view:
+            written = os.write(fd, view)
+            view = view[written:]
+
 
 class AtomicWriter(_DescriptorWriter):
     """Write a file that appears at `path` complete, on `commit()`, or not at all.
@@ -219,12 +228,8 @@ class AtomicWriter(_DescriptorWriter):
 
     def write(self, data: bytes | bytearray) -> None:
         """Write all of `data` (os.write may write less than asked, so loop)."""
-        fd = self._require_open()
-        view = memoryview(data)
         try:
-            while view:
-                written = os.write(fd, view)
-                view = view[written:]
+            self._write_all(data)
         except OSError as exc:
             self.discard()
             raise self._error(exc) from exc
@@ -519,12 +524,8 @@ class PassThroughWriter(_DescriptorWriter):
             raise _os_error(path, exc) from exc
 
     def write(self, data: bytes | bytearray) -> None:
-        fd = self._require_open()
-        view = memoryview(data)
         try:
-            while view:
-                written = os.write(fd, view)
-                view = view[written:]
+            self._write_all(data)
         except BrokenPipeError as exc:
             self.discard()
             raise OutputError(self.path, "its reader went away (Broken pipe)") from exc
