@@ -56,6 +56,18 @@ class Outputs:
     prom: Path
     database: Path
 
+    @classmethod
+    def under(cls, tmp_path: Path) -> Outputs:
+        """JSON Lines and prom files in a directory of their own, the history beside it."""
+        directory = tmp_path / "out"
+        directory.mkdir()
+        return cls(
+            directory,
+            directory / "run.jsonl",
+            directory / "m.prom",
+            tmp_path / "history" / "history.sqlite",
+        )
+
     def arguments(self) -> list[str]:
         return [
             "--format",
@@ -73,14 +85,7 @@ class Outputs:
 
 @pytest.fixture
 def outputs(tmp_path: Path) -> Outputs:
-    directory = tmp_path / "out"
-    directory.mkdir()
-    return Outputs(
-        directory,
-        directory / "run.jsonl",
-        directory / "m.prom",
-        tmp_path / "history" / "history.sqlite",
-    )
+    return Outputs.under(tmp_path)
 
 
 def closed_tcp_block(size: int) -> range:

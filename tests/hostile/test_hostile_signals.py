@@ -45,14 +45,7 @@ SWEEP = 65_535
 
 @pytest.fixture
 def outputs(tmp_path: Path) -> Outputs:
-    directory = tmp_path / "out"
-    directory.mkdir()
-    return Outputs(
-        directory,
-        directory / "run.jsonl",
-        directory / "m.prom",
-        tmp_path / "history" / "history.sqlite",
-    )
+    return Outputs.under(tmp_path)
 
 
 def sweep_arguments(outputs: Outputs) -> list[str]:
