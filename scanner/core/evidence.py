@@ -67,11 +67,24 @@ class ScanIndex:
         if result.address is None or result.endpoint.expect is None or self.size >= self.limit:
             return
         endpoint = result.endpoint
-        observation = (result.state, result.reason)
-        self.record(result.address, endpoint.port, endpoint.proto, observation)
-        if result.resolved_via is not ResolvedVia.LITERAL:
-            key = (endpoint.host, endpoint.port, endpoint.proto)
-            self.by_endpoint.setdefault(key, []).append((result.address, observation))
+        self.add_observation(
+            result.address,
+            endpoint.port,
+            endpoint.proto,
+            (result.state, result.reason),
+            None if result.resolved_via is ResolvedVia.LITERAL else endpoint.host,
+        )
+
+    def add_observation(
+        self, address: str, port: int, proto: Proto, observation: ProbeAnswer, name: str | None
+    ) -> None:
+        """What `add` keeps of one result (`name`: the host as written, when the address
+        came from resolving it), for results measured in another process."""
+        if self.size >= self.limit:
+            return
+        self.record(address, port, proto, observation)
+        if name is not None:
+            self.by_endpoint.setdefault((name, port, proto), []).append((address, observation))
 
     def record(self, address: str, port: int, proto: Proto, observation: ProbeAnswer) -> None:
         ports = self.by_address.setdefault(address, {})

@@ -78,6 +78,23 @@ class Scope:
         # A sweep asks about the same address once per port: remember recent answers.
         self._check = lru_cache(maxsize=4096)(self._judge)
 
+    def _values(self) -> tuple[tuple[IpNetwork, ...], bool, tuple[IpNetwork, ...]]:
+        return (self.excluded, self.include_special, self.broadcast)
+
+    def __reduce__(self) -> tuple[type[Scope], tuple[object, ...]]:
+        """Pickled as its three values (a shard's scope travels with its work,
+        scanner/run/shard.py); the cache of answers is rebuilt, not carried."""
+        return (Scope, self._values())
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Scope) and self._values() == other._values()
+
+    def __hash__(self) -> int:
+        return hash(self._values())
+
+    def __repr__(self) -> str:
+        return "Scope(excluded={!r}, include_special={!r}, broadcast={!r})".format(*self._values())
+
     def allows(self, address: str) -> bool:
         return self._check(address) is None
 

@@ -16,7 +16,7 @@ from datetime import UTC, datetime
 from enum import Enum
 from functools import lru_cache
 from types import UnionType
-from typing import Protocol, cast, get_args, get_origin, get_type_hints
+from typing import Protocol, cast, get_args, get_origin, get_type_hints, runtime_checkable
 
 from scanner.core.model import EVIDENCE_TYPES, Cause, CauseEvidence, CauseKind, Result, State
 
@@ -110,6 +110,43 @@ class Sink(Protocol):
         """The exit status this output decides for the whole run (a Nagios plugin's 0-3,
         once `finish` has run), or None to leave it to the results."""
         ...
+
+
+class Wanted(Enum):
+    """Which results a sink needs as `Result` objects when a scan runs in shard processes
+    (scanner/run/shard.py), where turning each one into an object in the coordinator is
+    the work the shards exist to spare it."""
+
+    NONE = "none"  # it takes its records already encoded (`EncodedSink`)
+    TROUBLE = "trouble"  # only those not as expected (-q's table)
+    ALL = "all"
+
+
+class Encoding(Enum):
+    """A format a shard can encode its results into, so that they reach the sink as bytes."""
+
+    JSON_LINES = "json-lines"  # outputs/jsonl.py: `encode_lines`
+    HISTORY_ROWS = "history-rows"  # history/writer.py: `rows_frame`
+
+
+@runtime_checkable
+class EncodedSink(Sink, Protocol):
+    """A sink that also takes its records encoded elsewhere (by a shard process), as the
+    bytes its own `write` would have produced from the same results."""
+
+    @property
+    def encoding(self) -> Encoding: ...
+
+    def write_encoded(self, data: bytes | bytearray) -> None: ...
+
+
+def wanted(sink: Sink) -> Wanted:
+    """What `sink` needs as objects: nothing if it takes encoded records, else what it
+    declares (`results_wanted`), else every result."""
+    if isinstance(sink, EncodedSink):
+        return Wanted.NONE
+    declared = getattr(sink, "results_wanted", Wanted.ALL)
+    return declared if isinstance(declared, Wanted) else Wanted.ALL
 
 
 def result_to_record(result: Result) -> dict[str, object]:

@@ -1,3 +1,4 @@
-"""Probing at scale: the engine's task groups, limiters and deadlines (engine.py), the
-pipeline that feeds it targets (pipeline.py), and the sharding of one scan across forked
-worker processes (shards.py, shard_worker.py). No classification, no formatting."""
+"""Probing at scale: the engine's task groups, limiters and deadlines (engine.py) and the
+pipeline that feeds it targets (pipeline.py). One event loop's worth of work; splitting a
+scan into shards is decided in core/sharding.py and run in run/shard.py. No
+classification, no formatting."""

@@ -27,9 +27,7 @@ from scanner.core.addresses import literal_address
 from scanner.core.model import Endpoint, Proto, Reason, ResolvedVia, Result, State, Target
 from scanner.core.scope import Scope
 from scanner.engine.engine import Engine, EngineConfig, EngineStats, Job
-from scanner.engine.shards import ShardedEngine
 from scanner.net.base import Connector
-from scanner.procs.worker_pool import WorkerPool
 from scanner.resolve import Resolver
 
 RESOLVER_WORKERS = 32
@@ -70,19 +68,14 @@ class Pipeline:
         on_result: Callable[[Result], None],
         on_warning: Callable[[str], None],
         wall_clock: Callable[[], float],
-        workers: WorkerPool | None = None,
     ) -> None:
-        """`workers`: forked processes to probe in (scanner/engine/shards.py); without any, the
-        probes run in this process."""
+        """One pipeline per process: a scan in shards runs one in each shard process
+        (scanner/run/shard.py)."""
         self.settings = settings
         self._resolver = resolver
         self._on_result = on_result
         self._wall_clock = wall_clock
-        self.engine: Engine | ShardedEngine
-        if workers is not None and workers.processes:
-            self.engine = ShardedEngine(settings.engine, workers, on_result, on_warning)
-        else:
-            self.engine = Engine(settings.engine, connectors, on_result, on_warning)
+        self.engine = Engine(settings.engine, connectors, on_result, on_warning)
         self.excluded = 0  # endpoint addresses reported `excluded` (--exclude, special)
 
     async def run(self, endpoints: Iterable[Endpoint]) -> EngineStats:

@@ -83,10 +83,10 @@ ResultRow = tuple[object, ...]
 
 
 def result_rows(run_id: int, results: Sequence[Result]) -> list[ResultRow]:
-    return [_result_row(run_id, result) for result in results]
+    return [result_row(run_id, result) for result in results]
 
 
-def _result_row(run_id: int, result: Result) -> ResultRow:
+def result_row(run_id: int, result: Result) -> ResultRow:
     """One row per result, of plain values: sqlite3 binds exact `str`s directly, while a
     `StrEnum` member first goes through its adaptation lookup (a quarter of the time of
     an insert). `_value_` is the plain attribute behind the `value` property."""

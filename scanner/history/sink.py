@@ -12,9 +12,9 @@ import contextlib
 from collections.abc import Iterator, Sequence
 
 from scanner.core.model import Result
-from scanner.core.sinks import OutputError, RunInfo, RunSummary
+from scanner.core.sinks import Encoding, OutputError, RunInfo, RunSummary
 from scanner.history.store import HistoryError, HistoryStore, result_rows
-from scanner.history.writer import HistoryWriter
+from scanner.history.writer import HistoryWriter, rows_of_frame
 
 ABORT_MESSAGE = "stopped by a fatal error before it finished"
 QUIT_MESSAGE = "interrupted twice: quit at once; the results stored before are kept"
@@ -56,6 +56,21 @@ class HistorySink:
                 self._store.add_results(self._started(), results)
             else:
                 self._writer.write(result_rows(self._started(), results))
+
+    @property
+    def encoding(self) -> Encoding:
+        return Encoding.HISTORY_ROWS
+
+    def write_encoded(self, data: bytes | bytearray) -> None:
+        """One batch a shard encoded (`rows_frame`, with this run's id): passed on to the
+        writer as it is, or decoded and stored here when there is no writer."""
+        with self._as_output_error():
+            self._raise_failure()
+            self._started()
+            if self._writer is None:
+                self._store.add_rows(rows_of_frame(bytes(data)))
+            else:
+                self._writer.write_frame(bytes(data))
 
     def finish(self, summary: RunSummary) -> None:
         with self._as_output_error():

@@ -42,6 +42,19 @@ PIPE_SIZE = 1 << 20
 the scan runs ahead while the writer catches up, instead of waiting at every batch."""
 
 
+def rows_frame(rows: Sequence[ResultRow]) -> bytes:
+    """One batch of rows as the writer reads it: one frame, stored in one transaction."""
+    return encode(("rows", list(rows)))
+
+
+def rows_of_frame(frame: bytes) -> list[ResultRow]:
+    """The rows of a frame `rows_frame` made (for a history written in this process)."""
+    (decoded,) = FrameReader().feed(frame)
+    rows = decoded[1]
+    assert isinstance(rows, list)
+    return rows
+
+
 class HistoryWriter:
     """The parent's side of the writer: hand batches over, learn at the end that every one
     was stored. Raises `HistoryError`, as the store itself would."""
@@ -59,7 +72,7 @@ class HistoryWriter:
         def serve_path(read_fd: int, write_fd: int) -> int:
             return serve(read_fd, write_fd, path)
 
-        (process,) = fork_processes(1, serve_path, "history writer")
+        (process,) = fork_processes([serve_path], "history writer")
         os.set_blocking(process.to_worker, True)  # a full pipe holds the scan back
         os.set_blocking(process.from_worker, False)  # errors are looked for, not waited for
         with contextlib.suppress(OSError):  # a smaller pipe still works, only less smoothly
@@ -72,13 +85,18 @@ class HistoryWriter:
 
     def write(self, rows: Sequence[ResultRow]) -> None:
         """Hand one batch over (it is stored in one transaction)."""
+        self.write_frame(rows_frame(rows))
+
+    def write_frame(self, frame: bytes) -> None:
+        """Hand over one batch already encoded by `rows_frame` (a shard process encodes
+        its own: scanner/run/shard.py), so that this process only passes the bytes on."""
         if self._ended:
             raise RuntimeError("HistoryWriter: write() after close()")
         reported = self._read_reported()
         if reported is not None:
             self.stop()
             raise HistoryError(self._path, reported)
-        data = memoryview(encode(("rows", list(rows))))
+        data = memoryview(frame)
         try:
             while data:
                 data = data[os.write(self.process.to_worker, data) :]

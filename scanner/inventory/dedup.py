@@ -20,6 +20,7 @@ from scanner.core.errors import InventoryError
 from scanner.core.hosts import HostPattern, may_overlap
 from scanner.core.model import Endpoint, Proto
 from scanner.core.ports import PortSpec
+from scanner.core.sharding import ShardSlice, host_spot
 from scanner.core.specs import TargetSpec
 
 SMALL_SPEC_LIMIT = 1024
@@ -49,8 +50,14 @@ class Deduplicator:
     a big spec claims all its endpoints when its walk starts.
     """
 
-    def __init__(self, *, small_spec_limit: int = SMALL_SPEC_LIMIT) -> None:
+    def __init__(
+        self, *, small_spec_limit: int = SMALL_SPEC_LIMIT, shard: ShardSlice | None = None
+    ) -> None:
+        """`shard`: keep only that shard's endpoints (scanner/core/sharding.py). Exact for
+        the whole scan: a duplicate has the same host, port and protocol as its original,
+        so the rule puts both in the same shard, where this de-duplicator sees both."""
         self._small_spec_limit = small_spec_limit
+        self._shard = shard
         self._seen: set[EndpointKey] = set()
         self._rectangles: list[_Rectangle] = []
 
@@ -72,8 +79,13 @@ class Deduplicator:
         # remember: the per-endpoint key is only built when one of those is needed.
         keyed = bool(seen) or remember_keys
         version = spec.hosts.version
+        shard = self._shard
         for value, host in spec.hosts.members():
+            if shard is not None:
+                spot, shard_at, index = host_spot(host), shard.sharding.shard_at, shard.index
             for port, proto, service in spec.ports:
+                if shard is not None and shard_at(spot, port, proto) != index:
+                    continue  # another shard's: skipped before any key is built
                 if keyed:
                     key = (host, port, proto, pin)
                     if key in seen:
@@ -87,7 +99,11 @@ class Deduplicator:
                 yield spec.endpoint(host, port, proto, service)
 
     def admit(self, endpoint: Endpoint) -> bool:
-        """Is this endpoint new? If so, remember it. For endpoints made outside a spec."""
+        """Is this endpoint new (and this shard's)? If so, remember it. For endpoints made
+        outside a spec."""
+        shard = self._shard
+        if shard is not None and not shard.holds(endpoint.host, endpoint.port, endpoint.proto):
+            return False
         key = endpoint.key
         if key in self._seen:
             return False

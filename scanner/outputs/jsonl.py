@@ -15,12 +15,12 @@ keeps the result schema; a complete run has no such line.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 
 import orjson
 
 from scanner.core.model import Result
-from scanner.core.sinks import OutputTarget, RunInfo, RunSummary, result_to_record
+from scanner.core.sinks import Encoding, OutputTarget, RunInfo, RunSummary, result_to_record
 
 
 def incomplete_marker(summary: RunSummary) -> bytes:
@@ -30,30 +30,46 @@ def incomplete_marker(summary: RunSummary) -> bytes:
     )
 
 
+def encode_lines(results: Iterable[Result], into: bytearray | None = None) -> bytearray:
+    """The JSON Lines of `results`, appended to `into` (a new buffer by default).
+
+    `default=str` keeps an odd evidence value (an ip_address, a Path) from failing the
+    whole batch; every field of the schema itself is JSON-native already. Each line is
+    appended and dropped at once: a list of the lines, joined, costs five times as much
+    (orjson's buffers are too big for Python's small-object allocator, so keeping
+    hundreds alive sends every one to malloc).
+    """
+    lines = bytearray() if into is None else into
+    for result in results:
+        lines += orjson.dumps(
+            result_to_record(result), default=str, option=orjson.OPT_APPEND_NEWLINE
+        )
+    return lines
+
+
 class JsonLinesSink:
     """Write each result as one `result_to_record` JSON object per line."""
 
     def __init__(self, target: OutputTarget) -> None:
         self._target = target
 
+    @property
+    def encoding(self) -> Encoding:
+        return Encoding.JSON_LINES
+
     def start(self, run: RunInfo) -> None:
         """No header: every line is a result, so `jq` and line counts stay simple."""
 
     def write(self, results: Sequence[Result]) -> None:
-        if not results:
-            return
-        # `default=str` keeps an odd evidence value (an ip_address, a Path) from failing
-        # the whole batch; every field of the schema itself is JSON-native already. Each
-        # line is appended and dropped at once: a list of the lines, joined, costs five
-        # times as much (orjson's buffers are too big for Python's small-object allocator,
-        # so keeping hundreds alive sends every one to malloc).
-        lines = bytearray()
-        for result in results:
-            lines += orjson.dumps(
-                result_to_record(result), default=str, option=orjson.OPT_APPEND_NEWLINE
-            )
-        self._target.write(lines)
-        self._target.flush()
+        if results:
+            self.write_encoded(encode_lines(results))
+
+    def write_encoded(self, lines: bytes | bytearray) -> None:
+        """Take lines `encode_lines` made elsewhere (a shard process encodes its own
+        results: scanner/run/shard.py), as one write, flushed at once."""
+        if lines:
+            self._target.write(lines)
+            self._target.flush()
 
     def finish(self, summary: RunSummary) -> None:
         if summary.interrupted:

@@ -10,7 +10,8 @@ disappears and leaves the terminal to the report. Warnings printed while it runs
 from __future__ import annotations
 
 import sys
-from collections.abc import Sequence
+from collections import Counter
+from collections.abc import Mapping, Sequence
 from types import TracebackType
 from typing import TYPE_CHECKING, Self
 
@@ -70,15 +71,20 @@ class Progress:
             self._task = None
 
     def advance(self, results: Sequence[Result]) -> None:
-        self.done += len(results)
-        for result in results:
-            name = _COUNTED_STATES.get(result.state)
+        self.advance_counts(len(results), Counter(result.state for result in results))
+
+    def advance_counts(self, done: int, states: Mapping[State, int]) -> None:
+        """`done` more results, of which `states` by state (results counted elsewhere:
+        a shard process sends its counts, not its results)."""
+        self.done += done
+        for state, count in states.items():
+            name = _COUNTED_STATES.get(state)
             if name is not None:
-                self.counts[name] += 1
+                self.counts[name] += count
         if self._bar is not None and self._task is not None:
             self._bar.update(
                 self._task,
-                advance=len(results),
+                advance=done,
                 open=self.counts["open"],
                 refused=self.counts["refused"],
                 filtered=self.counts["filtered"],

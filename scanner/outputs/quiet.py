@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from scanner.core.model import Result
-from scanner.core.sinks import RunInfo, RunSummary, Sink
+from scanner.core.sinks import RunInfo, RunSummary, Sink, Wanted
 
 
 def run_had_trouble(summary: RunSummary) -> bool:
@@ -20,6 +20,8 @@ def run_had_trouble(summary: RunSummary) -> bool:
 
 class QuietSink:
     """Passes on only the results that are not as expected; finishes only on trouble."""
+
+    results_wanted = Wanted.TROUBLE
 
     def __init__(self, inner: Sink) -> None:
         self._inner = inner

@@ -12,7 +12,7 @@ thread, no loop and no socket of the scan exist yet. The child closes every desc
 that is not its own or a standard stream (a child holding another's write end would keep
 it from ever seeing the end of its input), ignores the signals the parent decides about
 (`PARENT_DECIDES`),
-runs its `serve` (`scanner.engine.shard_worker.serve` for a scan worker,
+runs its `serve` (`scanner.run.shard.serve` for a scan shard,
 `scanner.history.writer.serve` for the history writer), and leaves with `os._exit`, so
 nothing of the parent's (buffered output, atexit handlers, the history database) is
 flushed or closed a second time. Its exit status is 70 (EX_SOFTWARE) if anything escapes.
@@ -26,7 +26,7 @@ import os
 import signal
 import sys
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from types import TracebackType
 from typing import NoReturn, Self
@@ -93,7 +93,12 @@ class WorkerPool:
         in-process)."""
         if count <= 1:
             return cls([])
-        return cls(fork_processes(count, serve, "workers"))
+        return cls(fork_processes([serve] * count, "workers"))
+
+    @classmethod
+    def fork_each(cls, serves: Sequence[Serve], what: str) -> WorkerPool:
+        """Fork one worker per entry of `serves`, each running its own."""
+        return cls(fork_processes(serves, what))
 
     def poll(self, process: WorkerProcess) -> int | None:
         """The worker's exit status if it has ended (reaping it), else None."""
@@ -136,10 +141,12 @@ class WorkerPool:
         self.close()
 
 
-def fork_processes(count: int, serve: Serve, what: str) -> list[WorkerProcess]:
-    """Fork `count` children, each running `serve(read_fd, write_fd)` on its own pipe pair
-    and leaving with its return value as exit status. Raises `WorkersUnavailable` (naming
-    `what` they were for) when out of pipes or processes, with none left behind."""
+def fork_processes(serves: Sequence[Serve], what: str) -> list[WorkerProcess]:
+    """Fork one child per entry of `serves`, each running its `serve(read_fd, write_fd)`
+    on its own pipe pair and leaving with its return value as exit status. Raises
+    `WorkersUnavailable` (naming `what` they were for) when out of pipes or processes,
+    with none left behind."""
+    count = len(serves)
     pipes: list[tuple[int, int, int, int]] = []
     try:
         for _ in range(count):
@@ -157,7 +164,9 @@ def fork_processes(count: int, serve: Serve, what: str) -> list[WorkerProcess]:
     # milliseconds would fail a scan that was only to be interrupted.
     signal_mask = signal.pthread_sigmask(signal.SIG_BLOCK, PARENT_DECIDES)
     try:
-        for parent_read, child_write, child_read, parent_write in pipes:
+        for serve, (parent_read, child_write, child_read, parent_write) in zip(
+            serves, pipes, strict=True
+        ):
             sys.stdout.flush()  # else the child's copy of a buffer could be written twice
             sys.stderr.flush()
             pid = os.fork()

@@ -16,14 +16,20 @@ import anyio
 
 from scanner.core.diagnose import describe_filtered
 from scanner.core.evidence import ScanIndex, needs_explanation
-from scanner.core.model import Endpoint, Expect, Result, State
+from scanner.core.model import Endpoint, Expect, Proto, Reason, Result, State
+from scanner.core.sinks import EncodedSink, Encoding
 from scanner.inventory import InventoryError, InventoryItem
 from scanner.net.host_sockets import local_addresses
 from scanner.outputs import OutputClosed, OutputError, RunSummary, Sink
 from scanner.outputs.progress import Progress
+from scanner.run.shard import ShardBatch
 
 BATCH_SIZE = 512
 FLUSH_INTERVAL = 0.2
+
+PROTOS = {proto.value: proto for proto in Proto}
+STATES = {state.value: state for state in State}
+REASONS = {reason.value: reason for reason in Reason}
 
 
 class ResultFanout:
@@ -60,6 +66,30 @@ class ResultFanout:
                 cause = describe_filtered(result, local_addresses=self._local_addresses)
                 result = replace(result, cause=cause)
         self.emit(result)
+
+    def take(self, batch: ShardBatch) -> None:
+        """A batch a shard process counted, encoded and diagnosed itself
+        (scanner/run/shard.py): its counts added, its bytes handed to the sinks that take
+        them encoded, its results (as many as were asked for) to the others, its
+        refusals held for their cause and its observations kept for the diagnosis."""
+        states = {STATES[value]: count for value, count in batch.counts}
+        self.counts.update(states)
+        self.total += batch.total
+        self.not_ok += batch.not_ok
+        for sink in list(self.sinks):
+            if isinstance(sink, EncodedSink):
+                data = batch.lines if sink.encoding is Encoding.JSON_LINES else batch.rows
+                if data:
+                    self._guarded(sink, sink.write_encoded, data)
+            elif batch.results:
+                self._guarded(sink, sink.write, batch.results)
+        self.held.extend(batch.held)
+        index = self.index
+        for address, port, proto, state, reason, name in batch.observations:
+            index.add_observation(
+                address, port, PROTOS[proto], (STATES[state], REASONS[reason]), name
+            )
+        self.progress.advance_counts(batch.total, states)
 
     def release_held(self, explained: Sequence[Result] | None = None) -> None:
         """Emit the held refusals: explained, or as they were after an interrupt."""
@@ -120,7 +150,11 @@ class InventoryTally:
     def endpoints(self, items: Iterator[InventoryItem]) -> Iterator[Endpoint]:
         for item in items:
             if isinstance(item, InventoryError):
-                self.errors += 1
-                self._report(f"reachscan: {item}")
+                self.report(str(item))
             else:
                 yield item
+
+    def report(self, error: str) -> None:
+        """One inventory error (FILE:LINE: what is wrong), found here or by a shard."""
+        self.errors += 1
+        self._report(f"reachscan: {error}")

@@ -13,7 +13,8 @@ import contextlib
 from collections.abc import Callable
 
 from scanner.console import report_error
-from scanner.engine.shard_worker import serve as serve_shard
+from scanner.core.sharding import Sharding
+from scanner.engine.pipeline import ScanSettings
 from scanner.history import HistoryError, LockBusy
 from scanner.history.writer import WRITER_FROM, HistoryWriter
 from scanner.procs.limits import cancel_give_up, exhaustion_message
@@ -23,9 +24,10 @@ from scanner.run.plan import ScanPlan
 from scanner.run.preflight import list_targets
 from scanner.run.runner import Prepared, prepare, run_plan
 from scanner.run.session import history_session
+from scanner.run.shard import ShardWork, serve, share_of
 from scanner.status import ExitStatus, UsageError
 
-__all__ = ["run_async", "run_scan", "start_history_writer", "start_workers"]
+__all__ = ["run_async", "run_scan", "start_history_writer", "start_shards"]
 
 
 def run_scan(make_plan: Callable[[], ScanPlan], loop_choice: str) -> int:
@@ -65,7 +67,7 @@ def run_async(plan: ScanPlan, loop_choice: str, signals: SignalGuard | None = No
         with (
             start_history_writer(plan, prepared) as writer,
             history_session(plan.history, writer) as history,
-            start_workers(prepared) as workers,
+            start_shards(plan, prepared) as workers,
         ):
             status = anyio.run(
                 run_plan,
@@ -95,11 +97,41 @@ def run_async(plan: ScanPlan, loop_choice: str, signals: SignalGuard | None = No
         return ExitStatus.OUTPUT_FAILED
 
 
-def start_workers(prepared: Prepared) -> WorkerPool:
-    """The scan workers `prepared` asks for; none (probing in this process) when they
-    cannot be started, which is said on stderr."""
+def shard_works(plan: ScanPlan, prepared: Prepared) -> list[ShardWork]:
+    """The slices of the scan, one per shard process (scanner/run/shard.py)."""
+    sharding = Sharding(prepared.workers, prepared.engine.per_host)
+    settings = ScanSettings(
+        engine=share_of(prepared.engine, sharding),
+        families=plan.resolver.families,
+        scope=prepared.checked.scope,
+    )
+    return [
+        ShardWork(
+            index=index,
+            sharding=sharding,
+            specs=prepared.checked.specs,
+            settings=settings,
+            resolver=plan.resolver,
+            diagnose=plan.diagnose,
+        )
+        for index in range(sharding.shards)
+    ]
+
+
+def start_shards(plan: ScanPlan, prepared: Prepared) -> WorkerPool:
+    """The shard processes `prepared` asks for (forked, each holding its `ShardWork`);
+    none (the scan runs in this process) for one, or when they cannot be started, which
+    is said on stderr."""
+    if prepared.workers <= 1:
+        return WorkerPool([])
+
+    def serving(work: ShardWork) -> Callable[[int, int], int]:
+        return lambda read_fd, write_fd: serve(read_fd, write_fd, work, plan.specs)
+
     try:
-        return WorkerPool.fork(prepared.workers, serve_shard)
+        return WorkerPool.fork_each(
+            [serving(work) for work in shard_works(plan, prepared)], "scan shards"
+        )
     except WorkersUnavailable as unavailable:
         report_error(f"reachscan: {unavailable}; probing in this process instead")
         return WorkerPool([])

@@ -25,9 +25,8 @@ from scanner import __version__
 from scanner.console import STDOUT_CLOSED, report_error, stdout_writable
 from scanner.core.evidence import ProbeAnswer, ProbeKey
 from scanner.core.model import Result, Target
-from scanner.engine.engine import Engine, EngineConfig
+from scanner.engine.engine import Engine, EngineConfig, EngineStats
 from scanner.engine.pipeline import Pipeline, ScanSettings
-from scanner.engine.shards import ShardedEngine, WorkerFailed
 from scanner.history import ChangesOnlySink, HistoryError
 from scanner.net.connectors import probe_connectors
 from scanner.outputs import (
@@ -47,6 +46,7 @@ from scanner.procs.limits import (
 )
 from scanner.procs.worker_pool import WorkerPool
 from scanner.resolve import Resolver
+from scanner.run.coordinator import ShardedScan, ShardFailed, feed_for
 from scanner.run.fanout import BATCH_SIZE, InventoryTally, ResultFanout
 from scanner.run.followups import EvidenceGatherer
 from scanner.run.interrupts import ScanControl, SignalGuard, say
@@ -63,6 +63,7 @@ from scanner.run.preflight import (
     validate_inventory,
 )
 from scanner.run.session import HistorySession
+from scanner.run.shard import ShardFeed
 from scanner.status import ExitStatus
 
 
@@ -356,6 +357,54 @@ async def run_plan(
     return conclude(scanned, summary, sinks, history, signals)
 
 
+class InProcessScan:
+    """A scan probed in this process (small scans, `--workers 1`): the inventory through
+    one pipeline, each result into the fanout; the same surface as `ShardedScan`."""
+
+    def __init__(
+        self,
+        plan: ScanPlan,
+        prepared: Prepared,
+        resolver: Resolver,
+        fanout: ResultFanout,
+        tally: InventoryTally,
+        on_warning: Callable[[str], None],
+    ) -> None:
+        self._plan = plan
+        self._prepared = prepared
+        self._resolver = resolver
+        self._fanout = fanout
+        self._tally = tally
+        self._on_warning = on_warning
+        self.stats = EngineStats()
+        self.excluded = 0
+        self.all_results_in = False  # an interrupt while probing here always cuts it short
+
+    async def run(self, feed: ShardFeed) -> EngineStats:
+        """`feed` is for shards: in this process every sink takes the `Result`s."""
+        plan, prepared = self._plan, self._prepared
+        with probe_connectors() as connectors:
+            pipeline = Pipeline(
+                ScanSettings(
+                    engine=prepared.engine,
+                    families=plan.resolver.families,
+                    scope=prepared.checked.scope,
+                ),
+                self._resolver,
+                connectors,
+                on_result=self._fanout.add,
+                on_warning=self._on_warning,
+                wall_clock=time.time,
+            )
+            self.stats = pipeline.engine.stats
+            try:
+                await pipeline.run(self._tally.endpoints(inventory(plan, prepared.checked.specs)))
+            finally:
+                self.stats = pipeline.engine.stats
+                self.excluded = pipeline.excluded
+        return self.stats
+
+
 async def scan(
     plan: ScanPlan,
     prepared: Prepared,
@@ -388,60 +437,52 @@ async def scan(
                 f"{prepared.descriptor_limit} descriptors (ulimit -n) and keeps "
                 f"{DESCRIPTOR_RESERVE} for outputs and DNS"
             )
-        with probe_connectors() as connectors:
-            pipeline = Pipeline(
-                ScanSettings(
-                    engine=engine_config,
-                    families=plan.resolver.families,
-                    scope=prepared.checked.scope,
-                ),
-                resolver,
-                connectors,
-                on_result=fanout.add,
-                on_warning=warn,
-                wall_clock=time.time,
-                workers=workers,
-            )
-            loop = asyncio.get_running_loop()
-            async with anyio.create_task_group() as group:
-                # Out of memory in a loop callback stops the run (scanner/procs/limits.py).
-                exhaustion = FatalCallbackWatch(group.cancel_scope.cancel)
-                loop.set_exception_handler(exhaustion)
-                fanout.stop = group.cancel_scope.cancel
+        if workers is not None and workers.processes:
+            probing: InProcessScan | ShardedScan = ShardedScan(workers, fanout, tally, warn)
+            feed = feed_for(fanout.sinks, None if history is None else history.sink.run_id)
+        else:
+            probing = InProcessScan(plan, prepared, resolver, fanout, tally, warn)
+            feed = ShardFeed()
+        loop = asyncio.get_running_loop()
+        async with anyio.create_task_group() as group:
+            # Out of memory in a loop callback stops the run (scanner/procs/limits.py).
+            exhaustion = FatalCallbackWatch(group.cancel_scope.cancel)
+            loop.set_exception_handler(exhaustion)
+            fanout.stop = group.cancel_scope.cancel
 
-                def stop(message: str) -> None:
-                    with contextlib.suppress(OSError):  # SIGHUP: the terminal may be gone
-                        progress.log(message)
-                    group.cancel_scope.cancel()
-
-                def quit_now(message: str) -> None:
-                    quit_and_exit(message, fanout.sinks, history)
-
-                since = time.monotonic()
-                endpoints = prepared.checked.endpoints
-                signals.status = lambda: scanning_status(fanout, endpoints, since)
-                signals.control_scan(ScanControl(loop, stop, quit_now))
-                group.start_soon(fanout.flush_periodically)
-                try:
-                    await pipeline.run(tally.endpoints(inventory(plan, prepared.checked.specs)))
-                except* WorkerFailed as failed:
-                    worker_failures.extend(str(error) for error in failed.exceptions)
-                if not pipeline.engine.stats.out_of_time and not worker_failures:
-                    await explain_refusals(fanout, plan, resolver, engine_config, warn, history)
-                completed = not pipeline.engine.stats.out_of_time and not worker_failures
+            def stop(message: str) -> None:
+                with contextlib.suppress(OSError):  # SIGHUP: the terminal may be gone
+                    progress.log(message)
                 group.cancel_scope.cancel()
-            loop.set_exception_handler(None)
-            exhaustion.release_reserve()
-            exhaustion.raise_error()
-        if not completed and isinstance(pipeline.engine, ShardedEngine):
-            # Stopped while the workers were saying goodbye, every result in: not partial.
+
+            def quit_now(message: str) -> None:
+                quit_and_exit(message, fanout.sinks, history)
+
+            since = time.monotonic()
+            endpoints = prepared.checked.endpoints
+            signals.status = lambda: scanning_status(fanout, endpoints, since)
+            signals.control_scan(ScanControl(loop, stop, quit_now))
+            group.start_soon(fanout.flush_periodically)
+            try:
+                await probing.run(feed)
+            except* ShardFailed as failed:
+                worker_failures.extend(str(error) for error in failed.exceptions)
+            if not probing.stats.out_of_time and not worker_failures:
+                await explain_refusals(fanout, plan, resolver, engine_config, warn, history)
+            completed = not probing.stats.out_of_time and not worker_failures
+            group.cancel_scope.cancel()
+        loop.set_exception_handler(None)
+        exhaustion.release_reserve()
+        exhaustion.raise_error()
+        if not completed:
+            # Stopped while the shards were saying goodbye, every result in: not partial.
             completed = (
-                pipeline.engine.all_results_in
+                probing.all_results_in
                 and not fanout.held
                 and not worker_failures
-                and not pipeline.engine.stats.out_of_time
+                and not probing.stats.out_of_time
             )
-        stats = pipeline.engine.stats
+        stats = probing.stats
         if stats.out_of_time:
             warn(
                 f"--max-time {engine_config.max_time:g} s ran out: the results are partial; "
@@ -449,9 +490,9 @@ async def scan(
                 "were not probed (silent probes still waiting for a retry are reported "
                 "unconfirmed: filtered or open|filtered, no-response)"
             )
-        if pipeline.excluded:
+        if probing.excluded:
             warn(
-                f"{pipeline.excluded} endpoint addresses not probed: excluded by --exclude, "
+                f"{probing.excluded} endpoint addresses not probed: excluded by --exclude, "
                 "or multicast/broadcast (--include-special to probe those)"
             )
         fanout.release_held()

@@ -17,3 +17,10 @@ def pipes_held(pid: int) -> set[int]:
         if target.startswith("pipe:["):
             held.add(int(target[len("pipe:[") : -1]))
     return held
+
+
+def serve_until_input_ends(read_fd: int, write_fd: int) -> int:
+    """A forked worker's life as a scan shard lives it: run until the input ends."""
+    while os.read(read_fd, 4096):
+        pass
+    return 0

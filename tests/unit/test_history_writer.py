@@ -14,14 +14,13 @@ import pytest
 
 from scanner.core.model import Result, State
 from scanner.core.sinks import RunInfo
-from scanner.engine.shard_worker import serve as serve_shard
 from scanner.history.records import RunStatus
 from scanner.history.sink import HistorySink
 from scanner.history.store import HistoryError, HistoryStore, result_rows
 from scanner.history.writer import HistoryWriter
 from scanner.procs.worker_pool import WorkerPool, WorkersUnavailable
 from tests.support.history import make_result, summary_of
-from tests.support.proc_fds import pipes_held
+from tests.support.proc_fds import pipes_held, serve_until_input_ends
 
 RUN = RunInfo(started=1_000.0, command="reachscan scan fleet.yaml", version="0.1.0")
 
@@ -151,7 +150,7 @@ def test_workers_forked_later_hold_none_of_the_writers_pipes(writer: HistoryWrit
     writer_pipes = {
         os.stat(fd).st_ino for fd in (writer.process.to_worker, writer.process.from_worker)
     }
-    with WorkerPool.fork(2, serve_shard) as pool:
+    with WorkerPool.fork(2, serve_until_input_ends) as pool:
         for process in pool.processes:
             deadline = time.monotonic() + 5  # the child closes them as it starts
             while pipes_held(process.pid) & writer_pipes and time.monotonic() < deadline:

@@ -6,8 +6,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from scanner.core.model import Proto
+from scanner.core.sharding import Sharding
 from scanner.engine.engine import EngineConfig
-from scanner.engine.shards import Sharding
 from scanner.procs.frames import FrameReader, encode
 
 
@@ -32,7 +32,7 @@ def test_a_config_frame_round_trips() -> None:
 
 
 def test_an_address_always_lands_on_the_same_shard_for_udp() -> None:
-    sharding = Sharding(workers=4, per_host=1000)
+    sharding = Sharding(shards=4, per_host=1000)
     shards = {sharding.shard_of("10.0.0.1", port, Proto.UDP) for port in range(1, 2000)}
     assert len(shards) == 1
     spread = {
@@ -42,7 +42,7 @@ def test_an_address_always_lands_on_the_same_shard_for_udp() -> None:
 
 
 def test_one_hosts_tcp_ports_are_spread_evenly_in_blocks() -> None:
-    sharding = Sharding(workers=2, per_host=1000)
+    sharding = Sharding(shards=2, per_host=1000)
     counts = [0, 0]
     for port in range(1, 65536):
         counts[sharding.shard_of("127.0.0.1", port, Proto.TCP)] += 1
@@ -52,13 +52,13 @@ def test_one_hosts_tcp_ports_are_spread_evenly_in_blocks() -> None:
 
 
 def test_each_worker_keeps_its_share_of_the_per_host_limit() -> None:
-    assert Sharding(workers=2, per_host=1000).per_host_per_worker == 500
-    assert Sharding(workers=3, per_host=100).per_host_per_worker == 33
+    assert Sharding(shards=2, per_host=1000).per_host_per_shard == 500
+    assert Sharding(shards=3, per_host=100).per_host_per_shard == 33
 
 
 def test_a_small_per_host_limit_keeps_hosts_whole_and_exact() -> None:
-    sharding = Sharding(workers=4, per_host=2)
+    sharding = Sharding(shards=4, per_host=2)
     assert not sharding.spread_hosts
-    assert sharding.per_host_per_worker == 2
+    assert sharding.per_host_per_shard == 2
     shards = {sharding.shard_of("10.0.0.1", port, Proto.TCP) for port in range(1, 2000)}
     assert len(shards) == 1

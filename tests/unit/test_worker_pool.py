@@ -7,19 +7,13 @@ import os
 import signal
 import threading
 import time
-from collections.abc import Sequence
 from pathlib import Path
 
-import anyio
 import pytest
 
-from scanner.core.model import Endpoint, Proto, ResolvedVia, Result, Target
-from scanner.engine.engine import EngineConfig
-from scanner.engine.shard_worker import serve
-from scanner.engine.shards import ShardedEngine
-from scanner.procs.frames import FrameReader, encode
 from scanner.procs.worker_pool import WorkerPool, WorkersUnavailable
 from tests.support.proc_fds import pipes_held
+from tests.support.proc_fds import serve_until_input_ends as serve
 
 ADDRESS = "127.0.0.1"
 
@@ -55,20 +49,6 @@ def test_a_worker_holds_only_its_own_pipe_ends() -> None:
             held = pipes_held(process.pid)
             assert own <= held, "its own two pipes"
             assert not held & others, "none of the other worker's"
-
-
-def test_a_forked_worker_runs_an_engine_and_reports_when_done() -> None:
-    with WorkerPool.fork(2, serve) as pool:
-        process = pool.processes[0]
-        os.set_blocking(process.to_worker, True)
-        os.write(process.to_worker, encode(("config", EngineConfig(timeout=0.5))))
-        os.write(process.to_worker, encode(("end",)))
-        reader = FrameReader()
-        frames: list[tuple[object, ...]] = []
-        deadline = time.monotonic() + 10
-        while not any(frame[0] == "done" for frame in frames) and time.monotonic() < deadline:
-            frames.extend(reader.feed(os.read(process.from_worker, 65536)))
-        assert [frame[0] for frame in frames] == ["done"]
 
 
 def test_a_fork_that_fails_is_reported_and_leaves_nothing_behind(
@@ -198,34 +178,3 @@ def test_children_close_what_they_inherit_also_without_proc(
         while pipes_held(first.pid) & others and time.monotonic() < deadline:
             time.sleep(0.01)
         assert not pipes_held(first.pid) & others
-
-
-def test_a_failing_pipe_callback_stops_the_run_once_instead_of_firing_again() -> None:
-    """An exception in the parent's worker-pipe callback used to reach only the loop's
-    logger, and the pipe, still readable, called it again at once: a MemoryError there
-    wrote 233,010 tracebacks a minute and the run never ended. Now the callback stops
-    watching the pipes and `run` raises the error, once."""
-    results: list[Result] = []
-
-    def out_of_memory(result: Result) -> None:
-        results.append(result)
-        raise MemoryError("test: no memory for this result")
-
-    targets = [
-        Target(Endpoint(ADDRESS, port, Proto.TCP, None), ADDRESS, 4, ResolvedVia.LITERAL)
-        for port in range(20_000, 22_000)
-    ]
-    batches = [targets[start : start + 500] for start in range(0, len(targets), 500)]
-
-    async def scan(pool: WorkerPool) -> None:
-        send, receive = anyio.create_memory_object_stream[Sequence[Target]](len(batches))
-        with send:
-            for batch in batches:
-                send.send_nowait(batch)
-        engine = ShardedEngine(EngineConfig(), pool, out_of_memory, lambda message: None)
-        with anyio.fail_after(60):  # without the fix the run waits for ever
-            await engine.run(receive)
-
-    with WorkerPool.fork(2, serve) as pool, pytest.raises(MemoryError):
-        anyio.run(scan, pool)
-    assert len(results) == 1
