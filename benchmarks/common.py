@@ -81,6 +81,7 @@ class Measurement:
     exit_code: int
     timed_out: bool
     stderr_tail: str
+    peak_tree_pss_kib: int = 0  # the whole process tree's summed PSS, sampled (TreePss)
 
 
 GNU_TIME = Path("/usr/bin/time")
@@ -97,6 +98,78 @@ def gnu_time_available() -> bool:
     except (OSError, subprocess.TimeoutExpired):
         return False
     return "GNU" in completed.stdout + completed.stderr
+
+
+PSS_SAMPLE_INTERVAL = 0.05
+"""Seconds between two samples of a process tree's PSS: often enough to catch the plateau
+of a run that lasts a second, rarely enough to cost the tools next to nothing."""
+
+
+def descendants(root: int) -> list[int]:
+    """`root`'s descendants, now (through /proc/PID/task/TID/children)."""
+    found: list[int] = []
+    pending = [root]
+    while pending:
+        pid = pending.pop()
+        try:
+            tasks = os.listdir(f"/proc/{pid}/task")
+        except OSError:
+            continue
+        for task in tasks:
+            try:
+                with open(f"/proc/{pid}/task/{task}/children") as children:
+                    pids = [int(child) for child in children.read().split()]
+            except OSError:
+                continue
+            found.extend(pids)
+            pending.extend(pids)
+    return found
+
+
+def pss_kib(pid: int) -> int:
+    """A process's proportional set size (`Pss:` of /proc/PID/smaps_rollup), 0 if gone."""
+    try:
+        with open(f"/proc/{pid}/smaps_rollup") as rollup:
+            for line in rollup:
+                if line.startswith("Pss:"):
+                    return int(line.split()[1])
+    except (OSError, ValueError):
+        pass
+    return 0
+
+
+class TreePss:
+    """Samples the summed PSS of a tool's whole process tree while it runs, in a thread.
+
+    Why PSS, summed: a scan that forks workers shares the parent's pages with them until
+    they are written, so adding up their RSS would count those pages once per process.
+    PSS divides each shared page among the processes that map it, so the sum is what the
+    tree really holds. `root`'s own PSS is left out when it is GNU time (1 MiB, not ours).
+    """
+
+    def __init__(self, root: int, *, count_root: bool) -> None:
+        self.root = root
+        self.count_root = count_root
+        self.peak_kib = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+
+    def __enter__(self) -> TreePss:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def _sample(self) -> None:
+        while not self._stop.is_set():
+            pids = descendants(self.root)
+            if self.count_root:
+                pids.append(self.root)
+            total = sum(pss_kib(pid) for pid in pids)
+            self.peak_kib = max(self.peak_kib, total)
+            self._stop.wait(PSS_SAMPLE_INTERVAL)
 
 
 def run_measured(
@@ -141,7 +214,8 @@ def run_measured(
             )
             pidfd = os.pidfd_open(process.pid)
             try:
-                ready, _, _ = select.select([pidfd], [], [], timeout)
+                with TreePss(process.pid, count_root=not gnu_time) as tree:
+                    ready, _, _ = select.select([pidfd], [], [], timeout)
                 timed_out = not ready
                 if timed_out:
                     os.killpg(process.pid, signal.SIGKILL)
@@ -156,7 +230,9 @@ def run_measured(
         if gnu_time:
             lines = rss_file.read_text().split() if rss_file.exists() else []
             peak_rss, source = (int(lines[-1]), "gnu-time") if lines else (0, "none")
-    return Measurement(tool, run, wall, peak_rss, source, exit_code, timed_out, stderr_tail)
+    return Measurement(
+        tool, run, wall, peak_rss, source, exit_code, timed_out, stderr_tail, tree.peak_kib
+    )
 
 
 # -- what each tool found ---------------------------------------------------------------------
@@ -568,7 +644,7 @@ class Contender:
     """
 
     name: str
-    tool: Literal["reachscan", "nmap"]
+    tool: Literal["reachscan", "nmap", "plain python"]
     command: Callable[[Path], list[str]]
     read: Callable[[Path], dict[Key, str]]
     timeout: float
@@ -691,7 +767,9 @@ def progress_line(contender: Contender, measurement: Measurement, accuracy: Accu
         verdict += f" ({accuracy.ignored} set aside: listeners that came or went)"
     line = (
         f"  run {measurement.run} {contender.name:<34} {status}{measurement.wall_s:8.2f} s "
-        f"{measurement.peak_rss_kib / 1024:7.1f} MiB  exit {measurement.exit_code}  {verdict}"
+        f"{measurement.peak_rss_kib / 1024:7.1f} MiB  "
+        f"tree PSS {measurement.peak_tree_pss_kib / 1024:6.1f} MiB  "
+        f"exit {measurement.exit_code}  {verdict}"
     )
     if accuracy is not None:
         line += "".join(f"\n      {detail}" for detail in accuracy.details())
@@ -711,6 +789,7 @@ class Summary:
     min_wall_s: float
     max_wall_s: float
     median_rss_kib: float
+    median_tree_pss_kib: float
     endpoints: int
     endpoints_per_s: float
     timeouts: int
@@ -745,6 +824,9 @@ def summarize(contender: Contender, records: Sequence[RunRecord]) -> Summary:
         min_wall_s=min(walls),
         max_wall_s=max(walls),
         median_rss_kib=statistics.median(rss),
+        median_tree_pss_kib=statistics.median(
+            record.measurement.peak_tree_pss_kib for record in valid
+        ),
         endpoints=contender.endpoints,
         endpoints_per_s=contender.endpoints / median_wall if median_wall else math.inf,
         timeouts=sum(record.measurement.timed_out for record in records),
@@ -800,6 +882,7 @@ def summary_rows(
         "min-max s",
         "endpoints/s",
         "peak RSS MiB",
+        "tree PSS MiB",
         f"time / {baseline.name}" if baseline else "ratio",
         "accuracy",
     ]
@@ -824,6 +907,7 @@ def summary_rows(
                 f"{summary.min_wall_s:.2f}-{summary.max_wall_s:.2f}",
                 round(summary.endpoints_per_s),
                 round(summary.median_rss_mib, 1),
+                round(summary.median_tree_pss_kib / 1024, 1),
                 format_ratio(ratio(summary.median_wall_s, baseline.median_wall_s))
                 if baseline
                 else "-",

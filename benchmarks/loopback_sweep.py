@@ -5,13 +5,16 @@ second, memory, and whether they stay right under load. ~300 listeners (a separa
 process, real backlog) sit on ports outside the ephemeral range; every run's open set is
 compared with /proc/net/tcp read just before and after it. reachscan runs at its default
 settings and at each `--concurrency` value given, which must all find the same open set;
-nmap runs at its default timing, -T4 and -T5 --max-retries 0.
+nmap runs at its default timing, -T4 and -T5 --max-retries 0. Beside them runs the
+language's own limit on these cores: `nproc` plain Python processes that share nothing
+(`plain_sweep.py`), the yardstick a Python scanner's overhead is read against.
 
     python benchmarks/loopback_sweep.py [--runs N] [--quick] [--concurrency 1000,5000,20000]
 """
 
 from __future__ import annotations
 
+import os
 import random
 import sys
 from collections.abc import Callable
@@ -53,6 +56,17 @@ NMAP_TIMINGS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("nmap -sT -T5 --max-retries 0", ("-T5", "--max-retries", "0")),
 )
 BASELINE = "nmap -sT -T4"
+PLAIN_SWEEP = Path(__file__).resolve().parent / "plain_sweep.py"
+
+
+def plain_python_name() -> str:
+    return f"plain python, {os.cpu_count() or 1} processes"
+
+
+def plain_states(path: Path) -> dict[tuple[str, int, str], str]:
+    """`plain_sweep.py`'s open ports; every other port of the sweep it found not open."""
+    opened = {int(line.split()[1]) for line in path.read_text().splitlines() if line.strip()}
+    return {(ADDRESS, port, "tcp"): "open" if port in opened else "refused" for port in ALL_PORTS}
 
 
 def concurrency_list(text: str) -> list[int]:
@@ -86,6 +100,22 @@ def contenders(concurrencies: list[int], with_nmap: bool) -> list[Contender]:
             tool="reachscan",
             command=reachscan_sweep(target, "--workers", "2"),
             read=reachscan_states,
+            timeout=REACHSCAN_TIMEOUT,
+            endpoints=len(ALL_PORTS),
+        ),
+        Contender(
+            name=plain_python_name(),
+            tool="plain python",
+            command=lambda output: [
+                sys.executable,
+                str(PLAIN_SWEEP),
+                ADDRESS,
+                "1-65535",
+                str(output),
+                "--processes",
+                str(os.cpu_count() or 1),
+            ],
+            read=plain_states,
             timeout=REACHSCAN_TIMEOUT,
             endpoints=len(ALL_PORTS),
         ),
@@ -174,6 +204,11 @@ def main() -> int:
         run.accuracy is not None and not run.accuracy.false_open and not run.accuracy.missed_open
         for run in reachscan_runs
     )
+    plain = next((summary for summary in summaries if summary.tool == "plain python"), None)
+    if plain is not None:
+        print_heading(f"against the language's own limit ({plain.name})")
+        headers, rows = summary_rows(summaries, plain)
+        print(format_table(headers, rows))
     print(
         "\nreachscan open sets identical to the kernel's in every run, at every concurrency: "
         + ("yes" if consistent else "NO (see the accuracy column and the per-run lines)")
@@ -185,6 +220,11 @@ def main() -> int:
             "target": f"{ADDRESS}:1-65535/tcp",
             "listeners": our_ports,
             "baseline": BASELINE,
+            "ratios_to_plain_python": {
+                summary.name: summary.median_wall_s / plain.median_wall_s
+                for summary in summaries
+                if plain is not None
+            },
             "summaries": summaries,
             "ratios_to_baseline": {
                 summary.name: (summary.median_wall_s / baseline.median_wall_s)

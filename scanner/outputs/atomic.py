@@ -234,7 +234,6 @@ class AtomicWriter(_DescriptorWriter):
             self.discard()
             raise self._error(exc) from exc
 
-
     def commit(self) -> None:
         """fsync, rename over the target, fsync the directory. Then the writer is closed."""
         fd = self._require_open()
@@ -264,7 +263,6 @@ class AtomicWriter(_DescriptorWriter):
         # The file is being thrown away: a late write error from close changes nothing.
         with suppress(OSError):
             os.close(fd)
-
 
     def _fsync_directory(self) -> None:
         # The rename has happened and readers see the new file; this only makes the rename
@@ -533,7 +531,6 @@ class PassThroughWriter(_DescriptorWriter):
             self.discard()
             raise _os_error(self.path, exc) from exc
 
-
     def commit(self) -> None:
         """Close: no fsync (a FIFO or a device has nothing to sync), no rename."""
         fd = self._require_open()
@@ -550,7 +547,6 @@ class PassThroughWriter(_DescriptorWriter):
         fd, self._fd = self._fd, None
         with suppress(OSError):
             os.close(fd)
-
 
 
 def _is_fifo(path: str) -> bool:

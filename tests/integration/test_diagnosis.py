@@ -22,9 +22,11 @@ nothing listening on it, or on any port related to it, on any address.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import random
+import sqlite3
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,6 +36,8 @@ import pytest
 import yaml
 
 from scanner.core.diagnose import related_ports
+from scanner.core.model import Proto
+from scanner.core.sharding import Sharding
 from tests.support.cli import Reachscan as BaseReachscan
 from tests.support.cli import parse_records
 from tests.support.dns_responder import DnsResponder
@@ -570,6 +574,71 @@ def test_thousands_of_refusals_stay_within_the_budget_and_all_get_a_cause(
     kinds = {group["kind"] for group in report["refused"]["groups"]}
     assert "undiagnosed" not in kinds
     assert sum(group["count"] for group in report["refused"]["groups"]) == endpoints
+
+
+def other_shard_port(host: str, port: int, ports: PortPicker) -> int:
+    """A quiet port of `host` that two shards give to the shard not holding `port`."""
+    sharding = Sharding(2, per_host=1000)
+    theirs = sharding.shard_of(host, port, Proto.TCP)
+    for _ in range(5_000):
+        candidate = ports.rng.randrange(PORT_LOW, PORT_HIGH)
+        if sharding.shard_of(host, candidate, Proto.TCP) != theirs and ports.claim(candidate):
+            return candidate
+    raise RuntimeError("no quiet port in the other shard")
+
+
+def history_rows(database: Path) -> list[tuple[object, ...]]:
+    """Every result row of the database's one run, without the times (rtt, ts)."""
+    with contextlib.closing(sqlite3.connect(database)) as connection:
+        return sorted(
+            connection.execute(
+                "SELECT host, address, port, proto, state, reason, resolved_via, expect, ok,"
+                " labels, cause_kind, cause FROM results"
+            ).fetchall(),
+            key=repr,
+        )
+
+
+def test_two_workers_explain_every_refusal_exactly_as_one_process(
+    reachscan: Reachscan, services: LoopbackServices, ports: PortPicker, tmp_path: Path
+) -> None:
+    """The evidence of one cause can lie in another shard: the port of 127.88.20.2 that
+    answers is probed by the shard that does not hold the refused one (and a neighbour
+    port is not among the inventory's at all). Sharded, the causes, the JSON Lines and
+    the history's rows must be those of one process."""
+    wrong_port = ports.quiet()
+    services.tcp("127.88.20.1", wrong_port + 1)
+    down_port = ports.quiet()
+    up_port = other_shard_port("127.88.20.2", down_port, ports)
+    services.tcp("127.88.20.2", up_port)
+    nobody = ports.quiet()
+    inventory = write_inventory(
+        tmp_path,
+        [
+            {"host": "127.88.20.1", "ports": [wrong_port]},
+            {"host": "127.88.20.2", "ports": [down_port, up_port]},
+            {"host": "127.88.20.3", "ports": [nobody]},
+        ],
+    )
+
+    def scan(workers: str) -> tuple[list[Record], list[tuple[object, ...]]]:
+        database = tmp_path / f"history-{workers}.sqlite"
+        records = reachscan.jsonl(inventory, "--workers", workers, "--db", str(database))
+        for record in records:
+            record.pop("rtt_ms")
+            record.pop("ts")
+        return sorted(records, key=repr), history_rows(database)
+
+    alone, sharded = scan("1"), scan("2")
+
+    assert sharded == alone
+    records, rows = alone
+    assert len(records) == len(rows) == 4
+    causes = {(record["address"], record["port"]): record["cause"] for record in records}
+    assert causes[("127.88.20.1", wrong_port)]["kind"] == "wrong-port"
+    assert causes[("127.88.20.2", down_port)]["kind"] == "service-down"
+    assert causes[("127.88.20.2", down_port)]["evidence"]["alive_ports"] == [up_port]
+    assert causes[("127.88.20.3", nobody)]["kind"] == "service-down"
 
 
 def test_the_table_groups_refusals_by_cause_with_counts_and_advice(

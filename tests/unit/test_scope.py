@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pickle
+
 import pytest
 
 from scanner.core.model import Origin, Reason
@@ -109,3 +111,21 @@ def test_the_broadcast_of_an_ipv4_mapped_block_is_its_ipv4_broadcast() -> None:
     scope = Scope().with_broadcast(found)
     assert scope.refusal("::ffff:10.1.0.255") is Reason.SPECIAL_ADDRESS
     assert scope.allows("::ffff:10.1.0.254")
+
+
+def test_a_scope_travels_to_a_shard_as_its_values_and_judges_alike() -> None:
+    """A shard's scope is pickled with its work (scanner/run/shard.py): the exclusions,
+    the special-address rule and the inventory's broadcast addresses all arrive."""
+    scope = Scope(
+        excluded=parse_exclusions(["127.0.0.2/31", "::1"], "x"),
+        include_special=False,
+        broadcast=parse_exclusions(["127.0.9.255"], "y"),
+    )
+    scope.allows("127.0.0.1")  # a filled cache must not travel or matter
+    copy = pickle.loads(pickle.dumps(scope))
+    assert copy == scope and hash(copy) == hash(scope)
+    assert copy != Scope(excluded=scope.excluded, include_special=True, broadcast=scope.broadcast)
+    for address in ("127.0.0.1", "127.0.0.3", "::1", "127.0.9.255", "224.0.0.1", "::ffff:7f00:2"):
+        assert copy.refusal(address) == scope.refusal(address), address
+    assert copy.refusal("127.0.0.3") is Reason.EXCLUDE_LIST
+    assert copy.refusal("127.0.9.255") is Reason.SPECIAL_ADDRESS
