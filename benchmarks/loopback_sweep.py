@@ -95,13 +95,16 @@ def contenders(concurrencies: list[int], with_nmap: bool) -> list[Contender]:
             timeout=REACHSCAN_TIMEOUT,
             endpoints=len(ALL_PORTS),
         ),
-        Contender(
-            name="reachscan --workers 2",
-            tool="reachscan",
-            command=reachscan_sweep(target, "--workers", "2"),
-            read=reachscan_states,
-            timeout=REACHSCAN_TIMEOUT,
-            endpoints=len(ALL_PORTS),
+        *(
+            Contender(
+                name=f"reachscan --workers {workers}",
+                tool="reachscan",
+                command=reachscan_sweep(target, "--workers", str(workers)),
+                read=reachscan_states,
+                timeout=REACHSCAN_TIMEOUT,
+                endpoints=len(ALL_PORTS),
+            )
+            for workers in (1, 2)
         ),
         Contender(
             name=plain_python_name(),
