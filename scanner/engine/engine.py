@@ -441,8 +441,8 @@ class Engine:
         offender: str | None,
         message: str | None,
     ) -> None:
-        """Hand the verdict on as a `Result` (a worker process overrides this to send a
-        compact row instead: scanner/engine/shard_worker.py)."""
+        """Hand the verdict on as a `Result` (in a shard process too: scanner/run/shard.py
+        encodes it there, so it never crosses a pipe as an object unless it must)."""
         target = job.target
         self._on_result(
             Result(
