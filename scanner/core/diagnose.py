@@ -47,7 +47,7 @@ from __future__ import annotations
 
 import ipaddress
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from types import MappingProxyType
 
@@ -57,6 +57,7 @@ from scanner.core.model import (
     BoundElsewhereEvidence,
     Cause,
     CauseKind,
+    Expect,
     FilteredEvidence,
     Proto,
     Reason,
@@ -642,6 +643,15 @@ def who_filtered(result: Result, local_addresses: Iterable[str] = ()) -> str:
     if any(_same_address(offender, local) for local in local_addresses):
         return WHO_SELF
     return WHO_ROUTER
+
+
+def with_filtered_cause(result: Result, *, local_addresses: Iterable[str] = ()) -> Result:
+    """`result` with its cause when it is filtered and was expected open (known at once,
+    unlike a refusal's); any other result as it is. One rule for the scan in one process
+    (scanner/run/fanout.py) and in a shard (scanner/run/shard.py)."""
+    if result.state is State.FILTERED and result.endpoint.expect is Expect.OPEN:
+        return replace(result, cause=describe_filtered(result, local_addresses=local_addresses))
+    return result
 
 
 def describe_filtered(result: Result, *, local_addresses: Iterable[str] = ()) -> Cause:

@@ -9,14 +9,13 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import replace
 from typing import Any
 
 import anyio
 
-from scanner.core.diagnose import describe_filtered
+from scanner.core.diagnose import with_filtered_cause
 from scanner.core.evidence import ScanIndex, needs_explanation
-from scanner.core.model import Endpoint, Expect, Proto, Reason, Result, State
+from scanner.core.model import Endpoint, Proto, Reason, Result, State
 from scanner.core.sinks import EncodedSink, Encoding
 from scanner.inventory import InventoryError, InventoryItem
 from scanner.net.host_sockets import local_addresses
@@ -62,9 +61,7 @@ class ResultFanout:
             if needs_explanation(result):
                 self.held.append(result)
                 return
-            if result.state is State.FILTERED and result.endpoint.expect is Expect.OPEN:
-                cause = describe_filtered(result, local_addresses=self._local_addresses)
-                result = replace(result, cause=cause)
+            result = with_filtered_cause(result, local_addresses=self._local_addresses)
         self.emit(result)
 
     def take(self, batch: ShardBatch) -> None:

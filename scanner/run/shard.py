@@ -38,9 +38,9 @@ from dataclasses import dataclass, field, replace
 
 import anyio
 
-from scanner.core.diagnose import describe_filtered
+from scanner.core.diagnose import with_filtered_cause
 from scanner.core.evidence import needs_explanation
-from scanner.core.model import Endpoint, Expect, ResolvedVia, Result, State
+from scanner.core.model import Endpoint, ResolvedVia, Result
 from scanner.core.sharding import Sharding, ShardSlice
 from scanner.core.sinks import Wanted
 from scanner.engine.engine import EngineConfig, EngineStats
@@ -164,9 +164,7 @@ class ShardOutput:
                 batch.held.append(result)
                 self._added()
                 return
-            if result.state is State.FILTERED and endpoint.expect is Expect.OPEN:
-                cause = describe_filtered(result, local_addresses=self._local_addresses)
-                result = replace(result, cause=cause)
+            result = with_filtered_cause(result, local_addresses=self._local_addresses)
         self._counts[result.state._value_] += 1
         batch.total += 1
         ok = result.ok
