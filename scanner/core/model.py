@@ -13,6 +13,8 @@ from enum import Enum, StrEnum
 from types import MappingProxyType
 from typing import ClassVar
 
+from scanner.core.fastinit import fast_init
+
 
 class Proto(StrEnum):
     TCP = "tcp"
@@ -104,6 +106,7 @@ class Origin:
         return f"{self.file}:{self.line}"
 
 
+@fast_init  # built once per endpoint: see scanner/core/fastinit.py
 @dataclass(frozen=True, slots=True)
 class Endpoint:
     """One thing the inventory wants checked: a host (as written), a port, a protocol.
@@ -128,6 +131,7 @@ class Endpoint:
         return (self.host, self.port, self.proto, self.pinned_address)
 
 
+@fast_init  # built once per endpoint: see scanner/core/fastinit.py
 @dataclass(frozen=True, slots=True)
 class Target:
     """An endpoint at one concrete address: the unit the engine probes."""
@@ -165,6 +169,7 @@ class Offender(Enum):
     UNKNOWN = "unknown"
 
 
+@fast_init  # built once per endpoint: see scanner/core/fastinit.py
 @dataclass(frozen=True, slots=True)
 class IcmpReport:
     """One record from the socket's error queue (`struct sock_extended_err`)."""
@@ -177,6 +182,7 @@ class IcmpReport:
     offender: Offender
 
 
+@fast_init  # built once per endpoint: see scanner/core/fastinit.py
 @dataclass(frozen=True, slots=True)
 class Outcome:
     """What one probe attempt produced, translated from the OS exactly once (net/)."""
@@ -380,6 +386,7 @@ class Cause:
         return self.evidence.KIND
 
 
+@fast_init  # built once per endpoint: see scanner/core/fastinit.py
 @dataclass(frozen=True, slots=True)
 class Result:
     """The final word on one endpoint at one address."""

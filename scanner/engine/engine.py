@@ -444,18 +444,19 @@ class Engine:
         """Hand the verdict on as a `Result` (in a shard process too: scanner/run/shard.py
         encodes it there, so it never crosses a pipe as an object unless it must)."""
         target = job.target
+        # Positional, in Result's field order: this runs once per endpoint.
         self._on_result(
             Result(
-                endpoint=target.endpoint,
-                address=target.address,
-                resolved_via=target.resolved_via,
-                state=state,
-                reason=reason,
-                rtt_ms=rtt_ms,
-                ts=self._wall_clock(),
-                offender=offender,
-                message=message,
-                attempts=job.attempts,
+                target.endpoint,
+                target.address,
+                target.resolved_via,
+                state,
+                reason,
+                rtt_ms,
+                self._wall_clock(),
+                offender,
+                message,
+                job.attempts,
             )
         )
 

@@ -8,6 +8,7 @@ alone cannot (see docs/KERNEL_NOTES.md). Python 3.11 exports none of these const
 
 from __future__ import annotations
 
+import _socket
 import ipaddress
 import socket
 import struct
@@ -29,7 +30,7 @@ _CMSG_TYPES = frozenset({(SOL_IP, IP_RECVERR), (SOL_IPV6, IPV6_RECVERR)})
 _ORIGINS = {origin.value: origin for origin in IcmpOrigin}
 
 
-def enable_error_queue(sock: socket.socket, family: int) -> None:
+def enable_error_queue(sock: _socket.socket, family: int) -> None:
     """Ask the kernel to queue ICMP errors on `sock` (both options on IPv6 sockets).
 
     IPV6_RECVERR matters even for TCP: without it an ICMPv6 error that arrives while
@@ -83,7 +84,7 @@ def offender_role(offender: str | None, target: str, local: str | None) -> Offen
     return Offender.OTHER
 
 
-def local_address(sock: socket.socket) -> str | None:
+def local_address(sock: _socket.socket) -> str | None:
     """The socket's own address (the source the kernel chose), if it has one."""
     try:
         return str(sock.getsockname()[0])
@@ -91,7 +92,7 @@ def local_address(sock: socket.socket) -> str | None:
         return None
 
 
-def drain_error_queue(sock: socket.socket, target_address: str) -> IcmpReport | None:
+def drain_error_queue(sock: _socket.socket, target_address: str) -> IcmpReport | None:
     """Read every queued error; return the last ICMP one (reading also clears SO_ERROR).
 
     Our own address is looked up only when there is a record to compare it with: most

@@ -9,6 +9,7 @@ kept by the engine's single sweep.
 
 from __future__ import annotations
 
+import _socket
 import contextlib
 import errno
 import socket
@@ -32,18 +33,18 @@ _IN_PROGRESS = frozenset({errno.EINPROGRESS, errno.EALREADY, errno.EWOULDBLOCK})
 _RESET_AFTER_HANDSHAKE = frozenset({errno.ECONNRESET, errno.EPIPE})
 
 
-def _set_linger_reset(sock: socket.socket) -> None:
+def _set_linger_reset(sock: _socket.socket) -> None:
     """Close with an RST rather than a FIN: no TIME_WAIT pile-up on either side."""
     with contextlib.suppress(OSError):
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _LINGER_RESET)
 
 
-def _close_with_reset(sock: socket.socket) -> None:
+def _close_with_reset(sock: _socket.socket) -> None:
     _set_linger_reset(sock)
     sock.close()
 
 
-def _is_self_connect(sock: socket.socket) -> bool:
+def _is_self_connect(sock: _socket.socket) -> bool:
     """TCP simultaneous open: sweeping the ephemeral range on loopback, a connect can pick
     the destination port as its own source port and connect to itself."""
     try:
@@ -117,7 +118,7 @@ class TcpConnector(Generic[Token]):
     ) -> TcpProbe[Token] | Outcome:
         family = _FAMILIES[target.family]
         try:
-            sock = socket.socket(family, _SOCK_FLAGS)
+            sock = _socket.socket(family, _SOCK_FLAGS)  # the C type: see SocketProbe
         except OSError as exc:
             return outcome_from_exception(exc, immediate=True)
         try:
@@ -149,7 +150,7 @@ class TcpConnector(Generic[Token]):
         return error_outcome(code, icmp=icmp, immediate=True, rtt=rtt)
 
 
-def _answered_at_once(sock: socket.socket, target: Target, code: int, rtt: float) -> Outcome:
+def _answered_at_once(sock: _socket.socket, target: Target, code: int, rtt: float) -> Outcome:
     """The connect was under way and the target's answer is already in: a real answer
     (its round trip counts), unlike an error connect() itself returns."""
     if code in _RESET_AFTER_HANDSHAKE:

@@ -10,6 +10,7 @@ it, register a reader, and drain the error queue first each time it wakes.
 
 from __future__ import annotations
 
+import _socket
 import asyncio
 import socket
 import time
@@ -89,7 +90,7 @@ class UdpConnector(Generic[Token]):
     ) -> UdpProbe[Token] | Outcome:
         family = _FAMILIES[target.family]
         try:
-            sock = socket.socket(family, _SOCK_FLAGS)
+            sock = _socket.socket(family, _SOCK_FLAGS)  # the C type: see SocketProbe
         except OSError as exc:
             return outcome_from_exception(exc, immediate=True)
         payload = self.payloads.payload_for(target.endpoint.port)

@@ -15,7 +15,8 @@ from collections.abc import Callable
 from scanner.console import report_error
 from scanner.core.sharding import Sharding
 from scanner.engine.pipeline import ScanSettings
-from scanner.history import HistoryError, LockBusy
+from scanner.history.errors import HistoryError
+from scanner.history.lock import LockBusy
 from scanner.history.writer import WRITER_FROM, HistoryWriter
 from scanner.procs.limits import cancel_give_up, exhaustion_message
 from scanner.procs.worker_pool import WorkerPool, WorkersUnavailable

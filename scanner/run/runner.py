@@ -27,7 +27,8 @@ from scanner.core.evidence import ProbeAnswer, ProbeKey
 from scanner.core.model import Result, Target
 from scanner.engine.engine import Engine, EngineConfig, EngineStats
 from scanner.engine.pipeline import Pipeline, ScanSettings
-from scanner.history import ChangesOnlySink, HistoryError
+from scanner.history.changes import ChangesOnlySink
+from scanner.history.errors import HistoryError
 from scanner.net.connectors import probe_connectors
 from scanner.outputs import (
     OutputError,

@@ -16,15 +16,12 @@ from pathlib import Path
 
 from scanner.core.diagnose import PastObservations
 from scanner.core.model import Proto
-from scanner.history import (
-    ChangeFilter,
-    HistoryError,
-    HistorySink,
-    HistoryStore,
-    RunLock,
-    default_db_path,
-)
-from scanner.history.store import refuse_directory
+from scanner.history.changes import ChangeFilter
+from scanner.history.errors import HistoryError
+from scanner.history.lock import RunLock
+from scanner.history.paths import default_db_path
+from scanner.history.sink import HistorySink
+from scanner.history.store import HistoryStore, refuse_directory
 from scanner.history.writer import HistoryWriter
 
 ABANDONED_MESSAGE = (
