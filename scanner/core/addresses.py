@@ -46,11 +46,17 @@ def parse_ip_literal(text: str, *, brackets: bool = True, zone: bool = True) -> 
 def literal_address(
     text: str, *, brackets: bool = True, zone: bool = True
 ) -> tuple[str, int] | None:
-    """(canonical text, family 4 or 6) of an IP literal, or None when `text` is not one."""
+    """(canonical text, family 4 or 6) of an IP literal, or None when `text` is not one.
+
+    An IPv4 literal `ipaddress` accepts is the strict dotted quad, which is its canonical
+    text already: it is kept as written (without brackets) rather than formatted anew,
+    which a sweep of many hosts would pay once per host."""
     address = parse_ip_literal(text, brackets=brackets, zone=zone)
     if address is None:
         return None
-    return address_text(address), address.version
+    if address.version == 4:
+        return (text[1:-1] if text.startswith("[") else text), 4
+    return address_text(address), 6
 
 
 def address_text(address: IpAddress) -> str:

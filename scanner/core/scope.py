@@ -64,7 +64,7 @@ class Scope:
     well, so an exclusion written as `::ffff:127.0.0.0/104` or `::/0` still applies.
     """
 
-    __slots__ = ("_check", "broadcast", "excluded", "include_special")
+    __slots__ = ("_check", "_ranges", "broadcast", "excluded", "include_special")
 
     def __init__(
         self,
@@ -75,6 +75,14 @@ class Scope:
         self.excluded = excluded
         self.include_special = include_special
         self.broadcast = broadcast  # the inventory's own blocks' broadcast addresses
+        special = () if include_special else SPECIAL_NETWORKS + broadcast
+        self._ranges = {
+            version: (
+                _ranges_of(excluded, version, Reason.EXCLUDE_LIST)
+                + _ranges_of(special, version, Reason.SPECIAL_ADDRESS)
+            )
+            for version in (4, 6)
+        }
         # A sweep asks about the same address once per port: remember recent answers.
         self._check = lru_cache(maxsize=4096)(self._judge)
 
@@ -109,14 +117,29 @@ class Scope:
         return Scope(self.excluded, self.include_special, self.broadcast + more)
 
     def _judge(self, address: str) -> Reason | None:
+        """The exclusions first, then the special addresses, for each form of the address.
+
+        On integer ranges made once: a sweep of many hosts asks this once per new host,
+        and `address in network` for every network costs more than the probe's own work."""
         forms = judged_forms(ipaddress.ip_address(address))
-        if any(form in network for form in forms for network in self.excluded):
-            return Reason.EXCLUDE_LIST
-        if not self.include_special and any(
-            form in network for form in forms for network in SPECIAL_NETWORKS + self.broadcast
-        ):
-            return Reason.SPECIAL_ADDRESS
-        return None
+        refusals = [
+            (rank, reason)
+            for form in forms
+            for rank, (first, last, reason) in enumerate(self._ranges[form.version])
+            if first <= int(form) <= last
+        ]
+        return min(refusals)[1] if refusals else None
+
+
+def _ranges_of(
+    networks: Iterable[IpNetwork], version: int, reason: Reason
+) -> tuple[tuple[int, int, Reason], ...]:
+    """The networks of one IP version as (first, last, reason) integer ranges."""
+    return tuple(
+        (int(network.network_address), int(network.broadcast_address), reason)
+        for network in networks
+        if network.version == version
+    )
 
 
 def judged_forms(
