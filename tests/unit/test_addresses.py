@@ -3,7 +3,11 @@ zone-ID rule (kept on IPv6, never on IPv4, not in a hosts file), brackets, canon
 
 from __future__ import annotations
 
+import ipaddress
+
 import pytest
+from hypothesis import example, given
+from hypothesis import strategies as st
 
 from scanner.core.addresses import literal_address, parse_ip_literal
 from scanner.core.errors import SpecError
@@ -103,3 +107,32 @@ def test_a_nameserver_is_a_literal_by_the_same_rule() -> None:
     assert parse_nameserver("[2001:DB8::53]:5353") == ("2001:db8::53", 5353)
     with pytest.raises(ValueError, match="is not an IP address"):
         parse_nameserver("192.0.2.1%eth0")
+
+
+def _ipaddress_reading(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    try:
+        return ipaddress.ip_address(text)
+    except ValueError:
+        return None
+
+
+OCTET_TEXT = st.one_of(
+    st.integers(0, 999).map(str),
+    st.integers(0, 255).map(lambda number: f"0{number}"),  # a leading zero
+    st.text(st.sampled_from("0123456789٣+- _x"), min_size=0, max_size=4),
+)
+
+
+@given(st.lists(OCTET_TEXT, min_size=1, max_size=6).map(".".join))
+@example("\u0663.1.1.1")  # ARABIC-INDIC DIGIT THREE: a digit to str.isdigit, not to inet_pton
+@example("01.2.3.4")
+@example("1.2.3.256")
+@example("1.2.3.0255")
+def test_the_dotted_quad_fast_path_reads_exactly_what_ipaddress_reads(text: str) -> None:
+    """The fast path for IPv4 must accept and reject the very same texts as `ipaddress`."""
+    assert parse_ip_literal(text, brackets=False) == _ipaddress_reading(text)
+
+
+@given(st.text(st.sampled_from("0123456789abcdef.:%[] "), max_size=20))
+def test_any_text_reads_as_ipaddress_reads_it(text: str) -> None:
+    assert parse_ip_literal(text, brackets=False) == _ipaddress_reading(text)
