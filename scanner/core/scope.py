@@ -14,6 +14,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from functools import lru_cache
 
+from scanner.core.addresses import parse_ip_literal
 from scanner.core.errors import InventoryError
 from scanner.core.hosts import AddressBlock, OctetRange, SingleHost
 from scanner.core.model import Reason
@@ -121,7 +122,10 @@ class Scope:
 
         On integer ranges made once: a sweep of many hosts asks this once per new host,
         and `address in network` for every network costs more than the probe's own work."""
-        forms = judged_forms(ipaddress.ip_address(address))
+        parsed = parse_ip_literal(address, brackets=False)
+        if parsed is None:
+            raise ValueError(f"{address!r} does not appear to be an IP address")
+        forms = judged_forms(parsed)
         refusals = [
             (rank, reason)
             for form in forms
