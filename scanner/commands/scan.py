@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import io
 import itertools
+import os
 import shlex
 import sys
 from collections.abc import Iterator, Sequence
@@ -41,6 +42,7 @@ from scanner.core.scope import (
     ScopeError,
     parse_exclusions,
 )
+from scanner.core.sharding import parse_run_shard
 from scanner.engine.engine import EngineConfig
 from scanner.history.paths import history_files
 from scanner.inventory import (
@@ -295,6 +297,13 @@ def add_scan_arguments(parser: argparse.ArgumentParser) -> None:
         help=f"processes that probe ({WORKERS.accepted()}; default auto: one per core, "
         "at most 8, for "
         f"{AUTO_WORKERS_FROM:,} endpoints or more on 2+ cores; else 1, in this process)",
+    )
+    pace.add_argument(
+        "--shard",
+        metavar="I/N|auto/N",
+        help="probe only shard I of N of the inventory (I from 0): the same split on every "
+        "machine, no seed needed; auto/N takes I from JOB_COMPLETION_INDEX (Kubernetes "
+        "Indexed Job) or NOMAD_ALLOC_INDEX (Nomad)",
     )
     pace.add_argument(
         "--max-time",
@@ -558,6 +567,10 @@ def make_plan(
     changes_only = getattr(args, "changes_only", False)
     if changes_only and history is None:
         raise UsageError("--changes-only compares with the history: drop --no-history")
+    try:
+        shard = None if args.shard is None else parse_run_shard(args.shard, os.environ)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
     return ScanPlan(
         specs=specs,
         max_endpoints=args.max_endpoints,
@@ -584,6 +597,7 @@ def make_plan(
         color=use_color,
         command=shlex.join(["reachscan", *sys.argv[1:]]),
         sources=(*(["-t"] if args.target else []), *args.inventories),
+        shard=shard,
     )
 
 

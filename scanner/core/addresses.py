@@ -90,3 +90,14 @@ def address_text(address: IpAddress) -> str:
         if mapped is not None and address.scope_id is None:
             return f"::ffff:{mapped}"
     return str(address)
+
+
+def address_value(text: str) -> tuple[int | None, int | None]:
+    """(IP version, integer value) of an address literal as a spec writes it; (None, None)
+    for a name, and (6, None) for a scoped IPv6 address (which no block holds)."""
+    address = parse_ip_literal(text, brackets=False)
+    if address is None:
+        return None, None
+    if isinstance(address, ipaddress.IPv6Address) and address.scope_id:
+        return 6, None
+    return address.version, int(address)

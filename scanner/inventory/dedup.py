@@ -12,10 +12,10 @@ test than a growing list of rectangles.
 
 from __future__ import annotations
 
-import ipaddress
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
+from scanner.core.addresses import address_value
 from scanner.core.errors import InventoryError
 from scanner.core.hosts import HostPattern, may_overlap
 from scanner.core.model import Endpoint, Proto
@@ -82,9 +82,10 @@ class Deduplicator:
         shard = self._shard
         for value, host in spec.hosts.members():
             if shard is not None:
-                spot, shard_at, index = host_spot(host), shard.sharding.shard_at, shard.index
+                sharding, index = shard.sharding, shard.index
+                spot, spread = host_spot(host), sharding.spreads(version, value, host)
             for port, proto, service in spec.ports:
-                if shard is not None and shard_at(spot, port, proto) != index:
+                if shard is not None and sharding.shard_at(spot, spread, port, proto) != index:
                     continue  # another shard's: skipped before any key is built
                 if keyed:
                     key = (host, port, proto, pin)
@@ -108,7 +109,7 @@ class Deduplicator:
         if key in self._seen:
             return False
         if self._rectangles:
-            version, value = _address_value(endpoint.host)
+            version, value = address_value(endpoint.host)
             for rectangle in self._rectangles:
                 if rectangle.pinned_address == endpoint.pinned_address and rectangle.holds(
                     version, value, endpoint.host, endpoint.port, endpoint.proto
@@ -131,14 +132,3 @@ def iter_unique(
             yield item
         else:
             yield from unique.unique_endpoints(item)
-
-
-def _address_value(host: str) -> tuple[int | None, int | None]:
-    """(IP version, integer value) of an unscoped address literal; (None, None) for names."""
-    try:
-        address = ipaddress.ip_address(host)
-    except ValueError:
-        return None, None
-    if getattr(address, "scope_id", None):
-        return address.version, None
-    return address.version, int(address)

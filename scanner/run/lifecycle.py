@@ -13,7 +13,7 @@ import contextlib
 from collections.abc import Callable
 
 from scanner.console import report_error
-from scanner.core.sharding import Sharding
+from scanner.core.sharding import RunShard
 from scanner.engine.pipeline import ScanSettings
 from scanner.history.errors import HistoryError
 from scanner.history.lock import LockBusy
@@ -100,22 +100,24 @@ def run_async(plan: ScanPlan, loop_choice: str, signals: SignalGuard | None = No
 
 def shard_works(plan: ScanPlan, prepared: Prepared) -> list[ShardWork]:
     """The slices of the scan, one per shard process (scanner/run/shard.py)."""
-    sharding = Sharding(prepared.workers, prepared.engine.per_host)
+    per_host, big_hosts = prepared.engine.per_host, prepared.checked.big_hosts
+    run_shard = RunShard(0, 1) if plan.shard is None else plan.shard
+    slices = run_shard.worker_slices(prepared.workers, per_host, big_hosts)
     settings = ScanSettings(
-        engine=share_of(prepared.engine, sharding),
+        engine=share_of(prepared.engine, slices[0].sharding),
         families=plan.resolver.families,
         scope=prepared.checked.scope,
     )
     return [
         ShardWork(
             index=index,
-            sharding=sharding,
+            shard=shard,
             specs=prepared.checked.specs,
             settings=settings,
             resolver=plan.resolver,
             diagnose=plan.diagnose,
         )
-        for index in range(sharding.shards)
+        for index, shard in enumerate(slices)
     ]
 
 
@@ -143,7 +145,7 @@ def start_history_writer(
 ) -> contextlib.AbstractContextManager[HistoryWriter | None]:
     """The history writer, for a scan with a history and at least `WRITER_FROM` endpoints;
     none (the history written in this process) otherwise, or when it cannot be started."""
-    if plan.history is None or prepared.checked.endpoints < WRITER_FROM:
+    if plan.history is None or prepared.checked.share(plan) < WRITER_FROM:
         return contextlib.nullcontext()
     try:
         return HistoryWriter.fork(plan.history.database())

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 from scanner.core.evidence import DiagnosisBudget
 from scanner.core.scope import Scope
+from scanner.core.sharding import RunShard
 from scanner.engine.engine import EngineConfig
 from scanner.inventory import InventoryError, TargetSpec
 from scanner.outputs import OutputOptions
@@ -47,3 +48,4 @@ class ScanPlan:
     color: bool
     command: str
     sources: tuple[str, ...] = ()  # the inventories by name, for messages ("-t" for specs)
+    shard: RunShard | None = None  # --shard I/N: this run probes that share of the inventory

@@ -14,11 +14,14 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, replace
 
 from scanner.console import report_error
+from scanner.core.hosts import HostPattern
 from scanner.core.model import Endpoint
 from scanner.core.scope import Scope, broadcast_addresses, measure, oversize_message
+from scanner.core.sharding import ShardSlice, big_hosts_of
 from scanner.engine.engine import EngineConfig
 from scanner.history.writer import WRITER_FROM
 from scanner.inventory import InventoryError, InventoryItem, TargetSpec, iter_unique
+from scanner.inventory.dedup import Deduplicator
 from scanner.procs.limits import (
     LOOP_DESCRIPTORS,
     DescriptorNeeds,
@@ -86,11 +89,13 @@ def fit_concurrency(config: EngineConfig, descriptor_limit: int) -> EngineConfig
 
 
 def inventory(
-    plan: ScanPlan, specs: Sequence[TargetSpec | InventoryError] | None = None
+    plan: ScanPlan,
+    specs: Sequence[TargetSpec | InventoryError] | None = None,
+    shard: ShardSlice | None = None,
 ) -> Iterator[InventoryItem]:
     """The inventory's unique endpoints and its errors, in order (from `specs` when the
-    preflight kept them, else read again)."""
-    return iter_unique(plan.specs() if specs is None else iter(specs))
+    preflight kept them, else read again); only `shard`'s endpoints when one is given."""
+    return iter_unique(plan.specs() if specs is None else iter(specs), Deduplicator(shard=shard))
 
 
 def validate_inventory(plan: ScanPlan) -> int:
@@ -107,8 +112,23 @@ class Preflight:
 
     within_limit: bool  # False: the scan must not start (too big, or nothing in it)
     scope: Scope
-    endpoints: int  # an upper bound (duplicates counted)
+    endpoints: int  # an upper bound (duplicates counted), of the whole inventory
     specs: tuple[TargetSpec | InventoryError, ...] | None  # kept when few, so not re-read
+    big_hosts: tuple[HostPattern, ...] | None = ()  # hosts spread over shards (core/sharding)
+
+    def share(self, plan: ScanPlan) -> int:
+        """About this run's endpoints: the whole inventory's upper bound, or, with
+        `--shard I/N`, its Nth (rounded up; the shards of a large inventory differ by a
+        few per cent). What the worker count and the history writer are chosen by."""
+        if plan.shard is None:
+            return self.endpoints
+        return -(-self.endpoints // plan.shard.count)
+
+    def slice_of(self, plan: ScanPlan) -> ShardSlice | None:
+        """The endpoints this run probes in one process: None for all of them."""
+        if plan.shard is None:
+            return None
+        return plan.shard.whole_slice(plan.engine.per_host, self.big_hosts)
 
 
 SPECS_KEPT = 50_000
@@ -150,7 +170,8 @@ def preflight(plan: ScanPlan) -> Preflight:
             if isinstance(item, TargetSpec)
         )
         scope = scope.with_broadcast(broadcast_addresses(blocks))
-    return Preflight(True, scope, expansion.total, specs)
+    big_hosts = big_hosts_of(plan.specs() if specs is None else specs)
+    return Preflight(True, scope, expansion.total, specs, big_hosts)
 
 
 def report_nothing_to_scan(
@@ -214,8 +235,11 @@ def list_targets(plan: ScanPlan) -> ExitStatus:
     """--list-targets: expand the inventory and print it; no name is resolved, nothing sent."""
     tally = InventoryTally(report_error)
     listed = 0
+    shard = None
+    if plan.shard is not None:  # what this run of a split scan would probe
+        shard = plan.shard.whole_slice(plan.engine.per_host, big_hosts_of(plan.specs()))
     try:
-        for endpoint in tally.endpoints(inventory(plan)):
+        for endpoint in tally.endpoints(inventory(plan, shard=shard)):
             print(describe_endpoint(endpoint))
             listed += 1
     except BrokenPipeError:

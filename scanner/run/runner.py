@@ -244,19 +244,21 @@ def prepare(plan: ScanPlan, loop: str = "uvloop") -> Prepared | ExitStatus:
     descriptor_limit = raise_descriptor_limit()
     workers = fit_workers_to_descriptors(
         plan,
-        checked.endpoints,
-        choose_workers(plan.workers, checked.endpoints),
+        checked.share(plan),
+        choose_workers(plan.workers, checked.share(plan)),
         descriptor_limit,
         loop,
     )
     if workers is None:  # too few descriptors even in this process alone: said why
         return ExitStatus.OUTPUT_FAILED
     calm_garbage_collector()
+    engine = fit_concurrency(plan.engine, descriptor_limit)
+    whole = checked.slice_of(plan)
+    if whole is not None and workers <= 1:
+        # Other runs probe a spread host's other blocks at the same time.
+        engine = replace(engine, per_host=whole.sharding.per_host_per_shard)
     return Prepared(
-        checked=checked,
-        workers=workers,
-        descriptor_limit=descriptor_limit,
-        engine=fit_concurrency(plan.engine, descriptor_limit),
+        checked=checked, workers=workers, descriptor_limit=descriptor_limit, engine=engine
     )
 
 
@@ -399,7 +401,8 @@ class InProcessScan:
             )
             self.stats = pipeline.engine.stats
             try:
-                await pipeline.run(self._tally.endpoints(inventory(plan, prepared.checked.specs)))
+                endpoints = inventory(plan, prepared.checked.specs, prepared.checked.slice_of(plan))
+                await pipeline.run(self._tally.endpoints(endpoints))
             finally:
                 self.stats = pipeline.engine.stats
                 self.excluded = pipeline.excluded
@@ -460,7 +463,7 @@ async def scan(
                 quit_and_exit(message, fanout.sinks, history)
 
             since = time.monotonic()
-            endpoints = prepared.checked.endpoints
+            endpoints = prepared.checked.share(plan)
             signals.status = lambda: scanning_status(fanout, endpoints, since)
             signals.control_scan(ScanControl(loop, stop, quit_now))
             group.start_soon(fanout.flush_periodically)

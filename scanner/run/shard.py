@@ -76,16 +76,12 @@ result (`ScanIndex.add_observation`), as plain values."""
 class ShardWork:
     """Everything one shard needs, decided before it starts: plain, picklable values."""
 
-    index: int
-    sharding: Sharding
+    index: int  # among this run's shards (shard 0 reports the inventory's errors)
+    shard: ShardSlice  # which endpoints are its own
     specs: tuple[TargetSpec | InventoryError, ...] | None  # None: read them again
     settings: ScanSettings  # this shard's share of the limits (`share_of`)
     resolver: ResolverConfig
     diagnose: bool
-
-    @property
-    def slice(self) -> ShardSlice:
-        return ShardSlice(self.sharding, self.index)
 
 
 def share_of(config: EngineConfig, sharding: Sharding) -> EngineConfig:
@@ -224,7 +220,7 @@ def shard_endpoints(
 ) -> Iterator[Endpoint]:
     """This shard's unique endpoints, in inventory order; shard 0 reports the errors."""
     specs = iter(work.specs) if work.specs is not None else read_specs()
-    for item in iter_unique(specs, Deduplicator(shard=work.slice)):
+    for item in iter_unique(specs, Deduplicator(shard=work.shard)):
         if isinstance(item, InventoryError):
             if work.index == 0:
                 send(("inventory-error", str(item)))

@@ -37,7 +37,7 @@ import yaml
 
 from scanner.core.diagnose import related_ports
 from scanner.core.model import Proto
-from scanner.core.sharding import Sharding
+from scanner.core.sharding import SPREAD_MIN_PORTS, Sharding
 from tests.support.cli import Reachscan as BaseReachscan
 from tests.support.cli import parse_records
 from tests.support.dns_responder import DnsResponder
@@ -599,13 +599,26 @@ def history_rows(database: Path) -> list[tuple[object, ...]]:
         )
 
 
+def quiet_sweep(ports: PortPicker) -> str:
+    """1,024 ports (`SPREAD_MIN_PORTS`) nothing listens on, above the picker's range: a
+    sweep of them makes its host big, its TCP ports spread over the shards instead of
+    staying whole in one (scanner/core/sharding.py)."""
+    for first in range(PORT_HIGH + 1, 65_535 - SPREAD_MIN_PORTS, SPREAD_MIN_PORTS):
+        block = set(range(first, first + SPREAD_MIN_PORTS))
+        if not block & ports.taken:
+            ports.taken |= block
+            return f"{first}-{first + SPREAD_MIN_PORTS - 1}"
+    raise RuntimeError("no 1,024 quiet ports in a row")
+
+
 def test_two_workers_explain_every_refusal_exactly_as_one_process(
     reachscan: Reachscan, services: LoopbackServices, ports: PortPicker, tmp_path: Path
 ) -> None:
-    """The evidence of one cause can lie in another shard: the port of 127.88.20.2 that
-    answers is probed by the shard that does not hold the refused one (and a neighbour
-    port is not among the inventory's at all). Sharded, the causes, the JSON Lines and
-    the history's rows must be those of one process."""
+    """The evidence of one cause can lie in another shard: 127.88.20.2 is swept (so its
+    ports are spread), and the port of it that answers is probed by the shard that does
+    not hold the refused one (and a neighbour port is not among the inventory's at all).
+    Sharded, the causes, the JSON Lines and the history's rows must be those of one
+    process."""
     wrong_port = ports.quiet()
     services.tcp("127.88.20.1", wrong_port + 1)
     down_port = ports.quiet()
@@ -617,6 +630,7 @@ def test_two_workers_explain_every_refusal_exactly_as_one_process(
         [
             {"host": "127.88.20.1", "ports": [wrong_port]},
             {"host": "127.88.20.2", "ports": [down_port, up_port]},
+            {"host": "127.88.20.2", "ports": [quiet_sweep(ports)], "expect": "closed"},
             {"host": "127.88.20.3", "ports": [nobody]},
         ],
     )
@@ -633,7 +647,9 @@ def test_two_workers_explain_every_refusal_exactly_as_one_process(
 
     assert sharded == alone
     records, rows = alone
-    assert len(records) == len(rows) == 4
+    assert len(records) == len(rows) == 4 + SPREAD_MIN_PORTS
+    records = [record for record in records if record["expect"] == "open"]
+    assert len(records) == 4
     causes = {(record["address"], record["port"]): record["cause"] for record in records}
     assert causes[("127.88.20.1", wrong_port)]["kind"] == "wrong-port"
     assert causes[("127.88.20.2", down_port)]["kind"] == "service-down"

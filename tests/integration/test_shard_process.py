@@ -16,7 +16,7 @@ import pytest
 from scanner.core.errors import InventoryError
 from scanner.core.model import Expect, Origin, State
 from scanner.core.scope import Scope
-from scanner.core.sharding import Sharding
+from scanner.core.sharding import Sharding, ShardSlice, big_hosts_of
 from scanner.core.sinks import Wanted
 from scanner.engine.engine import EngineConfig
 from scanner.engine.pipeline import ScanSettings
@@ -48,12 +48,13 @@ def spec(text: str, expect: Expect | None = None, line: int = 1) -> TargetSpec:
 def works(
     specs: tuple[TargetSpec | InventoryError, ...], shards: int, *, diagnose: bool = False
 ) -> list[ShardWork]:
-    sharding = Sharding(shards, CONFIG.per_host)
+    sharding = Sharding(shards, CONFIG.per_host, big_hosts_of(specs))
     settings = ScanSettings(
         engine=share_of(CONFIG, sharding), families=frozenset({4}), scope=Scope()
     )
     return [
-        ShardWork(index, sharding, specs, settings, RESOLVER, diagnose) for index in range(shards)
+        ShardWork(index, ShardSlice(sharding, index), specs, settings, RESOLVER, diagnose)
+        for index in range(shards)
     ]
 
 
@@ -99,11 +100,13 @@ def test_shards_together_scan_every_endpoint_exactly_once_with_the_states_of_one
     with LoopbackServices() as services:
         listening = {services.tcp(ADDRESS) for _ in range(3)}
         ports = sorted(listening)
+        # 1,024 ports in one entry: a big host, spread over the three shards.
+        swept = range(ports[0] - 512, ports[0] + 512)
         specs = (
-            spec(f"{ADDRESS}:{ports[0] - 150}-{ports[0] + 149}"),
+            spec(f"{ADDRESS}:{swept[0]}-{swept[-1]}"),
             spec(f"{ADDRESS}:{ports[1]},{ports[2]}"),
         )
-        inventory = {(ADDRESS, port) for port in range(ports[0] - 150, ports[0] + 150)} | {
+        inventory = {(ADDRESS, port) for port in swept} | {
             (ADDRESS, ports[1]),
             (ADDRESS, ports[2]),
         }

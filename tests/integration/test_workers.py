@@ -39,7 +39,9 @@ def reachscan_scan(*arguments: str) -> list[str]:
     ]
 
 
-def scan(*arguments: str) -> dict[tuple[str, int, str], tuple[str, str]]:
+def scan(
+    *arguments: str, env: dict[str, str] | None = None
+) -> dict[tuple[str, int, str], tuple[str, str]]:
     completed = subprocess.run(
         reachscan_scan("--format", "jsonl", *arguments),
         cwd=REPO,
@@ -47,6 +49,7 @@ def scan(*arguments: str) -> dict[tuple[str, int, str], tuple[str, str]]:
         text=True,
         timeout=120,
         check=False,
+        env=env,
     )
     assert completed.returncode == 0, completed.stderr
     assert "Traceback" not in completed.stderr
@@ -71,6 +74,57 @@ def test_two_workers_give_exactly_the_answers_of_one() -> None:
     states = {verdict for verdict in alone.values()}
     assert ("open", "syn-ack") in states and ("refused", "conn-refused") in states
     assert ("open", "udp-response") in states and ("refused", "port-unreach") in states
+
+
+def without_shard_indexes() -> dict[str, str]:
+    """This environment without the schedulers' index variables (`--shard auto/N`)."""
+    return {
+        name: value
+        for name, value in os.environ.items()
+        if name not in ("JOB_COMPLETION_INDEX", "NOMAD_ALLOC_INDEX")
+    }
+
+
+def test_the_runs_of_a_split_scan_are_together_the_whole_scan() -> None:
+    """`--shard I/N` in three runs (one process, two workers, and the index from a
+    Kubernetes Indexed Job's variable): every endpoint in exactly one run, with the state
+    the whole scan gives it; a swept host spread over the runs, a fleet host whole."""
+    with LoopbackServices() as services:
+        opened = {services.tcp(f"127.81.1.{host}") for host in (1, 3)}
+        fleet_open = services.tcp("127.81.1.9")
+        swept = f"127.81.1.1-4:T:20000-21023,{','.join(map(str, sorted(opened)))},U:40999"
+        fleet = f"127.81.1.9:T:22,80,443,{fleet_open}"
+        targets = ("-t", swept, "-t", fleet)
+        whole = scan(*targets, "--workers", "1")
+        environment = without_shard_indexes()
+        runs = [
+            scan(*targets, "--shard", "0/3", "--workers", "1"),
+            scan(*targets, "--shard", "1/3", "--workers", "2"),
+            scan(*targets, "--shard", "auto/3", env={**environment, "JOB_COMPLETION_INDEX": "2"}),
+        ]
+    assert len(whole) == 4 * (1024 + len(opened) + 1) + 4
+    assert sum(len(run) for run in runs) == len(whole), "no endpoint in two runs"
+    assert {key: verdict for run in runs for key, verdict in run.items()} == whole
+    assert all(len([key for key in run if key[0] == "127.81.1.1"]) >= 256 for run in runs)
+    holding_fleet = [run for run in runs if ("127.81.1.9", 22, "tcp") in run]
+    assert len(holding_fleet) == 1
+    assert holding_fleet[0][("127.81.1.9", fleet_open, "tcp")] == ("open", "syn-ack")
+    assert len([key for key in holding_fleet[0] if key[0] == "127.81.1.9"]) == 4
+
+
+def test_shard_auto_without_a_scheduler_index_is_a_usage_error() -> None:
+    completed = subprocess.run(
+        reachscan_scan("-t", "127.81.1.1:80", "--shard", "auto/4"),
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        env=without_shard_indexes(),
+    )
+    assert completed.returncode == 2
+    assert "--shard auto/4: neither JOB_COMPLETION_INDEX" in completed.stderr
+    assert "Traceback" not in completed.stderr and completed.stdout == ""
 
 
 def test_an_interrupt_stops_the_workers_too(tmp_path: Path) -> None:
