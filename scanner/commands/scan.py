@@ -118,6 +118,27 @@ def workers_option(text: str) -> int | None:
         ) from None
 
 
+VANTAGE_MAX = 100
+"""Characters in a vantage name: a host name, a site, a label value, never a paragraph."""
+
+
+def vantage_name(text: str) -> str:
+    """`--vantage NAME`: printable, without spaces or quotes (it becomes a Prometheus label
+    value, a history column and a word of the report's header)."""
+    if not text or len(text) > VANTAGE_MAX:
+        raise argparse.ArgumentTypeError(f"must be 1 to {VANTAGE_MAX} characters, not {len(text)}")
+    if not text.isprintable() or any(char.isspace() or char in "\"'\\" for char in text):
+        raise argparse.ArgumentTypeError(
+            f"must be printable, without spaces, quotes or backslashes, not {echoed(text)}"
+        )
+    return text
+
+
+def this_machine() -> str:
+    """The default vantage: this machine's host name (as `uname -n` gives it)."""
+    return os.uname().nodename or "localhost"
+
+
 def port_list(text: str) -> PortSpec:
     try:
         return parse_ports(text)
@@ -297,6 +318,14 @@ def add_scan_arguments(parser: argparse.ArgumentParser) -> None:
         help=f"processes that probe ({WORKERS.accepted()}; default auto: one per core, "
         "at most 8, for "
         f"{AUTO_WORKERS_FROM:,} endpoints or more on 2+ cores; else 1, in this process)",
+    )
+    pace.add_argument(
+        "--vantage",
+        type=vantage_name,
+        default=None,
+        metavar="NAME",
+        help="where this run probes from, stamped on every result (JSON Lines `vantage`, the "
+        "history, a Prometheus label, the report's header); default this machine's host name",
     )
     pace.add_argument(
         "--shard",
@@ -598,6 +627,7 @@ def make_plan(
         command=shlex.join(["reachscan", *sys.argv[1:]]),
         sources=(*(["-t"] if args.target else []), *args.inventories),
         shard=shard,
+        vantage=this_machine() if args.vantage is None else args.vantage,
     )
 
 

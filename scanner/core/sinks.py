@@ -28,6 +28,7 @@ class RunInfo:
     started: float  # seconds since the epoch
     command: str  # the command line, as the user typed it
     version: str
+    vantage: str = ""  # where the run probed from (`--vantage`; this machine's name)
 
 
 @dataclass(frozen=True, slots=True)
@@ -149,11 +150,12 @@ def wanted(sink: Sink) -> Wanted:
     return declared if isinstance(declared, Wanted) else Wanted.ALL
 
 
-def result_to_record(result: Result) -> dict[str, object]:
+def result_to_record(result: Result, vantage: str) -> dict[str, object]:
     """The stable JSONL record for one result: these keys, in this order, these types.
 
-    Scripts and dashboards parse this, so changing a key or a type is a breaking change.
-    Enums become their string values, so the record holds only JSON-native types.
+    Scripts and dashboards parse this, so changing a key or a type is a breaking change
+    (`vantage`, where the run probed from, came last, after `ts`). Enums become their
+    string values, so the record holds only JSON-native types.
     """
     endpoint = result.endpoint
     expect = endpoint.expect
@@ -174,6 +176,7 @@ def result_to_record(result: Result) -> dict[str, object]:
         "labels": dict(endpoint.labels) if endpoint.labels else {},
         "cause": None if result.cause is None else cause_to_record(result.cause),
         "ts": format_timestamp(result.ts),
+        "vantage": vantage,
     }
 
 

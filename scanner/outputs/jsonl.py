@@ -30,8 +30,11 @@ def incomplete_marker(summary: RunSummary) -> bytes:
     )
 
 
-def encode_lines(results: Iterable[Result], into: bytearray | None = None) -> bytearray:
-    """The JSON Lines of `results`, appended to `into` (a new buffer by default).
+def encode_lines(
+    results: Iterable[Result], vantage: str, into: bytearray | None = None
+) -> bytearray:
+    """The JSON Lines of `results` probed from `vantage`, appended to `into` (a new
+    buffer by default).
 
     `default=str` keeps an odd evidence value (an ip_address, a Path) from failing the
     whole batch; every field of the schema itself is JSON-native already. Each line is
@@ -42,7 +45,7 @@ def encode_lines(results: Iterable[Result], into: bytearray | None = None) -> by
     lines = bytearray() if into is None else into
     for result in results:
         lines += orjson.dumps(
-            result_to_record(result), default=str, option=orjson.OPT_APPEND_NEWLINE
+            result_to_record(result, vantage), default=str, option=orjson.OPT_APPEND_NEWLINE
         )
     return lines
 
@@ -52,17 +55,20 @@ class JsonLinesSink:
 
     def __init__(self, target: OutputTarget) -> None:
         self._target = target
+        self._vantage = ""
 
     @property
     def encoding(self) -> Encoding:
         return Encoding.JSON_LINES
 
     def start(self, run: RunInfo) -> None:
-        """No header: every line is a result, so `jq` and line counts stay simple."""
+        """No header: every line is a result, so `jq` and line counts stay simple (each
+        carries the run's vantage)."""
+        self._vantage = run.vantage
 
     def write(self, results: Sequence[Result]) -> None:
         if results:
-            self.write_encoded(encode_lines(results))
+            self.write_encoded(encode_lines(results, self._vantage))
 
     def write_encoded(self, lines: bytes | bytearray) -> None:
         """Take lines `encode_lines` made elsewhere (a shard process encodes its own

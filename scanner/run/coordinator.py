@@ -37,7 +37,7 @@ class ShardFailed(Exception):
     """A shard process died or reported an error: reachscan's failure, not a target's."""
 
 
-def feed_for(sinks: list[Sink], history_run: int | None) -> ShardFeed:
+def feed_for(sinks: list[Sink], history_run: int | None, vantage: str) -> ShardFeed:
     """What the shards must send for these outputs: the encodings some sink takes, and
     the results the others need as objects (none, the trouble only, or all)."""
     encodings = {sink.encoding for sink in sinks if isinstance(sink, EncodedSink)}
@@ -53,6 +53,7 @@ def feed_for(sinks: list[Sink], history_run: int | None) -> ShardFeed:
         json_lines=Encoding.JSON_LINES in encodings,
         history_run=history_run if Encoding.HISTORY_ROWS in encodings else None,
         objects=objects,
+        vantage=vantage,
     )
 
 

@@ -49,3 +49,4 @@ class ScanPlan:
     command: str
     sources: tuple[str, ...] = ()  # the inventories by name, for messages ("-t" for specs)
     shard: RunShard | None = None  # --shard I/N: this run probes that share of the inventory
+    vantage: str = ""  # --vantage: where this run probes from, stamped on every result

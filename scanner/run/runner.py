@@ -307,7 +307,15 @@ async def run_plan(
         end_after_failure(signals, [], history, ExitStatus.OUTPUT_FAILED)
         return ExitStatus.OUTPUT_FAILED
     try:
-        start_sinks(sinks, RunInfo(started=time.time(), command=plan.command, version=__version__))
+        start_sinks(
+            sinks,
+            RunInfo(
+                started=time.time(),
+                command=plan.command,
+                version=__version__,
+                vantage=plan.vantage,
+            ),
+        )
     except OutputError as exc:
         report_error(f"reachscan: {exc}")
         end_after_failure(signals, sinks, history, ExitStatus.OUTPUT_FAILED)
@@ -443,7 +451,9 @@ async def scan(
             )
         if workers is not None and workers.processes:
             probing: InProcessScan | ShardedScan = ShardedScan(workers, fanout, tally, warn)
-            feed = feed_for(fanout.sinks, None if history is None else history.sink.run_id)
+            feed = feed_for(
+                fanout.sinks, None if history is None else history.sink.run_id, plan.vantage
+            )
         else:
             probing = InProcessScan(plan, prepared, resolver, fanout, tally, warn)
             feed = ShardFeed()

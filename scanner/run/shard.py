@@ -104,6 +104,7 @@ class ShardFeed:
     json_lines: bool = False
     history_run: int | None = None
     objects: Wanted = Wanted.ALL
+    vantage: str = ""  # stamped on every JSON line
 
 
 @dataclass(slots=True)
@@ -168,7 +169,7 @@ class ShardOutput:
             batch.not_ok += 1
         feed = self._feed
         if feed.json_lines:
-            encode_lines((result,), into=batch.lines)
+            encode_lines((result,), feed.vantage, into=batch.lines)
         if feed.history_run is not None:
             self._rows.append(result_row(feed.history_run, result))
         if feed.objects is Wanted.ALL or (feed.objects is Wanted.TROUBLE and not ok):

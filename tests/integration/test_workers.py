@@ -112,6 +112,23 @@ def test_the_runs_of_a_split_scan_are_together_the_whole_scan() -> None:
     assert len([key for key in holding_fleet[0] if key[0] == "127.81.1.9"]) == 4
 
 
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_every_json_line_says_where_the_run_probed_from(workers: str) -> None:
+    def vantages(*options: str) -> set[str]:
+        completed = subprocess.run(
+            reachscan_scan("--format", "jsonl", "-t", "127.81.2.1:T:20000-25999", *options),
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=True,
+        )
+        return {json.loads(line)["vantage"] for line in completed.stdout.splitlines()}
+
+    assert vantages("--workers", workers, "--vantage", "dc1.rack-7") == {"dc1.rack-7"}
+    assert vantages("--workers", workers) == {os.uname().nodename}
+
+
 def test_shard_auto_without_a_scheduler_index_is_a_usage_error() -> None:
     completed = subprocess.run(
         reachscan_scan("-t", "127.81.1.1:80", "--shard", "auto/4"),

@@ -43,7 +43,7 @@ from scanner.outputs.table import BORING_ROWS_SHOWN, NOT_OK_MARK, TableSink
 from tests.support.causes import cause_of_kind
 
 TS = 1795559401.123  # 2026-11-24T22:30:01.123Z
-RUN = RunInfo(started=TS - 1.5, command="reachscan 127.0.0.1", version="0.1.0")
+RUN = RunInfo(started=TS - 1.5, command="reachscan 127.0.0.1", version="0.1.0", vantage="site-a")
 ISO_UTC_MS = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z")
 ANSI_ESCAPE = re.compile(r"\x1b\[[0-9;]*m")
 
@@ -135,12 +135,13 @@ EXPECTED_KEYS = [
     "labels",
     "cause",
     "ts",
+    "vantage",
 ]
 
 
 def test_record_has_exactly_the_schema_keys_in_order_with_their_types() -> None:
     result = make_result(rtt_ms=1.23456, labels=(("env", "prod"), ("role", "web")))
-    record = result_to_record(result)
+    record = result_to_record(result, "site-a")
     assert list(record) == EXPECTED_KEYS
     assert record == {
         "host": "web-1",
@@ -156,6 +157,7 @@ def test_record_has_exactly_the_schema_keys_in_order_with_their_types() -> None:
         "labels": {"env": "prod", "role": "web"},
         "cause": None,
         "ts": "2026-11-24T22:30:01.123Z",
+        "vantage": "site-a",
     }
     # Plain types, not enums that merely compare equal to strings.
     for key in ("proto", "state", "reason", "resolved_via", "expect"):
@@ -175,7 +177,7 @@ def test_record_of_an_unresolved_name_has_nulls_and_is_not_ok() -> None:
         expect=None,
         proto=Proto.UDP,
     )
-    record = result_to_record(result)
+    record = result_to_record(result, "site-a")
     assert record["address"] is None
     assert record["rtt_ms"] is None
     assert record["expect"] is None
@@ -191,7 +193,7 @@ def test_record_cause_is_an_object_with_evidence_from_the_pairs() -> None:
         advice="ask the network team about the rule on 10.0.0.254",
     )
     result = make_result(state=State.FILTERED, reason=Reason.ADMIN_PROHIBITED, cause=cause)
-    record = result_to_record(result)
+    record = result_to_record(result, "site-a")
     assert record["ok"] is False
     assert record["cause"] == {
         "kind": "filtered",
@@ -242,7 +244,9 @@ def test_jsonl_round_trips_every_record_through_orjson() -> None:
     sink.finish(summary_of(results))
     lines = target.written.split(b"\n")
     assert lines[-1] == b""  # newline-terminated, nothing after the last line
-    assert [orjson.loads(line) for line in lines[:-1]] == [result_to_record(r) for r in results]
+    assert [orjson.loads(line) for line in lines[:-1]] == [
+        result_to_record(r, RUN.vantage) for r in results
+    ]
 
 
 def test_jsonl_writes_each_batch_in_one_call_flushes_it_and_commits_at_finish() -> None:
