@@ -65,7 +65,7 @@ def insert_results(rows: int) -> str:
 
 RUN_COLUMNS = (
     "id, started, finished, status, command, version, counts, total, not_ok, "
-    "inventory_errors, message"
+    "inventory_errors, message, vantage"
 )
 
 
@@ -130,7 +130,9 @@ def _cause_from_json(text: str | None) -> Cause | None:
 
 def run_info_of(run: RunRecord) -> RunInfo:
     """The header a sink saw when `run` started, for replaying a stored run into a sink."""
-    return RunInfo(started=run.started, command=run.command, version=run.version)
+    return RunInfo(
+        started=run.started, command=run.command, version=run.version, vantage=run.vantage
+    )
 
 
 _SUMMARISED = frozenset({RunStatus.COMPLETE, RunStatus.INTERRUPTED})
@@ -168,6 +170,7 @@ def run_record(row: tuple[Any, ...], path: Path) -> RunRecord:
         not_ok,
         inventory_errors,
         message,
+        vantage,
     ) = row
     return RunRecord(
         id=int(run_id),
@@ -181,6 +184,7 @@ def run_record(row: tuple[Any, ...], path: Path) -> RunRecord:
         not_ok=None if not_ok is None else int(not_ok),
         inventory_errors=None if inventory_errors is None else int(inventory_errors),
         message=message,
+        vantage=vantage,
     )
 
 

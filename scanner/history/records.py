@@ -48,6 +48,7 @@ class RunRecord:
     not_ok: int | None
     inventory_errors: int | None
     message: str | None  # why the run failed, for `failed` runs
+    vantage: str = ""  # where it probed from; '' for runs stored before reachscan said
 
 
 @dataclass(frozen=True, slots=True)

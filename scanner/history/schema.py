@@ -98,7 +98,12 @@ _SCHEMA_V2: Migration = (
     "ALTER TABLE runs_v2 RENAME TO runs",
 )
 
-MIGRATIONS: tuple[Migration, ...] = (_SCHEMA_V1, _SCHEMA_V2)
+_SCHEMA_V3: Migration = (
+    # Where each run probed from (`--vantage`). Runs stored before it have none: ''.
+    "ALTER TABLE runs ADD COLUMN vantage TEXT NOT NULL DEFAULT ''",
+)
+
+MIGRATIONS: tuple[Migration, ...] = (_SCHEMA_V1, _SCHEMA_V2, _SCHEMA_V3)
 """Schema version N is reached by applying MIGRATIONS[N-1]. Append, never edit: files
 written by earlier versions are upgraded by replaying the ones they lack."""
 

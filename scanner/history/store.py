@@ -239,8 +239,9 @@ class HistoryStore:
         """Store a new run as `running`; returns its id."""
         with self._transaction() as connection:
             cursor = connection.execute(
-                "INSERT INTO runs (started, status, command, version) VALUES (?, ?, ?, ?)",
-                (run.started, RunStatus.RUNNING.value, run.command, run.version),
+                "INSERT INTO runs (started, status, command, version, vantage)"
+                " VALUES (?, ?, ?, ?, ?)",
+                (run.started, RunStatus.RUNNING.value, run.command, run.version, run.vantage),
             )
             run_id = cursor.lastrowid
         assert run_id is not None

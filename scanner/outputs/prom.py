@@ -12,8 +12,11 @@ Metric names echo blackbox_exporter's (`probe_success`, `probe_duration_seconds`
 No sample carries a timestamp: the collector stamps them at scrape time, and stale explicit
 timestamps would make Prometheus drop the samples.
 
+Every series carries `vantage`, where the run probed from (`--vantage`), so that the
+metrics of several vantage points can be scraped side by side.
+
 Per endpoint and address (left out with `aggregates_only=True`), labelled
-`host, address, port, proto` and the inventory's labels:
+`host, address, port, proto, vantage` and the inventory's labels:
   reachscan_probe_success           1 when the result meets its expectation, else 0
   reachscan_endpoint_up             1 when the endpoint is open, else 0
   reachscan_probe_duration_seconds  the round trip; no series when there was none (silence)
@@ -60,7 +63,7 @@ from scanner.outputs.atomic import AtomicWriter
 
 PREFIX = "reachscan_"
 LAST_SUCCESS = f"{PREFIX}last_success_timestamp_seconds"
-ENDPOINT_LABELS: tuple[str, ...] = ("host", "address", "port", "proto")
+ENDPOINT_LABELS: tuple[str, ...] = ("host", "address", "port", "proto", "vantage")
 NO_CAUSE = "none"
 
 _INVALID_LABEL_CHARACTERS = re.compile(r"[^a-zA-Z0-9_]")
@@ -135,11 +138,13 @@ class PromSink:
             previous_path = target.path
         self._previous_path = previous_path
         self._started: float | None = None
+        self._vantage = ""
         self._rows: dict[_SeriesKey, _EndpointRow] = {}
         self._refused_by_cause: Counter[str] = Counter()
 
     def start(self, run: RunInfo) -> None:
         self._started = run.started
+        self._vantage = run.vantage
 
     def write(self, results: Sequence[Result]) -> None:
         for result in results:
@@ -177,30 +182,35 @@ class PromSink:
         by_state = GaugeMetricFamily(
             f"{PREFIX}endpoints",
             "Endpoint-addresses reachscan found in each state in its last run.",
-            labels=["state"],
+            labels=["state", "vantage"],
         )
+        vantage = self._vantage
         for state in State:
-            by_state.add_metric([state.value], summary.counts.get(state, 0))
+            by_state.add_metric([state.value, vantage], summary.counts.get(state, 0))
         refused = GaugeMetricFamily(
             f"{PREFIX}refused_endpoints",
             "Refused endpoint-addresses in reachscan's last run, by diagnosed cause.",
-            labels=["cause"],
+            labels=["cause", "vantage"],
         )
         for cause, count in sorted(self._refused_by_cause.items()):
-            refused.add_metric([cause], count)
+            refused.add_metric([cause, vantage], count)
         started = summary.finished if self._started is None else self._started
         families: list[Metric] = [
             by_state,
             refused,
-            _gauge("failed_endpoints", "Endpoint-addresses not as expected.", summary.not_ok),
+            _gauge(
+                "failed_endpoints", "Endpoint-addresses not as expected.", vantage, summary.not_ok
+            ),
             _gauge(
                 "run_duration_seconds",
                 "Wall-clock seconds reachscan's last run took.",
+                vantage,
                 max(0.0, summary.finished - started),
             ),
             _gauge(
                 "last_run_timestamp_seconds",
                 "Unix time reachscan's last run finished.",
+                vantage,
                 summary.finished,
             ),
         ]
@@ -212,6 +222,7 @@ class PromSink:
                 _gauge(
                     "last_success_timestamp_seconds",
                     "Unix time a reachscan run last found every endpoint as expected.",
+                    vantage,
                     last_success,
                 )
             )
@@ -219,11 +230,13 @@ class PromSink:
             _gauge(
                 "inventory_errors",
                 "Malformed inventory entries in reachscan's last run.",
+                vantage,
                 summary.inventory_errors,
             ),
             _gauge(
                 "run_interrupted",
                 "1 when reachscan's last run was interrupted and its results are partial.",
+                vantage,
                 int(summary.interrupted),
             ),
         ]
@@ -253,7 +266,7 @@ class PromSink:
         )
         for key in sorted(self._rows):
             row = self._rows[key]
-            values = [*key, *_label_values(row.labels, label_names)]
+            values = [*key, self._vantage, *_label_values(row.labels, label_names)]
             success.add_metric(values, int(row.success))
             up.add_metric(values, int(row.up))
             if row.rtt_seconds is not None:
@@ -290,8 +303,10 @@ def read_last_success(path: str | None) -> float | None:
     return None
 
 
-def _gauge(name: str, documentation: str, value: float) -> GaugeMetricFamily:
-    return GaugeMetricFamily(f"{PREFIX}{name}", documentation, value=value)
+def _gauge(name: str, documentation: str, vantage: str, value: float) -> GaugeMetricFamily:
+    gauge = GaugeMetricFamily(f"{PREFIX}{name}", documentation, labels=["vantage"])
+    gauge.add_metric([vantage], value)
+    return gauge
 
 
 def _label_values(labels: Labels, names: Mapping[str, str]) -> list[str]:

@@ -23,9 +23,11 @@ class ReportJsonSink:
     def __init__(self, target: OutputTarget, local_addresses: frozenset[str] = frozenset()):
         self._target = target
         self._builder = ReportBuilder(local_addresses)
+        self._vantage = ""
 
     def start(self, run: RunInfo) -> None:
         """Nothing to write yet: the document is complete only at the end."""
+        self._vantage = run.vantage
 
     def write(self, results: Sequence[Result]) -> None:
         self._builder.add_all(results)
@@ -38,6 +40,7 @@ class ReportJsonSink:
             "interrupted": summary.interrupted,
             "inventory_errors": summary.inventory_errors,
             "follow_up_probes": summary.follow_up_probes,
+            "vantage": self._vantage,
         }
         # `default=str` keeps an odd evidence value (an ip_address, a Path) from failing the
         # whole document, as in the JSONL sink.

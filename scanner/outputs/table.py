@@ -146,6 +146,9 @@ def render_lines(
     ]
     widths = _column_widths([cells for group_cells in cells_by_group for cells in group_cells])
     lines: list[Line] = []
+    if run is not None and run.vantage:
+        # Which vantage point saw this: reachability depends on where one stands.
+        lines += [[(f"Probed from {run.vantage}", "bold")], []]
     for (group, rows), group_cells in zip(group_rows, cells_by_group, strict=True):
         lines.append([(_group_header(group, rows), "bold")])
         if rows:

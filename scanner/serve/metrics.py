@@ -137,13 +137,15 @@ def self_families(state: HistoryState, now: float) -> list[Metric]:
         ),
     ]
     if state.last_success is not None and not run_succeeded(summary_of(served)):
-        families.append(
-            _gauge(
-                "last_success_timestamp_seconds",
-                "Unix time a reachscan run last found every endpoint as expected.",
-                state.last_success,
-            )
+        # The served run's own metric, as its textfile would carry it forward: labelled
+        # with its vantage like every series of the run.
+        last_success = GaugeMetricFamily(
+            f"{PREFIX}last_success_timestamp_seconds",
+            "Unix time a reachscan run last found every endpoint as expected.",
+            labels=["vantage"],
         )
+        last_success.add_metric([served.vantage], state.last_success)
+        families.append(last_success)
     return families
 
 

@@ -18,6 +18,7 @@ Root-only cases (a read-only bind mount, a tiny tmpfs) run in private mount name
 from __future__ import annotations
 
 import os
+import re
 import shlex
 import shutil
 import signal
@@ -286,7 +287,7 @@ def test_corruption_found_by_the_diagnosis_exits_3_with_every_other_output_writt
     assert f"{database}: the file is corrupt" in run.stderr
     [record] = parse_records(jsonl.read_text())
     assert (record["port"], record["state"]) == (20_500, "refused")
-    assert "reachscan_run_interrupted 1" in prom.read_text()
+    assert re.search(r"^reachscan_run_interrupted\{vantage=\"[^\"]*\"\} 1", prom.read_text(), re.M)
     assert sorted(path.name for path in tmp_path.iterdir() if ".tmp-" in path.name) == []
     with sqlite3.connect(f"file:{database}?mode=ro", uri=True) as connection:
         closed = connection.execute("SELECT status, message FROM runs ORDER BY id").fetchall()
@@ -343,7 +344,7 @@ def test_a_history_that_fills_up_mid_run_leaves_the_other_outputs_marked_partial
     assert is_incomplete(text), text[-300:]
     assert 0 < len(records) < 2_000
     assert text.splitlines()[-1] == f'{{"incomplete":true,"results":{len(records)}}}'
-    assert "reachscan_run_interrupted 1" in prom.read_text()
+    assert re.search(r"^reachscan_run_interrupted\{vantage=\"[^\"]*\"\} 1", prom.read_text(), re.M)
     with sqlite3.connect(f"file:{database}?mode=ro", uri=True) as connection:
         status, message = connection.execute(
             "SELECT status, message FROM runs ORDER BY id DESC LIMIT 1"

@@ -128,11 +128,12 @@ def scan_arguments(services: LoopbackServices, closed_ports: int) -> tuple[list[
 
 
 def prom_samples(path: Path) -> dict[str, float]:
-    """Unlabelled samples of a .prom file, parsed by prometheus_client's own parser."""
+    """The run-wide samples of a .prom file (labelled with the vantage only), parsed by
+    prometheus_client's own parser."""
     samples: dict[str, float] = {}
     for family in text_string_to_metric_families(path.read_text()):
         for sample in family.samples:
-            if not sample.labels:
+            if set(sample.labels) <= {"vantage"}:
                 samples[sample.name] = sample.value
     return samples
 

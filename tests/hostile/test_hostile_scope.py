@@ -13,6 +13,7 @@ nothing.
 
 from __future__ import annotations
 
+import re
 import sqlite3
 import subprocess
 import sys
@@ -318,8 +319,10 @@ def test_an_expected_open_endpoint_that_is_excluded_fails_in_every_output(
     ]
     assert services.accepted("127.77.47.1", port) == 0
     metrics = prom.read_text()
-    assert "reachscan_failed_endpoints 1.0" in metrics
-    assert 'reachscan_endpoints{state="excluded"} 1.0' in metrics
+    assert re.search(r'^reachscan_failed_endpoints\{vantage="[^"]*"\} 1\.0$', metrics, re.M)
+    assert re.search(
+        r'^reachscan_endpoints\{state="excluded",vantage="[^"]*"\} 1\.0$', metrics, re.M
+    )
     assert "reachscan_last_success_timestamp_seconds" not in metrics
     assert "not listed: excluded" in xml.read_text()
     assert history_runs(database) == [(1, "complete", 1)]

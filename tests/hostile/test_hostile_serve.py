@@ -47,7 +47,7 @@ from scanner.serve.http import (
 from scanner.serve.metrics import CONTENT_TYPE, MetricsRenderer
 from scanner.serve.server import DEFAULT_LIMITS, Limits, MetricsHttpServer
 from tests.hostile.hostile_support import wait_for
-from tests.support.history import make_result, store_run
+from tests.support.history import VANTAGE, make_result, store_run
 from tests.support.serve import samples_of, serving
 
 pytestmark = pytest.mark.hostile
@@ -189,7 +189,7 @@ def test_two_thousand_silent_connections_add_no_thread_and_a_scrape_still_succee
         # once the server has taken every one of them.
         scraped = served.scrape()
         assert threads_of(served.process.pid) <= SERVE_THREADS
-    assert scraped[("reachscan_endpoints", (("state", "open"),))] == 1
+    assert scraped[("reachscan_endpoints", (("state", "open"), ("vantage", VANTAGE)))] == 1
 
 
 def test_a_hundred_clients_that_never_read_share_one_copy_of_the_metrics(

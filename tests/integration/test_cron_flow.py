@@ -62,7 +62,7 @@ def test_two_cron_runs_with_a_service_stopped_in_between(tmp_path: Path) -> None
     def cron(run: str) -> subprocess.CompletedProcess[str]:
         return reachscan(
             tmp_path, "scan", str(inventory), "-q", "--db", str(database),
-            "--wait-lock", "0", "--format", "prom", "-o", str(metrics),
+            "--wait-lock", "0", "--format", "prom", "-o", str(metrics), "--vantage", "cron-host",
             "--format", "jsonl", "-o", str(tmp_path / f"{run}.jsonl"),
         )  # fmt: skip
 
@@ -130,13 +130,24 @@ def test_two_cron_runs_with_a_service_stopped_in_between(tmp_path: Path) -> None
 
     # The textfile parses with Prometheus' parser and matches the second run.
     samples = metric_samples(metrics)
-    labels = {"host": ADDRESS, "address": ADDRESS, "proto": "tcp", "team": "web"}
+    labels = {
+        "host": ADDRESS,
+        "address": ADDRESS,
+        "proto": "tcp",
+        "team": "web",
+        "vantage": "cron-host",
+    }
     for port, success in ((kept, 1.0), (stopping, 0.0)):
         key = tuple(sorted({**labels, "port": str(port)}.items()))
         assert samples[("reachscan_probe_success", key)] == success
-    assert samples[("reachscan_endpoints", (("state", "refused"),))] == 1.0
-    assert samples[("reachscan_refused_endpoints", (("cause", "service-down"),))] == 1.0
-    assert samples[("reachscan_run_interrupted", ())] == 0.0
+    assert samples[("reachscan_endpoints", (("state", "refused"), ("vantage", "cron-host")))] == 1.0
+    assert (
+        samples[
+            ("reachscan_refused_endpoints", (("cause", "service-down"), ("vantage", "cron-host")))
+        ]
+        == 1.0
+    )
+    assert samples[("reachscan_run_interrupted", (("vantage", "cron-host"),))] == 0.0
     assert not any(path.name.startswith(".") for path in metrics.parent.iterdir())
 
     # The Nagios line: one failed endpoint is CRITICAL by default.

@@ -97,7 +97,15 @@ def test_prom_file_from_the_command_line(tmp_path: Path, ports: tuple[int, int])
     path = tmp_path / "reachscan.prom"
 
     run = reachscan(
-        tmp_path, "-t", f"{ADDRESS}:{closed},{listening}", "--format", "prom", "-o", str(path)
+        tmp_path,
+        "-t",
+        f"{ADDRESS}:{closed},{listening}",
+        "--format",
+        "prom",
+        "-o",
+        str(path),
+        "--vantage",
+        "site-a",
     )
 
     assert run.returncode == 0, run.stderr
@@ -109,14 +117,20 @@ def test_prom_file_from_the_command_line(tmp_path: Path, ports: tuple[int, int])
     }
 
     def endpoint(port: int) -> tuple[tuple[str, str], ...]:
-        return (("address", ADDRESS), ("host", ADDRESS), ("port", str(port)), ("proto", "tcp"))
+        return (
+            ("address", ADDRESS),
+            ("host", ADDRESS),
+            ("port", str(port)),
+            ("proto", "tcp"),
+            ("vantage", "site-a"),
+        )
 
     assert values[("reachscan_endpoint_up", endpoint(listening))] == 1
     assert values[("reachscan_endpoint_up", endpoint(closed))] == 0
     assert values[("reachscan_probe_success", endpoint(closed))] == 1  # a sweep expects nothing
-    assert values[("reachscan_endpoints", (("state", "refused"),))] == 1
-    assert values[("reachscan_run_interrupted", ())] == 0
-    assert ("reachscan_last_success_timestamp_seconds", ()) in values
+    assert values[("reachscan_endpoints", (("state", "refused"), ("vantage", "site-a")))] == 1
+    assert values[("reachscan_run_interrupted", (("vantage", "site-a"),))] == 0
+    assert ("reachscan_last_success_timestamp_seconds", (("vantage", "site-a"),)) in values
 
 
 def test_nagios_line_from_the_command_line(tmp_path: Path, ports: tuple[int, int]) -> None:

@@ -26,7 +26,7 @@ from scanner.history.store import HistoryStore
 from scanner.outputs.atomic import AtomicWriter
 from scanner.outputs.prom import PromSink
 from scanner.serve.metrics import MemoryTarget, MetricsRenderer, render_run
-from tests.support.history import make_result, store_run, summary_of
+from tests.support.history import VANTAGE, make_result, store_run, summary_of
 from tests.support.listeners import LoopbackServices, free_port
 from tests.support.serve import REPO_ROOT, Samples, Served, get, samples_of, serving
 
@@ -45,7 +45,14 @@ def without_serve_metrics(samples: Samples) -> Samples:
 def endpoint(host: str, address: str, port: int, **labels: str) -> tuple[tuple[str, str], ...]:
     return tuple(
         sorted(
-            {"host": host, "address": address, "port": str(port), "proto": "tcp", **labels}.items()
+            {
+                "host": host,
+                "address": address,
+                "port": str(port),
+                "proto": "tcp",
+                "vantage": VANTAGE,
+                **labels,
+            }.items()
         )
     )
 
@@ -83,7 +90,11 @@ def fleet_results(ts: float) -> list[Result]:
 def textfile_of(results: list[Result], started: float, path: Path) -> str:
     """What `--format prom -o PATH` writes for this run, through the real file writer."""
     sink = PromSink(AtomicWriter(str(path)))
-    sink.start(RunInfo(started=started, command="reachscan scan fleet.yaml", version="0.1.0"))
+    sink.start(
+        RunInfo(
+            started=started, command="reachscan scan fleet.yaml", version="0.1.0", vantage=VANTAGE
+        )
+    )
     sink.write(results)
     sink.finish(summary_of(results, started + 5))
     return path.read_text(encoding="utf-8")
@@ -115,8 +126,11 @@ def test_metrics_are_the_textfile_metrics_of_the_run(db: Path, tmp_path: Path) -
         scraped[("reachscan_probe_success", endpoint("db1.example", "10.0.0.5", 5432, env="prod"))]
         == 0
     )
-    assert scraped[("reachscan_refused_endpoints", (("cause", "service-down"),))] == 1
-    assert scraped[("reachscan_endpoints", (("state", "unresolved"),))] == 1
+    assert (
+        scraped[("reachscan_refused_endpoints", (("cause", "service-down"), ("vantage", VANTAGE)))]
+        == 1
+    )
+    assert scraped[("reachscan_endpoints", (("state", "unresolved"), ("vantage", VANTAGE)))] == 1
     assert scraped[("reachscan_history_up", ())] == 1
     assert scraped[("reachscan_served_run_id", ())] == run_id
     assert scraped[("reachscan_runs_stored", (("status", "complete"),))] == 1
@@ -136,14 +150,17 @@ def test_the_newest_complete_run_is_served(db: Path) -> None:
         scraped = served.scrape()
 
     assert scraped[("reachscan_served_run_id", ())] == served_run
-    assert scraped[("reachscan_endpoints", (("state", "refused"),))] == 1
-    assert scraped[("reachscan_run_interrupted", ())] == 0
+    assert scraped[("reachscan_endpoints", (("state", "refused"), ("vantage", VANTAGE)))] == 1
+    assert scraped[("reachscan_run_interrupted", (("vantage", VANTAGE),))] == 0
     assert {status: scraped[("reachscan_runs_stored", (("status", status),))]
             for status in ("running", "complete", "interrupted", "failed")} == {
         "running": 1, "complete": 2, "interrupted": 1, "failed": 0,
     }  # fmt: skip
     # The served run had a refusal: the last success is the earlier run's, from the history.
-    assert scraped[("reachscan_last_success_timestamp_seconds", ())] == success_finished
+    assert (
+        scraped[("reachscan_last_success_timestamp_seconds", (("vantage", VANTAGE),))]
+        == success_finished
+    )
     assert not [name for name, _ in scraped if name == "reachscan_endpoint_up"]  # aggregates only
 
 
@@ -181,7 +198,9 @@ def test_ipv6_loopback(db: Path) -> None:
         store_run(store, [make_result(port=22)], started=time.time())
     with serving(db, listen="[::1]:0") as served:
         assert served.base_url.startswith("http://[::1]:")
-        assert served.scrape()[("reachscan_endpoints", (("state", "open"),))] == 1
+        assert (
+            served.scrape()[("reachscan_endpoints", (("state", "open"), ("vantage", VANTAGE)))] == 1
+        )
 
 
 # --- starting and stopping ----------------------------------------------------------------
@@ -249,6 +268,7 @@ def test_a_real_scan_is_served_as_its_textfile(db: Path, tmp_path: Path) -> None
         scan = reachscan(
             "scan", "-t", f"127.0.0.1:{closed},{listening}", "--db", str(db),
             "--hosts-file", str(hosts), "--nameserver", "127.0.0.1:9", "--no-progress",
+            "--vantage", VANTAGE,
             "--format", "prom", "-o", str(textfile),
         )  # fmt: skip
     assert scan.returncode == 0, scan.stderr
@@ -278,7 +298,12 @@ def test_a_run_is_rendered_once_while_it_stays_the_newest(db: Path) -> None:
         store_run(store, [make_result(port=10)], started=1_600.0)
         newer = renderer.render().joined()
     assert renderer.renders == 2
-    assert samples_of(newer.decode())[("reachscan_endpoints", (("state", "open"),))] == 1
+    assert (
+        samples_of(newer.decode())[
+            ("reachscan_endpoints", (("state", "open"), ("vantage", VANTAGE)))
+        ]
+        == 1
+    )
 
 
 def test_an_unreadable_history_reads_as_down_and_is_reported_once(db: Path) -> None:
@@ -304,7 +329,11 @@ def test_render_run_replays_the_store_into_the_prom_sink(db: Path) -> None:
     results = fleet_results(1_000.0)
     direct = MemoryTarget()
     sink = PromSink(direct)
-    sink.start(RunInfo(started=1_000.0, command="reachscan scan fleet.yaml", version="0.1.0"))
+    sink.start(
+        RunInfo(
+            started=1_000.0, command="reachscan scan fleet.yaml", version="0.1.0", vantage=VANTAGE
+        )
+    )
     sink.write(results)
     sink.finish(summary_of(results, 1_005.0))
     with HistoryStore.open(db) as store:

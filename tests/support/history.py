@@ -33,6 +33,9 @@ DEFAULT_REASON = {
     State.ERROR: Reason.LOCAL_ERROR,
 }
 
+VANTAGE = "site-a"
+"""Where the runs `store_run` stores probed from."""
+
 
 def make_result(
     host: str = "db1.example",
@@ -82,7 +85,12 @@ def store_run(
     """Store a run whose results all carry `started` as their time unless they say
     otherwise (ts=None is not allowed, so pass ts explicitly for time-sensitive tests)."""
     run_id = store.begin_run(
-        RunInfo(started=started, command="reachscan scan fleet.yaml", version="0.1.0")
+        RunInfo(
+            started=started,
+            command="reachscan scan fleet.yaml",
+            version="0.1.0",
+            vantage=VANTAGE,
+        )
     )
     store.add_results(run_id, results)
     if finish:

@@ -35,7 +35,7 @@ from scanner.history.store import (
     run_info_of,
     summary_of,
 )
-from tests.support.history import make_result, store_run
+from tests.support.history import VANTAGE, make_result, store_run
 from tests.support.history import summary_of as summary_from_results
 
 
@@ -234,7 +234,7 @@ def test_summary_of_a_complete_run_is_the_one_the_sinks_saw(store: HistoryStore)
     run = store.get_run(run_id)
     assert summary_of(run) == summary_from_results(stored, 1_005.0)
     assert run_info_of(run) == RunInfo(
-        started=1_000.0, command="reachscan scan fleet.yaml", version="0.1.0"
+        started=1_000.0, command="reachscan scan fleet.yaml", version="0.1.0", vantage=VANTAGE
     )
 
 

@@ -3,6 +3,7 @@ upgrades, retention, permissions, and every way the file can be unusable."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sqlite3
 import stat
@@ -18,6 +19,7 @@ import pytest
 from scanner.core.model import Proto, Reason, State
 from scanner.core.sinks import OutputError, RunInfo
 from scanner.history import store as history_store
+from scanner.history.codec import run_info_of
 from scanner.history.paths import default_db_path
 from scanner.history.records import Observation, RunStatus
 from scanner.history.sink import HistorySink
@@ -445,41 +447,62 @@ def test_retain_rejects_negative_limits(store: HistoryStore) -> None:
 
 # --- schema versions ---------------------------------------------------------------------
 
-V2_FOR_TEST = (
+NEXT_FOR_TEST = (
     "ALTER TABLE runs ADD COLUMN note TEXT",
     "CREATE TABLE annotations (run_id INTEGER REFERENCES runs (id) ON DELETE CASCADE, text TEXT)",
 )
+
+
+def begin_run_before_vantage(store: HistoryStore, run: RunInfo) -> int:
+    """`HistoryStore.begin_run` as reachscan wrote it before schema v3 (no `vantage`): to
+    write the files an older reachscan left behind."""
+    connection = sqlite3.connect(store.path)
+    with contextlib.closing(connection), connection:
+        cursor = connection.execute(
+            "INSERT INTO runs (started, status, command, version) VALUES (?, ?, ?, ?)",
+            (run.started, RunStatus.RUNNING.value, run.command, run.version),
+        )
+    assert cursor.lastrowid is not None
+    return cursor.lastrowid
+
+
+def test_a_run_keeps_where_it_probed_from(store: HistoryStore) -> None:
+    run_id = store.begin_run(RunInfo(1_000.0, "reachscan scan x", "0.1.0", vantage="site-a"))
+    assert store.get_run(run_id).vantage == "site-a"
+    assert run_info_of(store.get_run(run_id)).vantage == "site-a"
 
 
 def test_a_new_file_is_at_the_current_version(store: HistoryStore, db_path: Path) -> None:
     assert raw_rows(db_path, "PRAGMA user_version") == [(len(MIGRATIONS),)]
 
 
-def test_migration_from_a_v1_file_keeps_its_runs(db_path: Path) -> None:
-    with HistoryStore.open(db_path, migrations=MIGRATIONS[:1]) as version_one:
-        run_id = store_run(version_one, [make_result()], started=1_000.0)
-    assert raw_rows(db_path, "PRAGMA user_version") == [(1,)]
+def test_a_new_migration_applies_once_and_keeps_the_runs(db_path: Path) -> None:
+    with HistoryStore.open(db_path) as current:
+        run_id = store_run(current, [make_result()], started=1_000.0)
+    assert raw_rows(db_path, "PRAGMA user_version") == [(len(MIGRATIONS),)]
 
-    with HistoryStore.open(db_path, migrations=(*MIGRATIONS[:1], V2_FOR_TEST)) as upgraded:
+    with HistoryStore.open(db_path, migrations=(*MIGRATIONS, NEXT_FOR_TEST)) as upgraded:
         assert upgraded.get_run(run_id).status is RunStatus.COMPLETE
         assert len(upgraded.observations(run_id)) == 1
-    assert raw_rows(db_path, "PRAGMA user_version") == [(2,)]
+    assert raw_rows(db_path, "PRAGMA user_version") == [(len(MIGRATIONS) + 1,)]
     assert raw_rows(db_path, "SELECT note FROM runs") == [(None,)]
     # Opening again applies nothing twice (ALTER TABLE would fail on a second run).
-    HistoryStore.open(db_path, migrations=(*MIGRATIONS[:1], V2_FOR_TEST)).close()
+    HistoryStore.open(db_path, migrations=(*MIGRATIONS, NEXT_FOR_TEST)).close()
 
 
 def test_the_v2_upgrade_keeps_every_run_result_and_id_and_allows_abandoned(
-    db_path: Path,
+    db_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """v2 rebuilds `runs` (a CHECK constraint cannot be altered): the results must not be
     cascaded away with the old table, and a pruned newest id must not be reused."""
-    with HistoryStore.open(db_path, migrations=MIGRATIONS[:1]) as version_one:
-        kept = [
-            store_run(version_one, [make_result(), make_result(port=22)], 1_000.0 * n)
-            for n in (1, 2)
-        ]
-        pruned = store_run(version_one, [make_result()], started=3_000.0)
+    with monkeypatch.context() as older:
+        older.setattr(HistoryStore, "begin_run", begin_run_before_vantage)
+        with HistoryStore.open(db_path, migrations=MIGRATIONS[:1]) as version_one:
+            kept = [
+                store_run(version_one, [make_result(), make_result(port=22)], 1_000.0 * n)
+                for n in (1, 2)
+            ]
+            pruned = store_run(version_one, [make_result()], started=3_000.0)
     with sqlite3.connect(db_path) as raw:  # the newest run pruned, as retention could
         raw.execute("PRAGMA foreign_keys = ON")
         raw.execute("DELETE FROM runs WHERE id = ?", (pruned,))
@@ -492,6 +515,7 @@ def test_the_v2_upgrade_keeps_every_run_result_and_id_and_allows_abandoned(
         assert running == pruned + 1  # AUTOINCREMENT's high-water mark survived
         assert upgraded.abandon_running_runs("killed") == [running]
         assert upgraded.get_run(running).status is RunStatus.ABANDONED
+        assert {upgraded.get_run(run_id).vantage for run_id in kept} == {""}  # before v3
     assert raw_rows(db_path, "PRAGMA user_version") == [(len(MIGRATIONS),)]
     assert raw_rows(db_path, "PRAGMA foreign_key_check") == []
 
@@ -532,9 +556,9 @@ def test_a_history_deleted_or_replaced_under_the_store_is_noticed(db_path: Path)
 
 
 def test_a_file_from_a_newer_version_is_refused(db_path: Path) -> None:
-    HistoryStore.open(db_path, migrations=(*MIGRATIONS[:1], V2_FOR_TEST)).close()
+    HistoryStore.open(db_path, migrations=(*MIGRATIONS, NEXT_FOR_TEST)).close()
     with pytest.raises(HistoryError, match="newer reachscan"):
-        HistoryStore.open(db_path, migrations=MIGRATIONS[:1])
+        HistoryStore.open(db_path, migrations=MIGRATIONS)
 
 
 # --- files, permissions and unusable databases ------------------------------------------

@@ -43,7 +43,7 @@ from scanner.outputs.table import BORING_ROWS_SHOWN, NOT_OK_MARK, TableSink
 from tests.support.causes import cause_of_kind
 
 TS = 1795559401.123  # 2026-11-24T22:30:01.123Z
-RUN = RunInfo(started=TS - 1.5, command="reachscan 127.0.0.1", version="0.1.0", vantage="site-a")
+RUN = RunInfo(started=TS - 1.5, command="reachscan 127.0.0.1", version="0.1.0")
 ISO_UTC_MS = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z")
 ANSI_ESCAPE = re.compile(r"\x1b\[[0-9;]*m")
 
@@ -309,10 +309,12 @@ def test_jsonl_to_stdout_streams(capsysbinary: pytest.CaptureFixture[bytes]) -> 
 # --- TableSink ----------------------------------------------------------------------------
 
 
-def render(results: Sequence[Result], *, color: bool = False, **summary: object) -> str:
+def render(
+    results: Sequence[Result], *, color: bool = False, run: RunInfo = RUN, **summary: object
+) -> str:
     buffer = io.BytesIO()
     sink = TableSink(StreamWriter(buffer), color=color)
-    sink.start(RUN)
+    sink.start(run)
     sink.write(results)
     sink.finish(summary_of(results, **summary))
     return buffer.getvalue().decode("utf-8")
@@ -471,6 +473,15 @@ def test_table_footer_reports_interruption_and_inventory_errors() -> None:
 
 def test_table_footer_without_results() -> None:
     assert render([]).splitlines() == ["0 endpoints in 1.50 s"]
+
+
+def test_the_table_says_where_the_run_probed_from() -> None:
+    at_site = RunInfo(RUN.started, RUN.command, RUN.version, vantage="site-a")
+    assert render([], run=at_site).splitlines() == [
+        "Probed from site-a",
+        "",
+        "0 endpoints in 1.50 s",
+    ]
 
 
 def test_table_colour_adds_only_escape_codes() -> None:

@@ -24,7 +24,9 @@ from tests.support.summaries import summarize
 
 STARTED = 1795559400.0
 FINISHED = 1795559412.5
-RUN = RunInfo(started=STARTED, command="reachscan scan fleet.yaml", version="0.1.0")
+RUN = RunInfo(
+    started=STARTED, command="reachscan scan fleet.yaml", version="0.1.0", vantage="site-a"
+)
 LABEL_NAME = re.compile(r"[a-zA-Z_][a-zA-Z0-9_]*\Z")
 PER_ENDPOINT = {
     "reachscan_probe_success",
@@ -175,6 +177,13 @@ def test_every_metric_is_ours_and_documented(tmp_path: Path) -> None:
     assert "Returns how long the probe took to complete in seconds" not in helps
 
 
+def test_every_series_says_where_the_run_probed_from(tmp_path: Path) -> None:
+    """Several vantage points' files, scraped side by side, never share a series."""
+    text = run_to_file(tmp_path / "r.prom", FLEET)
+    assert samples(text)
+    assert {sample.labels.get("vantage") for sample in samples(text)} == {"site-a"}
+
+
 def test_the_temporary_file_never_ends_in_prom(tmp_path: Path) -> None:
     """node_exporter reads `*.prom`: a half-written file must not match that pattern."""
     path = tmp_path / "reachscan.prom"
@@ -211,6 +220,7 @@ def test_inventory_labels_are_sanitised_and_never_clash(tmp_path: Path) -> None:
         ("host", "d"),
         ("label_host", "e"),
         ("proto", "f"),
+        ("vantage", "g"),
         ("zone.name", 'quote " back \\ newline \n end'),
     )
     text = run_to_file(
@@ -226,8 +236,9 @@ def test_inventory_labels_are_sanitised_and_never_clash(tmp_path: Path) -> None:
         assert not name.startswith("__"), name
     assert labels["host"] == "web1"  # ours, not the inventory's "host"
     assert labels["proto"] == "tcp"
+    assert labels["vantage"] == "site-a"  # ours, not the inventory's "vantage"
     assert sorted(labels.values()) == sorted(
-        ["web1", "10.0.0.5", "443", "tcp", *(value for _, value in odd_labels)]
+        ["web1", "10.0.0.5", "443", "tcp", "site-a", *(value for _, value in odd_labels)]
     )
     assert labels["zone_name"] == 'quote " back \\ newline \n end'
 

@@ -323,7 +323,7 @@ def test_json_shape() -> None:
 def test_report_json_sink_writes_the_document_at_finish() -> None:
     buffer = io.BytesIO()
     sink = ReportJsonSink(StreamWriter(buffer))
-    sink.start(RunInfo(started=TS, command="reachscan", version="0"))
+    sink.start(RunInfo(started=TS, command="reachscan", version="0", vantage="site-a"))
     sink.write(mixed_results())
     assert buffer.getvalue() == b""
     sink.finish(RunSummary(TS, {}, 4, 3, 0, False, follow_up_probes=9))
@@ -336,6 +336,7 @@ def test_report_json_sink_writes_the_document_at_finish() -> None:
         "interrupted": False,
         "inventory_errors": 0,
         "follow_up_probes": 9,
+        "vantage": "site-a",
     }
     assert buffer.getvalue().startswith(b"{\n  ")  # indented
 
