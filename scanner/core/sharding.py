@@ -60,22 +60,38 @@ def host_spot(host: str) -> int:
     return zlib.crc32(host.encode())
 
 
-def big_hosts_of(items: Iterable[TargetSpec | InventoryError]) -> tuple[HostPattern, ...] | None:
-    """The host patterns of the inventory's entries that sweep at least `SPREAD_MIN_PORTS`
-    TCP ports (inventory errors are skipped); None when there are
-    more than `MAX_BIG_HOST_ENTRIES` of them (every TCP host then counts as big)."""
-    found: list[HostPattern] = []
-    for item in items:
-        if not isinstance(item, TargetSpec):
-            continue
+class BigHosts:
+    """Gathers, item by item, the host patterns of the inventory's entries that sweep at
+    least `SPREAD_MIN_PORTS` TCP ports (inventory errors are skipped): fed while the
+    inventory is read for another reason, so that it need not be read again for this."""
+
+    def __init__(self) -> None:
+        self._found: list[HostPattern] = []
+        self._too_many = False
+
+    def add(self, item: TargetSpec | InventoryError) -> None:
+        if self._too_many or not isinstance(item, TargetSpec):
+            return
         tcp_ports = sum(
             last - first + 1 for proto, first, last in item.ports.ranges if proto is Proto.TCP
         )
-        if tcp_ports >= SPREAD_MIN_PORTS and item.hosts not in found:
-            found.append(item.hosts)
-            if len(found) > MAX_BIG_HOST_ENTRIES:
-                return None
-    return tuple(found)
+        if tcp_ports >= SPREAD_MIN_PORTS and item.hosts not in self._found:
+            self._found.append(item.hosts)
+            self._too_many = len(self._found) > MAX_BIG_HOST_ENTRIES
+
+    @property
+    def patterns(self) -> tuple[HostPattern, ...] | None:
+        """What `Sharding.big_hosts` takes: None when there are more than
+        `MAX_BIG_HOST_ENTRIES` (every TCP host then counts as big)."""
+        return None if self._too_many else tuple(self._found)
+
+
+def big_hosts_of(items: Iterable[TargetSpec | InventoryError]) -> tuple[HostPattern, ...] | None:
+    """`BigHosts` of a whole inventory."""
+    gathered = BigHosts()
+    for item in items:
+        gathered.add(item)
+    return gathered.patterns
 
 
 @dataclass(frozen=True, slots=True)

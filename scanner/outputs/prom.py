@@ -198,16 +198,16 @@ class PromSink:
         families: list[Metric] = [
             by_state,
             refused,
-            _gauge(
+            run_gauge(
                 "failed_endpoints", "Endpoint-addresses not as expected.", vantage, summary.not_ok
             ),
-            _gauge(
+            run_gauge(
                 "run_duration_seconds",
                 "Wall-clock seconds reachscan's last run took.",
                 vantage,
                 max(0.0, summary.finished - started),
             ),
-            _gauge(
+            run_gauge(
                 "last_run_timestamp_seconds",
                 "Unix time reachscan's last run finished.",
                 vantage,
@@ -219,7 +219,7 @@ class PromSink:
         )
         if last_success is not None:
             families.append(
-                _gauge(
+                run_gauge(
                     "last_success_timestamp_seconds",
                     "Unix time a reachscan run last found every endpoint as expected.",
                     vantage,
@@ -227,13 +227,13 @@ class PromSink:
                 )
             )
         families += [
-            _gauge(
+            run_gauge(
                 "inventory_errors",
                 "Malformed inventory entries in reachscan's last run.",
                 vantage,
                 summary.inventory_errors,
             ),
-            _gauge(
+            run_gauge(
                 "run_interrupted",
                 "1 when reachscan's last run was interrupted and its results are partial.",
                 vantage,
@@ -303,7 +303,9 @@ def read_last_success(path: str | None) -> float | None:
     return None
 
 
-def _gauge(name: str, documentation: str, vantage: str, value: float) -> GaugeMetricFamily:
+def run_gauge(name: str, documentation: str, vantage: str, value: float) -> GaugeMetricFamily:
+    """One of a run's own metrics: a single series, labelled with the run's vantage (also
+    what `reachscan serve` carries forward from the history)."""
     gauge = GaugeMetricFamily(f"{PREFIX}{name}", documentation, labels=["vantage"])
     gauge.add_metric([vantage], value)
     return gauge

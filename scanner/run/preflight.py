@@ -17,7 +17,7 @@ from scanner.console import report_error
 from scanner.core.hosts import HostPattern
 from scanner.core.model import Endpoint
 from scanner.core.scope import Scope, broadcast_addresses, measure, oversize_message
-from scanner.core.sharding import ShardSlice, big_hosts_of
+from scanner.core.sharding import BigHosts, ShardSlice, big_hosts_of
 from scanner.engine.engine import EngineConfig
 from scanner.history.writer import WRITER_FROM
 from scanner.inventory import InventoryError, InventoryItem, TargetSpec, iter_unique
@@ -142,12 +142,14 @@ def preflight(plan: ScanPlan) -> Preflight:
     Also extends the scope with the broadcast address of every IPv4 block in the
     inventory (unless special addresses were asked for)."""
     kept: list[TargetSpec | InventoryError] | None = []
+    big_hosts = BigHosts()
 
     def keeping(
         items: Iterator[TargetSpec | InventoryError],
     ) -> Iterator[TargetSpec | InventoryError]:
         nonlocal kept
         for item in items:
+            big_hosts.add(item)
             if kept is not None:
                 kept.append(item)
                 if len(kept) > SPECS_KEPT:
@@ -170,8 +172,7 @@ def preflight(plan: ScanPlan) -> Preflight:
             if isinstance(item, TargetSpec)
         )
         scope = scope.with_broadcast(broadcast_addresses(blocks))
-    big_hosts = big_hosts_of(plan.specs() if specs is None else specs)
-    return Preflight(True, scope, expansion.total, specs, big_hosts)
+    return Preflight(True, scope, expansion.total, specs, big_hosts.patterns)
 
 
 def report_nothing_to_scan(

@@ -33,7 +33,7 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 from scanner.console import report_error
 from scanner.history.records import RunRecord, RunStatus
 from scanner.history.store import HistoryError, HistoryStore, run_info_of, summary_of
-from scanner.outputs.prom import PREFIX, PromSink, run_succeeded
+from scanner.outputs.prom import PREFIX, PromSink, run_gauge, run_succeeded
 from scanner.serve.http import Request, Response
 
 METRICS_PATH = "/metrics"
@@ -137,15 +137,15 @@ def self_families(state: HistoryState, now: float) -> list[Metric]:
         ),
     ]
     if state.last_success is not None and not run_succeeded(summary_of(served)):
-        # The served run's own metric, as its textfile would carry it forward: labelled
-        # with its vantage like every series of the run.
-        last_success = GaugeMetricFamily(
-            f"{PREFIX}last_success_timestamp_seconds",
-            "Unix time a reachscan run last found every endpoint as expected.",
-            labels=["vantage"],
+        # The served run's own metric, as its textfile would carry it forward.
+        families.append(
+            run_gauge(
+                "last_success_timestamp_seconds",
+                "Unix time a reachscan run last found every endpoint as expected.",
+                served.vantage,
+                state.last_success,
+            )
         )
-        last_success.add_metric([served.vantage], state.last_success)
-        families.append(last_success)
     return families
 
 
