@@ -17,10 +17,9 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, NoReturn
 
 from scanner.commands import scan
-from scanner.outputs import OutputOptions
+from scanner.outputs import OutputOptions, OutputSpec
 from scanner.outputs.nagios import DEFAULT_CRITICAL, Status, Threshold
 from scanner.run.lifecycle import run_async
-from scanner.run.plan import OutputSpec
 from scanner.status import ExitStatus, UsageError
 
 if TYPE_CHECKING:

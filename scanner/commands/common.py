@@ -201,3 +201,19 @@ def non_negative_float(text: str) -> float:
     if not 0 <= value < math.inf:
         raise argparse.ArgumentTypeError(f"must be 0 or more, not {text}")
     return value
+
+
+VANTAGE_MAX = 100
+"""Characters in a vantage name: a host name, a site, a label value, never a paragraph."""
+
+
+def vantage_name(text: str) -> str:
+    """`--vantage NAME`: printable, without spaces or quotes (it becomes a Prometheus label
+    value, a history column and a word of the report's header)."""
+    if not text or len(text) > VANTAGE_MAX:
+        raise argparse.ArgumentTypeError(f"must be 1 to {VANTAGE_MAX} characters, not {len(text)}")
+    if not text.isprintable() or any(char.isspace() or char in "\"'\\" for char in text):
+        raise argparse.ArgumentTypeError(
+            f"must be printable, without spaces, quotes or backslashes, not {echoed(text)}"
+        )
+    return text

@@ -29,6 +29,7 @@ class RunInfo:
     command: str  # the command line, as the user typed it
     version: str
     vantage: str = ""  # where the run probed from (`--vantage`; this machine's name)
+    shard: str | None = None  # "I/N" for a run with `--shard I/N` (its JSON Lines end line)
 
 
 @dataclass(frozen=True, slots=True)

@@ -34,6 +34,14 @@ class OutputOptions:
     local_addresses: frozenset[str] = frozenset()  # report: who sent an ICMP error
 
 
+@dataclass(frozen=True, slots=True)
+class OutputSpec:
+    """One `--format F [-o PATH]` of the command line."""
+
+    format: str
+    path: str  # "-" for stdout
+
+
 SinkFactory = Callable[[OutputTarget, str, OutputOptions], Sink]
 """Build a sink writing to a target (opened on `path`), with the run's output options."""
 
@@ -111,6 +119,7 @@ __all__ = [
     "OutputClosed",
     "OutputError",
     "OutputOptions",
+    "OutputSpec",
     "OutputTarget",
     "RunInfo",
     "RunSummary",

@@ -10,7 +10,9 @@ A partial run (interrupted, stopped by an output that failed such as a full hist
 `--max-time`, a worker that died: `RunSummary.interrupted`) ends with one line that is not
 a result, `{"incomplete": true, "results": N}`: a file read later has no exit status or
 stderr beside it, and results that merely stop look like a complete run. Every other line
-keeps the result schema; a complete run has no such line.
+keeps the result schema; a complete run has no such line, unless it is one shard of a
+split scan (`--shard I/N`): that ends with `{"shard": "I/N", "vantage": V, "results": N}`,
+which `reachscan merge` needs to tell a shard missing or cut short.
 """
 
 from __future__ import annotations
@@ -23,10 +25,22 @@ from scanner.core.model import Result
 from scanner.core.sinks import Encoding, OutputTarget, RunInfo, RunSummary, result_to_record
 
 
-def incomplete_marker(summary: RunSummary) -> bytes:
-    """The last line of a partial run's JSON Lines: how many results the run finished."""
+def incomplete_marker(summary: RunSummary, run: RunInfo | None = None) -> bytes:
+    """The last line of a partial run's JSON Lines: how many results the run finished
+    (and, for a `--shard` run, which shard and from where, as its end line says)."""
+    line: dict[str, object] = {"incomplete": True, "results": summary.total}
+    if run is not None and run.shard is not None:
+        line |= {"shard": run.shard, "vantage": run.vantage}
+    return orjson.dumps(line, option=orjson.OPT_APPEND_NEWLINE)
+
+
+def shard_end_line(summary: RunSummary, run: RunInfo) -> bytes:
+    """The last line of a whole `--shard I/N` run: which shard, from where, and how many
+    results came before it, so that `reachscan merge` can tell a missing shard, one given
+    twice and a file cut short at a line boundary (scanner/core/merging.py)."""
     return orjson.dumps(
-        {"incomplete": True, "results": summary.total}, option=orjson.OPT_APPEND_NEWLINE
+        {"shard": run.shard, "vantage": run.vantage, "results": summary.total},
+        option=orjson.OPT_APPEND_NEWLINE,
     )
 
 
@@ -55,6 +69,7 @@ class JsonLinesSink:
 
     def __init__(self, target: OutputTarget) -> None:
         self._target = target
+        self._run: RunInfo | None = None
         self._vantage = ""
 
     @property
@@ -64,6 +79,7 @@ class JsonLinesSink:
     def start(self, run: RunInfo) -> None:
         """No header: every line is a result, so `jq` and line counts stay simple (each
         carries the run's vantage)."""
+        self._run = run
         self._vantage = run.vantage
 
     def write(self, results: Sequence[Result]) -> None:
@@ -79,7 +95,9 @@ class JsonLinesSink:
 
     def finish(self, summary: RunSummary) -> None:
         if summary.interrupted:
-            self._target.write(incomplete_marker(summary))
+            self._target.write(incomplete_marker(summary, self._run))
+        elif self._run is not None and self._run.shard is not None:
+            self._target.write(shard_end_line(summary, self._run))
         self._target.commit()
 
     def verdict(self) -> None:

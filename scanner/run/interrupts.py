@@ -51,12 +51,9 @@ import signal
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from types import FrameType
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 from scanner.status import ExitStatus
-
-if TYPE_CHECKING:  # the loop's type only: the CLI imports Interrupt without asyncio
-    import asyncio
 
 INTERRUPTS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT)
 STATUS_REQUEST = signal.SIGUSR1
@@ -92,12 +89,19 @@ class Interrupt(KeyboardInterrupt):
     and the exit status 130."""
 
 
+class Waker(Protocol):
+    """What the handler needs of the loop that runs the scan: an asyncio event loop, or
+    `merge`'s reading loop, which has none (scanner/run/merge.py)."""
+
+    def call_soon_threadsafe(self, callback: Callable[[], object], /) -> object: ...
+
+
 @dataclass(frozen=True, slots=True)
 class ScanControl:
     """How to end the scan from the event loop: `stop` (keep what finished) and `quit`
     (at once); each is given the line to show."""
 
-    loop: asyncio.AbstractEventLoop
+    loop: Waker
     stop: Callable[[str], None]
     quit: Callable[[str], None]
 

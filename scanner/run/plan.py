@@ -14,15 +14,9 @@ from scanner.core.scope import Scope
 from scanner.core.sharding import RunShard
 from scanner.engine.engine import EngineConfig
 from scanner.inventory import InventoryError, TargetSpec
-from scanner.outputs import OutputOptions
+from scanner.outputs import OutputOptions, OutputSpec
 from scanner.resolve import ResolverConfig
 from scanner.run.session import HistoryPlan
-
-
-@dataclass(frozen=True, slots=True)
-class OutputSpec:
-    format: str
-    path: str  # "-" for stdout
 
 
 @dataclass(frozen=True, slots=True)

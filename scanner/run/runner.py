@@ -17,17 +17,15 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
-from typing import NoReturn
 
 import anyio
 
 from scanner import __version__
-from scanner.console import STDOUT_CLOSED, report_error, stdout_writable
+from scanner.console import report_error
 from scanner.core.evidence import ProbeAnswer, ProbeKey
 from scanner.core.model import Result, Target
 from scanner.engine.engine import Engine, EngineConfig, EngineStats
 from scanner.engine.pipeline import Pipeline, ScanSettings
-from scanner.history.changes import ChangesOnlySink
 from scanner.history.errors import HistoryError
 from scanner.net.connectors import probe_connectors
 from scanner.outputs import (
@@ -35,10 +33,9 @@ from scanner.outputs import (
     RunInfo,
     RunSummary,
     Sink,
-    make_sink,
 )
 from scanner.outputs.progress import Progress
-from scanner.outputs.quiet import QuietSink, run_had_trouble
+from scanner.outputs.quiet import run_had_trouble
 from scanner.procs.limits import (
     FatalCallbackWatch,
     exhaustion_message,
@@ -50,7 +47,7 @@ from scanner.resolve import Resolver
 from scanner.run.coordinator import ShardedScan, ShardFailed, feed_for
 from scanner.run.fanout import BATCH_SIZE, InventoryTally, ResultFanout
 from scanner.run.followups import EvidenceGatherer
-from scanner.run.interrupts import ScanControl, SignalGuard, say
+from scanner.run.interrupts import ScanControl, SignalGuard
 from scanner.run.plan import ScanPlan
 from scanner.run.preflight import (
     DESCRIPTOR_RESERVE,
@@ -65,93 +62,14 @@ from scanner.run.preflight import (
 )
 from scanner.run.session import HistorySession
 from scanner.run.shard import ShardFeed
+from scanner.run.sinkset import (
+    end_after_failure,
+    open_sinks,
+    quit_and_exit,
+    quit_at_once,
+    start_sinks,
+)
 from scanner.status import ExitStatus
-
-
-def open_sinks(plan: ScanPlan, history: HistorySession | None) -> list[Sink]:
-    """Every output of the run; what goes to stdout is filtered by -q and --changes-only."""
-    sinks: list[Sink] = []
-    changes = history.change_filter() if history is not None and plan.changes_only else None
-    to_stdout = any(output.path == "-" for output in plan.outputs)
-    if to_stdout and not stdout_writable():  # before any temporary file exists
-        raise OutputError("standard output", STDOUT_CLOSED)
-    try:
-        for output in plan.outputs:
-            sink = make_sink(output.format, output.path, plan.output_options)
-            if output.path == "-" and changes is not None:
-                sink = ChangesOnlySink(sink, changes)
-            if output.path == "-" and plan.quiet:
-                sink = QuietSink(sink)
-            sinks.append(sink)
-        if plan.quiet and not to_stdout and stdout_writable():
-            # Every output goes to a file: -q still owes cron a word when something is
-            # wrong, so the trouble goes to stdout as a table (and nothing otherwise;
-            # nothing either when stdout was closed: no one is there to read it).
-            sinks.append(QuietSink(make_sink("table", "-", plan.output_options)))
-        if history is not None:
-            sinks.append(history.sink)
-    except Exception:  # also out of memory or descriptors importing an output's module
-        for sink in sinks:
-            sink.abort()
-        raise
-    return sinks
-
-
-def start_sinks(sinks: Sequence[Sink], run: RunInfo) -> None:
-    """Start every sink; when one cannot start (a read-only history), abort them all, so
-    no temporary file is left behind and no run stays `running`, and raise its error."""
-    try:
-        for sink in sinks:
-            sink.start(run)
-    except OutputError:
-        for sink in sinks:
-            with contextlib.suppress(Exception):
-                sink.abort()
-        raise
-
-
-def quit_at_once(sinks: Sequence[Sink], history: HistorySession | None) -> None:
-    """A second interrupt: close the history's run as interrupted and drop the outputs'
-    half-written temporary files (each path keeps its previous whole file)."""
-    if history is not None:
-        history.sink.quit()  # its abort, below, then changes nothing
-    for sink in sinks:
-        with contextlib.suppress(Exception):
-            sink.abort()
-
-
-def quit_and_exit(
-    message: str,
-    sinks: Sequence[Sink],
-    history: HistorySession | None,
-    status: ExitStatus = ExitStatus.INTERRUPTED,
-) -> NoReturn:
-    """A second interrupt, as it comes (also inside the signal handler, amid the writing:
-    an exception raised there could land in a weakref callback, which only prints it):
-    say so with one `os.write`, `quit_at_once`, and exit without unwinding, 130 unless
-    the run had already failed (`status`: README, "Exit status")."""
-    say(message)
-    quit_at_once(sinks, history)
-    os._exit(status)
-
-
-def end_after_failure(
-    signals: SignalGuard,
-    sinks: Sequence[Sink],
-    history: HistorySession | None,
-    status: ExitStatus,
-    failure: str | None = None,
-) -> None:
-    """The run failed and is about to close (its outputs aborted, then the workers and
-    the history writer reaped, the history closed: seconds, at times): an interrupt now
-    quits at once with `status`, saying `failure` too when it was not said yet."""
-
-    def quit(message: str) -> NoReturn:
-        if failure is not None:
-            say(failure)
-        quit_and_exit(message, sinks, history, status)
-
-    signals.ending(quit)
 
 
 def scanning_status(fanout: ResultFanout, endpoints: int, since: float) -> str:
@@ -301,7 +219,9 @@ async def run_plan(
     interrupt from here on keeps every result that finished."""
     signals.begin_scan()
     try:
-        sinks = open_sinks(plan, history)
+        sinks = open_sinks(
+            plan.outputs, plan.output_options, plan.quiet, history, plan.changes_only
+        )
     except (OutputError, ValueError) as exc:
         report_error(f"reachscan: {exc}")
         end_after_failure(signals, [], history, ExitStatus.OUTPUT_FAILED)
@@ -314,6 +234,7 @@ async def run_plan(
                 command=plan.command,
                 version=__version__,
                 vantage=plan.vantage,
+                shard=None if plan.shard is None else str(plan.shard),
             ),
         )
     except OutputError as exc:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import signal
 import subprocess
@@ -54,8 +53,7 @@ def scan(
     assert completed.returncode == 0, completed.stderr
     assert "Traceback" not in completed.stderr
     verdicts = {}
-    for line in completed.stdout.splitlines():
-        record = json.loads(line)
+    for record in parse_records(completed.stdout):
         key = (record["address"], record["port"], record["proto"])
         assert key not in verdicts, f"{key} reported twice"
         verdicts[key] = (record["state"], record["reason"])
@@ -123,7 +121,7 @@ def test_every_json_line_says_where_the_run_probed_from(workers: str) -> None:
             timeout=120,
             check=True,
         )
-        return {json.loads(line)["vantage"] for line in completed.stdout.splitlines()}
+        return {str(record["vantage"]) for record in parse_records(completed.stdout)}
 
     assert vantages("--workers", workers, "--vantage", "dc1.rack-7") == {"dc1.rack-7"}
     assert vantages("--workers", workers) == {os.uname().nodename}

@@ -29,6 +29,10 @@ Verdicts = dict[tuple[object, object, object], tuple[object, object]]
 
 INCOMPLETE_KEYS = ["incomplete", "results"]
 """The one line that is not a result: last, in a partial run's JSONL (scanner/outputs/jsonl.py)."""
+SHARD_INCOMPLETE_KEYS = [*INCOMPLETE_KEYS, "shard", "vantage"]
+"""... and in a partial `--shard I/N` run's, which also says which shard, from where."""
+SHARD_END_KEYS = ["shard", "vantage", "results"]
+"""The last line of a whole `--shard I/N` run (what `reachscan merge` counts on)."""
 
 
 def is_incomplete(text: str) -> bool:
@@ -37,18 +41,26 @@ def is_incomplete(text: str) -> bool:
     if not lines:
         return False
     last = json.loads(lines[-1])
-    return isinstance(last, dict) and list(last) == INCOMPLETE_KEYS
+    return isinstance(last, dict) and list(last) in (INCOMPLETE_KEYS, SHARD_INCOMPLETE_KEYS)
+
+
+def shard_end(text: str) -> Record | None:
+    """The end line of a whole `--shard` run's JSONL, if it ends with one."""
+    lines = text.splitlines()
+    last = json.loads(lines[-1]) if lines else None
+    return last if isinstance(last, dict) and list(last) == SHARD_END_KEYS else None
 
 
 def parse_records(text: str) -> list[Record]:
     """Every JSONL line as a dict with exactly the schema's keys; a partial or invalid line
-    fails the test here. A partial run's last line, the marker, is checked and left out
-    (`is_incomplete` tells whether it is there)."""
+    fails the test here. A partial run's last line, the marker, and a shard's end line are
+    checked (each counts the results before it) and left out (`is_incomplete` and
+    `shard_end` tell whether they are there)."""
     records = []
     lines = text.splitlines()
-    if is_incomplete(text):
+    if is_incomplete(text) or shard_end(text) is not None:
         marker = json.loads(lines.pop())
-        assert marker["incomplete"] is True and marker["results"] == len(lines), marker
+        assert marker.get("incomplete", True) is True and marker["results"] == len(lines), marker
     for line in lines:
         record = json.loads(line)
         assert isinstance(record, dict), line

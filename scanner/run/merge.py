@@ -1,0 +1,293 @@
+"""`reachscan merge`: the JSON Lines of shards (and of whole runs) made into one run, written
+to any output and into the history as a scan's results are.
+
+The files are read line by line and never held: each kept result goes on to the outputs
+in batches, as a scan's do, so a merge of a million endpoints needs the memory of one
+batch and of the endpoint identities it has seen (to drop duplicates). What is wrong with
+the files is decided by `MergeLedger` (scanner/core/merging.py) and said on stderr, FILE:LINE
+first; the valid rest is still merged.
+
+Signals, as a scan obeys them (scanner/run/interrupts.py): before the outputs are open an
+interrupt stops at once; while reading, the first stops the reading and writes what was
+read, marked as a partial run; while writing, the writing finishes; a second quits at
+once (every output keeps its previous file, the history run is stored interrupted).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import sys
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from typing import BinaryIO, TypeVar
+
+import orjson
+
+from scanner import __version__
+from scanner.console import report_error
+from scanner.core.merging import MergeLedger, end_of_record, result_of_record
+from scanner.core.model import Result, State
+from scanner.core.sinks import OutputClosed, OutputError, RunInfo, RunSummary, Sink
+from scanner.history.errors import HistoryError
+from scanner.history.lock import LockBusy
+from scanner.outputs import OutputOptions, OutputSpec
+from scanner.run.interrupts import ScanControl, SignalGuard, say
+from scanner.run.session import HistoryPlan, HistorySession, history_session
+from scanner.run.sinkset import (
+    end_after_failure,
+    open_sinks,
+    quit_and_exit,
+    start_sinks,
+)
+from scanner.status import ExitStatus
+
+_T = TypeVar("_T")
+
+BATCH = 1024
+"""Results handed to the outputs at a time (one history transaction each)."""
+
+
+@dataclass(frozen=True, slots=True)
+class MergePlan:
+    """What `reachscan merge` was asked, decided by the command line."""
+
+    inputs: tuple[str, ...]  # "-" for standard input
+    outputs: tuple[OutputSpec, ...]
+    options: OutputOptions
+    quiet: bool
+    history: HistoryPlan | None  # --db: also store the merged run
+    only_vantage: str | None
+    command: str
+    changes_only: bool = False  # what goes to stdout: only what changed since the last run
+
+
+class StopReading(Exception):
+    """Raised by the handler into a read that waits on a pipe (scanner/run/merge.py)."""
+
+
+class Reading:
+    """The interrupt's hand in the reading loop: `ScanControl`'s loop is this object,
+    which acts at once inside the signal handler (there is no event loop to wake). The
+    stop sets a flag, which the loop reads after each line; and when the merge is waiting
+    for a line (stdin from a pipe that stays open), it raises `StopReading` there, inside
+    the one `readline` that waits, which is the only place it can land."""
+
+    def __init__(self) -> None:
+        self.stopped = False
+        self.waiting = False
+
+    def call_soon_threadsafe(self, callback: Callable[[], object], /) -> None:
+        callback()
+
+    def stop(self, message: str) -> None:
+        self.stopped = True
+        say(message)
+        if self.waiting:
+            self.waiting = False
+            raise StopReading
+
+    def lines(self, stream: BinaryIO) -> Iterator[bytes]:
+        """The lines of `stream`, until its end or the stop."""
+        while not self.stopped:
+            try:
+                self.waiting = True
+                line = stream.readline()
+                self.waiting = False
+            except StopReading:
+                return
+            if not line:
+                return
+            yield line
+
+
+def merge(plan: MergePlan, signals: SignalGuard) -> int:
+    """The whole merge: lock and history (with --db), outputs, reading, writing, status."""
+    try:
+        with history_session(plan.history) as history:
+            return signals.exit_status(merge_into(plan, signals, history))
+    except LockBusy as busy:
+        report_error(f"reachscan: {busy}")
+        return ExitStatus.LOCKED
+    except HistoryError as error:
+        report_error(f"reachscan: history: {error}")
+        return ExitStatus.OUTPUT_FAILED
+
+
+def merge_into(plan: MergePlan, signals: SignalGuard, history: HistorySession | None) -> int:
+    ledger = MergeLedger(only_vantage=plan.only_vantage)
+    reading = Reading()
+    lines = kept_results(plan.inputs, ledger, reading)
+    first = next(lines, None)  # the run starts with its first result
+    signals.begin_scan()
+    try:
+        sinks = open_sinks(plan.outputs, plan.options, plan.quiet, history, plan.changes_only)
+        start_sinks(
+            sinks,
+            RunInfo(
+                started=time.time() if first is None else first.ts,
+                command=plan.command,
+                version=__version__,
+                vantage=ledger.vantage or plan.only_vantage or "",
+            ),
+        )
+    except (OutputError, ValueError) as error:
+        report_error(f"reachscan: {error}")
+        end_after_failure(signals, [], history, ExitStatus.OUTPUT_FAILED)
+        return ExitStatus.OUTPUT_FAILED
+    signals.control_scan(
+        ScanControl(
+            loop=reading,
+            stop=reading.stop,
+            quit=lambda message: quit_and_exit(message, sinks, history),
+        )
+    )
+    writer = Writer(sinks)
+    finished = 0.0
+    try:
+        batch: list[Result] = []
+        for result in _chain(first, lines):
+            batch.append(result)
+            finished = max(finished, result.ts)
+            if len(batch) >= BATCH or reading.stopped or writer.failed:
+                writer.write(batch)
+                batch = []
+            if reading.stopped or writer.failed:
+                break
+        writer.write(batch)
+        signals.finishing(lambda message: quit_and_exit(message, sinks, history))
+        ledger.conclude()
+        for problem in ledger.problems:
+            report_error(f"reachscan: {problem}")
+        summary = RunSummary(
+            finished=finished or time.time(),
+            counts=dict(writer.counts),
+            total=writer.total,
+            not_ok=writer.not_ok,
+            inventory_errors=ledger.problem_count,
+            interrupted=ledger.partial or reading.stopped or writer.failed,
+        )
+        writer.finish(summary)
+    except KeyboardInterrupt:
+        end_after_failure(signals, sinks, history, ExitStatus.INTERRUPTED)
+        for sink in sinks:
+            with contextlib.suppress(Exception):
+                sink.abort()
+        raise
+    return writer.status(summary, ledger.problem_count)
+
+
+def _chain(first: Result | None, rest: Iterator[Result]) -> Iterator[Result]:
+    if first is not None:
+        yield first
+        yield from rest
+
+
+class Writer:
+    """The outputs of the merged run, and its tallies. An output that fails is set aside
+    (its previous file kept) and the merge stops, exit 3; a closed stdout ends it quietly."""
+
+    def __init__(self, sinks: Sequence[Sink]) -> None:
+        self.sinks = list(sinks)
+        self.counts: Counter[State] = Counter()
+        self.total = 0
+        self.not_ok = 0
+        self.failures: list[OutputError] = []
+        self.stdout_closed = False
+
+    @property
+    def failed(self) -> bool:
+        return bool(self.failures) or self.stdout_closed
+
+    def write(self, batch: Sequence[Result]) -> None:
+        if not batch:
+            return
+        for result in batch:
+            self.counts[result.state] += 1
+            if not result.ok:
+                self.not_ok += 1
+        self.total += len(batch)
+        for sink in list(self.sinks):
+            self._guarded(sink, sink.write, batch)
+
+    def finish(self, summary: RunSummary) -> None:
+        for sink in list(self.sinks):
+            self._guarded(sink, sink.finish, summary)
+
+    def _guarded(self, sink: Sink, action: Callable[[_T], None], argument: _T) -> None:
+        try:
+            action(argument)
+        except OutputClosed:
+            self.sinks.remove(sink)
+            self.stdout_closed = True
+        except OutputError as failure:
+            self.sinks.remove(sink)
+            sink.abort()
+            self.failures.append(failure)
+
+    def status(self, summary: RunSummary, problems: int) -> int:
+        """README, "Exit status", as for a scan; bad input files count as a bad inventory."""
+        for failure in self.failures:
+            report_error(f"reachscan: {failure}")
+        if self.failures:
+            return ExitStatus.OUTPUT_FAILED
+        if self.stdout_closed:
+            return ExitStatus.STDOUT_CLOSED
+        for sink in self.sinks:
+            verdict = sink.verdict()
+            if verdict is not None:
+                return verdict
+        if problems:
+            return ExitStatus.USAGE_OR_INVENTORY
+        return ExitStatus.NOT_AS_EXPECTED if summary.not_ok else ExitStatus.OK
+
+
+def kept_results(inputs: Sequence[str], ledger: MergeLedger, reading: Reading) -> Iterator[Result]:
+    """Every result line of `inputs`, in order, that the ledger keeps, until the stop."""
+    for name in inputs:
+        if reading.stopped:
+            return
+        with _opened(name) as stream:
+            yield from _results_of(
+                reading.lines(stream), "<stdin>" if name == "-" else name, ledger
+            )
+
+
+@contextlib.contextmanager
+def _opened(name: str) -> Iterator[BinaryIO]:
+    if name == "-":
+        yield sys.stdin.buffer
+        return
+    with open(name, "rb") as stream:
+        yield stream
+
+
+def _results_of(lines: Iterator[bytes], name: str, ledger: MergeLedger) -> Iterator[Result]:
+    number = 0
+    cut = False
+    for number, raw in enumerate(lines, 1):  # `number` is used after the loop
+        where = f"{name}:{number}"
+        try:
+            record = orjson.loads(raw)
+        except orjson.JSONDecodeError as error:
+            if not raw.endswith(b"\n"):
+                cut = True  # the last line, cut mid-way: said once, as a truncation
+                break
+            ledger.line_malformed(where, f"not JSON ({error})")
+            continue
+        if not isinstance(record, dict):
+            ledger.line_malformed(where, "not a JSON object")
+            continue
+        try:
+            end = end_of_record(record)
+            if end is not None:
+                ledger.line_end(end, where, number)
+                continue
+            result, vantage = result_of_record(record)
+        except ValueError as error:
+            ledger.line_malformed(where, str(error))
+            continue
+        if ledger.line_result(result, vantage, where):
+            yield result
+    ledger.file_ended(name, number, cut)
