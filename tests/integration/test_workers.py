@@ -54,9 +54,9 @@ def scan(
     assert "Traceback" not in completed.stderr
     verdicts = {}
     for record in parse_records(completed.stdout):
-        key = (record["address"], record["port"], record["proto"])
+        key = (str(record["address"]), int(str(record["port"])), str(record["proto"]))
         assert key not in verdicts, f"{key} reported twice"
-        verdicts[key] = (record["state"], record["reason"])
+        verdicts[key] = (str(record["state"]), str(record["reason"]))
     return verdicts
 
 
