@@ -26,7 +26,7 @@ from scanner.console import (
 from scanner.run.interrupts import Interrupt
 from scanner.status import ExitStatus, UsageError
 
-COMMANDS = ("scan", "check", "merge", "diff", "history", "serve")
+COMMANDS = ("scan", "check", "merge", "compare", "worker", "diff", "history", "serve")
 """In the order `reachscan --help` lists them; each is the module scanner.commands.NAME."""
 
 

@@ -17,6 +17,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, NoReturn
 
 from scanner.commands import scan
+from scanner.commands.common import IntRange
 from scanner.outputs import OutputOptions, OutputSpec
 from scanner.outputs.nagios import DEFAULT_CRITICAL, Status, Threshold
 from scanner.run.lifecycle import run_async
@@ -24,6 +25,9 @@ from scanner.status import ExitStatus, UsageError
 
 if TYPE_CHECKING:
     from scanner.commands.common import Subparsers
+
+QUORUM = IntRange(1, 1000)
+"""--quorum: vantages that must agree an endpoint failed."""
 
 DESCRIPTION = (
     "Nagios/Icinga plugin: scan, print one status line with perfdata, exit 0 OK, "
@@ -72,6 +76,14 @@ def add_check_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="RANGE",
         help="CRITICAL likewise (default 0: any failure is critical)",
     )
+    limits.add_argument(
+        "--quorum",
+        type=QUORUM,
+        default=None,
+        metavar="K",
+        help="with --broker and --vantages: an endpoint counts as failed only when at "
+        "least K vantages see it not as expected (default 1)",
+    )
 
 
 def register(subparsers: Subparsers) -> None:
@@ -87,12 +99,14 @@ def main(argv: Sequence[str]) -> int:
     if args.db is None:
         args.no_history = True
     try:
+        quorum = args.quorum if args.quorum is not None or args.broker is None else 1
+        spread = scan.distributed_plan(args, quorum=quorum)
         plan = scan.make_plan(
             args,
             outputs=(OutputSpec("nagios", "-"),),
             output_options=OutputOptions(warning=args.warning, critical=args.critical),
         )
-        status = run_async(plan, args.loop)
+        status = run_async(plan, args.loop) if spread is None else scan.run_spread(plan, spread)
     except UsageError as exc:
         return unknown(str(exc))
     except KeyboardInterrupt:

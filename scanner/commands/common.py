@@ -171,6 +171,8 @@ tens are real (the hostile suite uses 60 for 50 ports); past a hundred, a droppe
 IN_FLIGHT = IntRange(1, 1_048_576)
 """--concurrency, --per-host: Linux's most descriptors per process (fs.nr_open's
 default); the descriptor limit caps a probe count past it anyway."""
+SHARD_COUNT = IntRange(1, 4096)
+"""--shards: per vantage; each is a task on the broker and a scan at a worker."""
 WORKERS = IntRange(1, 64)
 """--workers: one process per core of a large machine; each forks with the parent's
 memory and pipes, so more than 64 costs more than it gives."""

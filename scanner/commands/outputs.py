@@ -47,12 +47,15 @@ class OutputAction(argparse.Action):
         namespace.outputs = outputs
 
 
-def add_output_arguments(parser: argparse.ArgumentParser) -> None:
+def add_output_arguments(
+    parser: argparse.ArgumentParser, extra_formats: tuple[str, ...] = ()
+) -> None:
+    """`extra_formats`: `scan`'s `json`, the comparison of a distributed scan's vantages."""
     output = parser.add_argument_group("output")
     output.add_argument(
         "--format",
         action=OutputAction,
-        choices=FORMATS,
+        choices=(*FORMATS, *extra_formats),
         help="output format (repeatable, each optionally followed by -o); "
         "default: table on a terminal, jsonl otherwise",
     )

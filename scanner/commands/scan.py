@@ -14,7 +14,7 @@ import itertools
 import os
 import shlex
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, TextIO
 
@@ -29,6 +29,7 @@ from scanner.commands.common import (
     RETRIES,
     RUN_COUNT,
     SECONDS_PER_PROBE,
+    SHARD_COUNT,
     WAIT_LOCK,
     WORKERS,
     echoed,
@@ -49,6 +50,12 @@ from scanner.core.scope import (
     parse_exclusions,
 )
 from scanner.core.sharding import parse_run_shard
+from scanner.distributed.protocol import (
+    FILE_MARK,
+    BrokerError,
+    DistributedPlan,
+    check_broker_url,
+)
 from scanner.engine.engine import EngineConfig
 from scanner.history.paths import history_files
 from scanner.inventory import (
@@ -101,6 +108,24 @@ def port_list(text: str) -> PortSpec:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
+class PortsAction(argparse.Action):
+    """`-p PORTS`: parsed, and kept as written too (a distributed scan sends it on)."""
+
+    def __call__(
+        self,
+        parser: argparse.ArgumentParser,
+        namespace: argparse.Namespace,
+        values: str | Sequence[object] | None,
+        option_string: str | None = None,
+    ) -> None:
+        text = str(values)
+        try:
+            namespace.ports = port_list(text)
+        except argparse.ArgumentTypeError as error:
+            raise argparse.ArgumentError(self, str(error)) from None
+        namespace.ports_text = text
+
+
 def register(subparsers: Subparsers) -> None:
     parser = subparsers.add_parser(
         "scan",
@@ -109,7 +134,7 @@ def register(subparsers: Subparsers) -> None:
         "reason, and explain refusals.",
     )
     add_scan_arguments(parser)
-    add_output_arguments(parser)
+    add_output_arguments(parser, extra_formats=("json",))
     parser.set_defaults(handler=run)
 
 
@@ -140,7 +165,7 @@ def add_scan_arguments(parser: argparse.ArgumentParser) -> None:
     what.add_argument(
         "-p",
         "--ports",
-        type=port_list,
+        action=PortsAction,
         default=DEFAULT_PORTS,
         metavar="PORTS",
         help="ports for specs and inventory lines that name none (default: 20 common TCP ports)",
@@ -289,6 +314,7 @@ def add_scan_arguments(parser: argparse.ArgumentParser) -> None:
         "machine, no seed needed; auto/N takes I from JOB_COMPLETION_INDEX (Kubernetes "
         "Indexed Job) or NOMAD_ALLOC_INDEX (Nomad)",
     )
+    add_distributed_arguments(parser)
     pace.add_argument(
         "--max-time",
         type=MAX_TIME,
@@ -342,6 +368,168 @@ def add_scan_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="S",
         help="if another run holds the lock, wait up to S seconds (default 0: exit 75 at once)",
     )
+
+
+def add_distributed_arguments(parser: argparse.ArgumentParser) -> None:
+    spread = parser.add_argument_group(
+        "distributed over vantage points (Celery; pip install 'reachscan[celery]')"
+    )
+    spread.add_argument(
+        "--broker",
+        metavar="URL",
+        help="send the scan to `reachscan worker`s through this Redis broker "
+        "(redis://HOST[:PORT][/DB])",
+    )
+    spread.add_argument(
+        "--vantages",
+        type=vantage_list,
+        metavar="A,B,...",
+        help="with --broker: the vantage points that each scan the whole inventory",
+    )
+    spread.add_argument(
+        "--shards",
+        type=SHARD_COUNT,
+        default=1,
+        metavar="N",
+        help="with --broker: split each vantage's scan into N shards (default 1), spread "
+        "over that vantage's workers",
+    )
+    spread.add_argument(
+        "--wait-workers",
+        type=WAIT_LOCK,
+        default=60.0,
+        metavar="S",
+        help="with --broker: give up on a vantage that has had no worker for S seconds "
+        "(default 60), at the start or with shards unanswered",
+    )
+
+
+def vantage_list(text: str) -> tuple[str, ...]:
+    names = tuple(vantage_name(name) for name in text.split(","))
+    if len(set(names)) != len(names):
+        raise argparse.ArgumentTypeError(f"a vantage named twice in {echoed(text)}")
+    return names
+
+
+def distributed_plan(args: argparse.Namespace, quorum: int | None = None) -> DistributedPlan | None:
+    """The plan of a scan sent to workers (`--broker`), or None for a local scan; usage
+    errors for options that do not fit together."""
+    broker, vantages = args.broker, args.vantages
+    if broker is None:
+        for option, given in (
+            ("--vantages", vantages is not None),
+            ("--shards", args.shards != 1),
+            ("--quorum", quorum is not None),
+        ):
+            if given:
+                raise UsageError(f"{option} distributes a scan: give --broker URL too")
+        return None
+    if vantages is None:
+        raise UsageError("--broker: name the vantage points with --vantages A,B,...")
+    try:
+        check_broker_url(broker)
+    except BrokerError as error:
+        raise UsageError(str(error)) from None
+    for option, given in (
+        ("--shard", args.shard is not None),
+        ("--workers", args.workers not in (None, 1)),
+        ("--vantage", args.vantage is not None),
+        ("--changes-only", getattr(args, "changes_only", False) and len(vantages) > 1),
+    ):
+        if given:
+            raise UsageError(
+                f"{option} is for a local scan; with --broker the workers scan the shards "
+                "(--shards N) at each of --vantages"
+            )
+    if quorum is not None and not 1 <= quorum <= len(vantages):
+        raise UsageError(f"--quorum {quorum}: must be 1 to the {len(vantages)} vantages")
+    files: dict[str, str] = {}
+    argv: list[str] = []
+
+    def shipped(path: str) -> str:
+        if path == "-":
+            raise UsageError(
+                "a distributed scan sends its inventory files to the workers: save the "
+                "inventory on stdin to a file"
+            )
+        else:
+            try:
+                files[path] = Path(path).read_text(encoding="utf-8")
+            except (OSError, UnicodeDecodeError) as error:
+                reason = getattr(error, "strerror", None) or str(error)
+                raise UsageError(
+                    f"{path}: {reason} (a distributed scan sends its inventory files to "
+                    "the workers: give files, not directories)"
+                ) from None
+        return f"{FILE_MARK}{path}"
+
+    argv += [shipped(path) for path in args.inventories]
+    for path in args.exclude_file:
+        argv += ["--exclude-file", shipped(path)]
+    for target in args.target:
+        argv += ["-t", target]
+    if getattr(args, "ports_text", None) is not None:
+        argv += ["--ports", args.ports_text]
+    for exclusion in args.exclude:
+        argv += ["--exclude", exclusion]
+    for option, value in (
+        ("--inventory-format", args.inventory_format),
+        ("--expect", args.expect),
+        ("--max-endpoints", args.max_endpoints),
+        ("--diagnose-budget", args.diagnose_budget),
+        ("--diagnose-per-endpoint", args.diagnose_per_endpoint),
+        ("--concurrency", args.concurrency),
+        ("--per-host", args.per_host),
+        ("--rate", args.rate),
+        ("--timeout", args.timeout),
+        ("--min-timeout", args.min_timeout),
+        ("--max-time", args.max_time),
+        ("--retries", args.retries),
+        ("--loop", args.loop),
+    ):
+        if value is not None:
+            argv += [option, str(value)]
+    for flag, given in (
+        ("--strict", args.strict),
+        ("--include-special", args.include_special),
+        ("--no-diagnose", args.no_diagnose),
+        ("-4", args.ipv4_only),
+        ("-6", args.ipv6_only),
+    ):
+        if given:
+            argv.append(flag)
+    return DistributedPlan(
+        broker=broker,
+        vantages=vantages,
+        shards=args.shards,
+        argv=tuple(argv),
+        files=files,
+        wait_workers=args.wait_workers,
+        quorum=quorum,
+    )
+
+
+def refuse_formats_of_one_run(
+    outputs: Sequence[OutputSpec], spread: DistributedPlan | None
+) -> None:
+    """`--format json` is the comparison of vantages: only for a distributed scan; and with
+    several vantages only the formats that hold several are written."""
+    formats = {output.format for output in outputs}
+    if spread is None:
+        if "json" in formats:
+            raise UsageError(
+                "--format json is the comparison of several vantage points (with --broker); "
+                "one run's report is --format report-json"
+            )
+        return
+    several = len(spread.vantages) > 1 or spread.quorum is not None
+    allowed = {"jsonl", "table", "json", *(["nagios"] if spread.quorum is not None else [])}
+    if several and not formats <= allowed:
+        wrong = ", ".join(sorted(formats - allowed))
+        raise UsageError(
+            f"--format {wrong}: a format of one run, and this scan has several vantages; "
+            "write jsonl, table or json (or scan one vantage per run)"
+        )
 
 
 def read_by_the_run(
@@ -480,4 +668,30 @@ def make_plan(
 
 
 def run(args: argparse.Namespace) -> int:
-    return run_scan(lambda: make_plan(args), args.loop)
+    spread = distributed_plan(args)
+    if spread is None:
+        return run_scan(lambda: local_plan(args), args.loop)
+    return run_spread(make_plan(args), spread)
+
+
+def local_plan(args: argparse.Namespace) -> ScanPlan:
+    plan = make_plan(args)
+    refuse_formats_of_one_run(plan.outputs, None)
+    return plan
+
+
+def run_spread(plan: ScanPlan, spread: DistributedPlan) -> int:
+    """A scan sent to workers at the vantage points (scanner/distributed/client.py)."""
+    refuse_formats_of_one_run(plan.outputs, spread)
+    if plan.list_only:
+        raise UsageError("--list-targets lists a local scan's endpoints: drop --broker")
+    try:
+        from scanner.distributed.client import run_distributed
+    except ImportError:
+        raise UsageError(
+            "--broker needs Celery and Redis's client: pip install 'reachscan[celery]'"
+        ) from None
+    from scanner.run.interrupts import SignalGuard
+
+    with SignalGuard().installed() as signals:
+        return run_distributed(plan, spread, signals)

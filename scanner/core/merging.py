@@ -355,3 +355,60 @@ class MergeLedger:
     @property
     def shards(self) -> tuple[RunShard, ...]:
         return tuple(sorted(self._shards, key=lambda shard: shard.index))
+
+
+@dataclass(slots=True)
+class VantageLedgers:
+    """One `MergeLedger` per vantage, for files from several (`reachscan compare`, a
+    distributed scan): each line goes to its vantage's ledger, so each vantage's shards
+    are accounted for on their own (one missing from b is said, whatever a has)."""
+
+    by_vantage: dict[str, MergeLedger] = field(default_factory=dict)
+    general: MergeLedger = field(default_factory=MergeLedger)  # lines of no vantage
+    _current: MergeLedger | None = None  # the ledger of the file's latest good line
+
+    def ledger(self, vantage: str) -> MergeLedger:
+        ledger = self.by_vantage.get(vantage)
+        if ledger is None:
+            ledger = self.by_vantage[vantage] = MergeLedger(only_vantage=vantage)
+        return ledger
+
+    def line_result(self, result: Result, vantage: str, where: str) -> bool:
+        self._current = self.ledger(vantage)
+        return self._current.line_result(result, vantage, where)
+
+    def line_end(self, end: ShardEnd, where: str, line: int) -> None:
+        self.ledger(end.vantage).line_end(end, where, line)
+        self._current = None
+
+    def line_malformed(self, where: str, why: str) -> None:
+        """Counted in the section it interrupts (else that shard would look cut short)."""
+        (self._current or self.general).line_malformed(where, why)
+
+    def file_ended(self, name: str, last_line: int, cut: bool) -> None:
+        self._current = None
+        self.general.file_ended(name, last_line, cut)
+        for ledger in self.by_vantage.values():
+            ledger.file_ended(name, last_line, cut=False)
+
+    def conclude(self) -> None:
+        self.general.conclude()
+        for ledger in self.by_vantage.values():
+            ledger.conclude()
+
+    @property
+    def problems(self) -> list[Problem]:
+        return [
+            *self.general.problems,
+            *(problem for ledger in self.by_vantage.values() for problem in ledger.problems),
+        ]
+
+    @property
+    def problem_count(self) -> int:
+        return self.general.problem_count + sum(
+            ledger.problem_count for ledger in self.by_vantage.values()
+        )
+
+    @property
+    def partial(self) -> bool:
+        return self.general.partial or any(ledger.partial for ledger in self.by_vantage.values())

@@ -19,7 +19,7 @@ import contextlib
 import sys
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import BinaryIO, TypeVar
 
@@ -27,7 +27,7 @@ import orjson
 
 from scanner import __version__
 from scanner.console import report_error
-from scanner.core.merging import MergeLedger, end_of_record, result_of_record
+from scanner.core.merging import MergeLedger, VantageLedgers, end_of_record, result_of_record
 from scanner.core.model import Result, State
 from scanner.core.sinks import OutputClosed, OutputError, RunInfo, RunSummary, Sink
 from scanner.history.errors import HistoryError
@@ -44,6 +44,9 @@ from scanner.run.sinkset import (
 from scanner.status import ExitStatus
 
 _T = TypeVar("_T")
+
+Ledger = MergeLedger | VantageLedgers
+"""One vantage's files (`merge`) or several vantages' (`compare`, a distributed scan)."""
 
 BATCH = 1024
 """Results handed to the outputs at a time (one history transaction each)."""
@@ -245,11 +248,21 @@ class Writer:
 
 def kept_results(inputs: Sequence[str], ledger: MergeLedger, reading: Reading) -> Iterator[Result]:
     """Every result line of `inputs`, in order, that the ledger keeps, until the stop."""
+    for result, _vantage in read_results(inputs, ledger, reading):
+        yield result
+
+
+def read_results(
+    inputs: Sequence[str], ledger: Ledger, reading: Reading | None = None
+) -> Iterator[tuple[Result, str]]:
+    """Every result line of `inputs` that the ledger keeps, with its vantage, in order,
+    until the end or the stop; `ledger` is told of every line (scanner/core/merging.py)."""
+    reading = reading or Reading()
     for name in inputs:
         if reading.stopped:
             return
         with _opened(name) as stream:
-            yield from _results_of(
+            yield from results_of_lines(
                 reading.lines(stream), "<stdin>" if name == "-" else name, ledger
             )
 
@@ -263,7 +276,10 @@ def _opened(name: str) -> Iterator[BinaryIO]:
         yield stream
 
 
-def _results_of(lines: Iterator[bytes], name: str, ledger: MergeLedger) -> Iterator[Result]:
+def results_of_lines(
+    lines: Iterable[bytes], name: str, ledger: Ledger
+) -> Iterator[tuple[Result, str]]:
+    """The kept results of one file's (or one shard's) lines, with their vantage."""
     number = 0
     cut = False
     for number, raw in enumerate(lines, 1):  # `number` is used after the loop
@@ -289,5 +305,5 @@ def _results_of(lines: Iterator[bytes], name: str, ledger: MergeLedger) -> Itera
             ledger.line_malformed(where, str(error))
             continue
         if ledger.line_result(result, vantage, where):
-            yield result
+            yield result, vantage
     ledger.file_ended(name, number, cut)

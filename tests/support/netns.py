@@ -405,6 +405,28 @@ class Topology:
             raise NetnsError(f"listener in {namespace} did not start: {line!r} {stderr}")
         return process.pid
 
+    def start_process(
+        self, namespace: str, argv: Sequence[str], *, log: Path | None = None
+    ) -> subprocess.Popen[str]:
+        """Start `argv` inside `namespace` (a server, a worker), stopped by `close()`; its
+        output goes to `log` (or nowhere): a pipe nobody reads would block it."""
+        output = open(log, "w") if log is not None else subprocess.DEVNULL  # noqa: SIM115
+        try:
+            process = subprocess.Popen(
+                ["ip", "netns", "exec", namespace, *argv],
+                cwd=REPO_ROOT,
+                stdin=subprocess.DEVNULL,
+                stdout=output,
+                stderr=subprocess.STDOUT,
+                text=True,
+                env={**os.environ, "PYTHONPATH": str(REPO_ROOT)},
+            )
+        finally:
+            if log is not None and not isinstance(output, int):
+                output.close()
+        self._processes.append(process)
+        return process
+
     def wait_reachable(
         self, namespace: str, address: str, port: int = 9, timeout: float = 10.0
     ) -> None:
