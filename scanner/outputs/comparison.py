@@ -67,7 +67,7 @@ def render_comparison_table(
         for view in shown
     ]
     widths = [max(len(row[column]) for row in [header, *rows]) for column in range(len(header))]
-    lines = [_line(header, widths)]
+    lines = [_line(header, widths)] if shown else []
     for view, row in zip(shown, rows, strict=True):
         lines.append(_line(row, widths))
         evidence = view.evidence()

@@ -223,3 +223,36 @@ def test_an_interrupt_while_reading_writes_what_was_read(
     text = output.read_text()
     assert is_incomplete(text)
     assert len(parse_records(text)) == 50
+
+
+def test_compare_flags_what_two_vantages_saw_differently(tmp_path: Path) -> None:
+    """Two real runs, named as two vantages, with a service stopped between them: the
+    port it served is path-dependent (open from one, refused from the other); the rest
+    is alike and counted, not shown."""
+    with LoopbackServices() as services:
+        served = services.tcp("127.83.5.1")
+        target = f"127.83.5.1:T:20000-20009,{served}"
+        first = reachscan(
+            "scan", "-t", target, "--vantage", "east", "-o", str(tmp_path / "e.jsonl")
+        )
+        assert first.returncode == 0, first.stderr
+    second = reachscan("scan", "-t", target, "--vantage", "west", "-o", str(tmp_path / "w.jsonl"))
+    assert second.returncode == 0, second.stderr
+    table = reachscan("compare", str(tmp_path / "e.jsonl"), str(tmp_path / "w.jsonl"))
+    assert table.returncode == 1, table.stderr
+    assert table.stdout.splitlines()[1].split() == [
+        "127.83.5.1", str(served) + "/tcp", "open", "(syn-ack)", "refused", "(conn-refused)",
+        "path-dependent",
+    ]  # fmt: skip
+    assert "Not shown: 10 endpoints every vantage sees alike and as expected" in table.stdout
+    assert table.stdout.rstrip().endswith(
+        "11 endpoints from 2 vantages (east, west): 1 path-dependent"
+    )
+    document = reachscan(
+        "compare", str(tmp_path / "w.jsonl"), str(tmp_path / "e.jsonl"), "--format", "json"
+    )
+    rows = json.loads(document.stdout)["endpoints"]
+    assert [row["port"] for row in rows if row["path-dependent"]] == [served]
+    alike = reachscan("compare", str(tmp_path / "e.jsonl"), str(tmp_path / "e.jsonl"))
+    assert alike.returncode == 2, "the same file twice: duplicates, said"
+    assert "came before: a duplicate, kept once" in alike.stderr
