@@ -121,10 +121,11 @@ class NoWorker(Exception):
     """No worker consumes a vantage's queue."""
 
 
-def online_vantages(app: Celery, vantages: Iterable[str]) -> set[str]:
-    """The vantages whose queue some worker consumes now (asked of every worker)."""
+def online_vantages(app: Celery, vantages: Iterable[str], patience: float = 1.0) -> set[str]:
+    """The vantages whose queue some worker consumes now (asked of every worker, who have
+    `patience` seconds to answer: the broadcast waits that long whatever comes)."""
     wanted = {queue_of(vantage): vantage for vantage in vantages}
-    replies = app.control.inspect(timeout=1.0).active_queues() or {}
+    replies = app.control.inspect(timeout=patience).active_queues() or {}
     return {
         wanted[queue["name"]]
         for queues in replies.values()
@@ -135,8 +136,11 @@ def online_vantages(app: Celery, vantages: Iterable[str]) -> set[str]:
 
 def wait_for_workers(app: Celery, vantages: Sequence[str], patience: float) -> None:
     deadline = time.monotonic() + patience
-    while True:
-        absent = [vantage for vantage in vantages if vantage not in online_vantages(app, vantages)]
+    answer_within = 0.25  # a worker on the same network answers in milliseconds; one far
+    while True:  # away gets longer on the next tries
+        online = online_vantages(app, vantages, answer_within)
+        answer_within = min(2 * answer_within, 2.0)
+        absent = [vantage for vantage in vantages if vantage not in online]
         if not absent:
             return
         if time.monotonic() >= deadline:
