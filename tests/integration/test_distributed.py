@@ -27,7 +27,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.cli import parse_records
+from tests.support.cli import is_incomplete, parse_records
 from tests.support.netns import Topology, require_netns
 
 pytestmark = pytest.mark.netns
@@ -337,3 +337,64 @@ def test_a_bad_broker_is_one_line_not_a_traceback(sites: Sites) -> None:
     not_redis = sites.client("scan", "fleet.txt", "--broker", "amqp://x", "--vantages", "a")
     assert not_redis.returncode == 2
     assert "not a Redis URL" in not_redis.stderr and "Traceback" not in not_redis.stderr
+
+
+def test_an_interrupt_while_gathering_writes_what_came_and_revokes_the_rest(
+    sites: Sites,
+) -> None:
+    """SIGTERM while b's shard is still scanning (its dropped port waits 6 s): exit 130 at
+    once, the JSON Lines written and marked partial; what a's shard answered is in it."""
+    client = subprocess.Popen(
+        [
+            "ip",
+            "netns",
+            "exec",
+            sites.router,
+            sys.executable,
+            "-m",
+            "scanner",
+            "scan",
+            "fleet.txt",
+            "--broker",
+            f"redis://127.0.0.1:{REDIS_PORT}/0",
+            "--vantages",
+            "a,b",
+            "--hosts-file",
+            str(sites.topology.empty_hosts_file),
+            "--nameserver",
+            "127.0.0.1:9",
+            "--timeout",
+            "6",
+            "--retries",
+            "0",
+            "--no-diagnose",
+            "--no-history",
+            "--format",
+            "jsonl",
+            "-o",
+            "interrupted.jsonl",
+        ],
+        cwd=sites.folder,
+        env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    deadline = time.monotonic() + 60
+    while not subprocess.run(
+        ["pgrep", "-f", "scanner scan .*--shard 0/1 --vantage b"],
+        capture_output=True,
+        check=False,
+    ).stdout:
+        assert time.monotonic() < deadline, "b's shard never started"
+        time.sleep(0.1)
+    time.sleep(2)  # a's shard (all open, answered in milliseconds) is in by now
+    client.send_signal(signal.SIGTERM)
+    _, stderr = client.communicate(timeout=60)
+    assert client.returncode == 130, stderr
+    assert "interrupted by SIGTERM" in stderr
+    text = (sites.folder / "interrupted.jsonl").read_text()
+    assert is_incomplete(text)
+    assert {(r["vantage"], r["port"]) for r in parse_records(text)} == {
+        ("a", port) for port in INVENTORY_PORTS
+    }
