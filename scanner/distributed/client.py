@@ -28,7 +28,7 @@ import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from functools import partial
-from typing import Any, TypeVar
+from typing import Any
 
 from celery import Celery
 from celery.result import AsyncResult
@@ -37,7 +37,7 @@ from scanner import __version__
 from scanner.console import report_error
 from scanner.core.merging import VantageLedgers
 from scanner.core.model import Result, State
-from scanner.core.sinks import OutputClosed, OutputError, RunInfo, RunSummary, Sink
+from scanner.core.sinks import OutputError, RunInfo, RunSummary, Sink
 from scanner.core.vantages import Comparison, EndpointView, failed_by_quorum, summarize
 from scanner.distributed.app import check_broker, make_app
 from scanner.distributed.protocol import (
@@ -56,11 +56,16 @@ from scanner.outputs.jsonl import encode_lines
 from scanner.run.interrupts import ScanControl, SignalGuard, say
 from scanner.run.merge import results_of_lines
 from scanner.run.plan import ScanPlan
-from scanner.run.session import HistorySession, history_session
-from scanner.run.sinkset import end_after_failure, open_sinks, quit_and_exit, start_sinks
+from scanner.run.session import HistorySession
+from scanner.run.sinkset import (
+    GuardedSinks,
+    end_after_failure,
+    open_sinks,
+    quit_and_exit,
+    start_sinks,
+    with_history,
+)
 from scanner.status import ExitStatus
-
-_T = TypeVar("_T")
 
 POLL_INTERVAL = 0.2
 """Seconds between two looks at the pending shards' results."""
@@ -100,9 +105,12 @@ def run_distributed(plan: ScanPlan, spread: DistributedPlan, signals: SignalGuar
     except NoWorker as missing:
         report_error(f"reachscan: {missing}")
         return ExitStatus.SCANNER_FAILED
-    with history_session(plan.history) as history:
-        status = gather(app, plan, spread, signals, history, inventory_errors)
-    return signals.exit_status(status)
+    return with_history(
+        plan.history,
+        lambda history: signals.exit_status(
+            gather(app, plan, spread, signals, history, inventory_errors)
+        ),
+    )
 
 
 def check_inventory(plan: ScanPlan) -> int:
@@ -316,7 +324,7 @@ def give_up_on_absent(
     return lost
 
 
-class Outputs:
+class Outputs(GuardedSinks):
     """Where the gathered results go: a local scan's sinks (one vantage), or per vantage
     the history's run and the shared JSON Lines, comparison and quorum verdict."""
 
@@ -327,12 +335,10 @@ class Outputs:
         tallies: Mapping[str, VantageTally],
         comparison: ComparisonOutput | None,
     ) -> None:
-        self.sinks = sinks  # every sink, each once
+        super().__init__(sinks)  # every sink, each once
         self._by_vantage = by_vantage
         self._tallies = tallies
         self._comparison = comparison
-        self.failures: list[OutputError] = []
-        self.stdout_closed = False
         self._history_sinks = {
             vantage: sink
             for vantage, sinks_of in by_vantage.items()
@@ -373,10 +379,6 @@ class Outputs:
                 start_sinks([sink], replace(run, vantage=vantage))
         return cls(every, by_vantage, tallies, comparison)
 
-    @property
-    def failed(self) -> bool:
-        return bool(self.failures) or self.stdout_closed
-
     def write(self, vantage: str, batch: Sequence[Result]) -> None:
         if not batch:
             return
@@ -385,9 +387,9 @@ class Outputs:
             if sink not in self.sinks:
                 continue
             if isinstance(sink, VantageAware):
-                self._guarded(sink, partial(sink.write_from, vantage), batch)
+                self.guarded(sink, partial(sink.write_from, vantage), batch)
             else:
-                self._guarded(sink, sink.write, batch)
+                self.guarded(sink, sink.write, batch)
 
     def finish(self, interrupted: bool, problems: int) -> None:
         whole = self._summary(self._tallies.values(), interrupted, problems)
@@ -398,7 +400,7 @@ class Outputs:
                 if vantage is None
                 else self._summary([self._tallies[vantage]], interrupted, problems)
             )
-            self._guarded(sink, sink.finish, summary)
+            self.guarded(sink, sink.finish, summary)
 
     def _summary(
         self, tallies: Iterable[VantageTally], interrupted: bool, problems: int
@@ -423,29 +425,11 @@ class Outputs:
             interrupted=interrupted,
         )
 
-    def _guarded(self, sink: Sink, action: Callable[[_T], None], argument: _T) -> None:
-        try:
-            action(argument)
-        except OutputClosed:
-            self.sinks.remove(sink)
-            self.stdout_closed = True
-        except OutputError as failure:
-            self.sinks.remove(sink)
-            sink.abort()
-            self.failures.append(failure)
-
     def status(self, lost: bool, problems: int, stopped: bool) -> int:
         """README, "Exit status", as for a local scan."""
-        for failure in self.failures:
-            report_error(f"reachscan: {failure}")
-        if self.failures:
-            return ExitStatus.OUTPUT_FAILED
-        if self.stdout_closed:
-            return ExitStatus.STDOUT_CLOSED
-        for sink in self.sinks:
-            verdict = sink.verdict()
-            if verdict is not None:
-                return verdict
+        decided = self.outputs_status()
+        if decided is not None:
+            return decided
         if stopped:
             return ExitStatus.INTERRUPTED
         if lost:

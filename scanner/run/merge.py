@@ -21,7 +21,7 @@ import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import BinaryIO, TypeVar
+from typing import BinaryIO
 
 import orjson
 
@@ -29,21 +29,19 @@ from scanner import __version__
 from scanner.console import report_error
 from scanner.core.merging import MergeLedger, VantageLedgers, end_of_record, result_of_record
 from scanner.core.model import Result, State
-from scanner.core.sinks import OutputClosed, OutputError, RunInfo, RunSummary, Sink
-from scanner.history.errors import HistoryError
-from scanner.history.lock import LockBusy
+from scanner.core.sinks import OutputError, RunInfo, RunSummary, Sink
 from scanner.outputs import OutputOptions, OutputSpec
 from scanner.run.interrupts import ScanControl, SignalGuard, say
-from scanner.run.session import HistoryPlan, HistorySession, history_session
+from scanner.run.session import HistoryPlan, HistorySession
 from scanner.run.sinkset import (
+    GuardedSinks,
     end_after_failure,
     open_sinks,
     quit_and_exit,
     start_sinks,
+    with_history,
 )
 from scanner.status import ExitStatus
-
-_T = TypeVar("_T")
 
 Ledger = MergeLedger | VantageLedgers
 """One vantage's files (`merge`) or several vantages' (`compare`, a distributed scan)."""
@@ -107,15 +105,9 @@ class Reading:
 
 def merge(plan: MergePlan, signals: SignalGuard) -> int:
     """The whole merge: lock and history (with --db), outputs, reading, writing, status."""
-    try:
-        with history_session(plan.history) as history:
-            return signals.exit_status(merge_into(plan, signals, history))
-    except LockBusy as busy:
-        report_error(f"reachscan: {busy}")
-        return ExitStatus.LOCKED
-    except HistoryError as error:
-        report_error(f"reachscan: history: {error}")
-        return ExitStatus.OUTPUT_FAILED
+    return with_history(
+        plan.history, lambda history: signals.exit_status(merge_into(plan, signals, history))
+    )
 
 
 def merge_into(plan: MergePlan, signals: SignalGuard, history: HistorySession | None) -> int:
@@ -171,7 +163,7 @@ def merge_into(plan: MergePlan, signals: SignalGuard, history: HistorySession | 
             inventory_errors=ledger.problem_count,
             interrupted=ledger.partial or reading.stopped or writer.failed,
         )
-        writer.finish(summary)
+        writer.finish_all(summary)
     except KeyboardInterrupt:
         end_after_failure(signals, sinks, history, ExitStatus.INTERRUPTED)
         for sink in sinks:
@@ -187,21 +179,15 @@ def _chain(first: Result | None, rest: Iterator[Result]) -> Iterator[Result]:
         yield from rest
 
 
-class Writer:
+class Writer(GuardedSinks):
     """The outputs of the merged run, and its tallies. An output that fails is set aside
     (its previous file kept) and the merge stops, exit 3; a closed stdout ends it quietly."""
 
     def __init__(self, sinks: Sequence[Sink]) -> None:
-        self.sinks = list(sinks)
+        super().__init__(sinks)
         self.counts: Counter[State] = Counter()
         self.total = 0
         self.not_ok = 0
-        self.failures: list[OutputError] = []
-        self.stdout_closed = False
-
-    @property
-    def failed(self) -> bool:
-        return bool(self.failures) or self.stdout_closed
 
     def write(self, batch: Sequence[Result]) -> None:
         if not batch:
@@ -211,36 +197,13 @@ class Writer:
             if not result.ok:
                 self.not_ok += 1
         self.total += len(batch)
-        for sink in list(self.sinks):
-            self._guarded(sink, sink.write, batch)
-
-    def finish(self, summary: RunSummary) -> None:
-        for sink in list(self.sinks):
-            self._guarded(sink, sink.finish, summary)
-
-    def _guarded(self, sink: Sink, action: Callable[[_T], None], argument: _T) -> None:
-        try:
-            action(argument)
-        except OutputClosed:
-            self.sinks.remove(sink)
-            self.stdout_closed = True
-        except OutputError as failure:
-            self.sinks.remove(sink)
-            sink.abort()
-            self.failures.append(failure)
+        self.write_all(batch)
 
     def status(self, summary: RunSummary, problems: int) -> int:
         """README, "Exit status", as for a scan; bad input files count as a bad inventory."""
-        for failure in self.failures:
-            report_error(f"reachscan: {failure}")
-        if self.failures:
-            return ExitStatus.OUTPUT_FAILED
-        if self.stdout_closed:
-            return ExitStatus.STDOUT_CLOSED
-        for sink in self.sinks:
-            verdict = sink.verdict()
-            if verdict is not None:
-                return verdict
+        decided = self.outputs_status()
+        if decided is not None:
+            return decided
         if problems:
             return ExitStatus.USAGE_OR_INVENTORY
         return ExitStatus.NOT_AS_EXPECTED if summary.not_ok else ExitStatus.OK

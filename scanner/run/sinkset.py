@@ -9,15 +9,19 @@ from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import Sequence
-from typing import NoReturn
+from collections.abc import Callable, Sequence
+from typing import NoReturn, TypeVar
 
-from scanner.console import STDOUT_CLOSED, stdout_writable
+from scanner.console import STDOUT_CLOSED, report_error, stdout_writable
+from scanner.core.model import Result
+from scanner.core.sinks import OutputClosed, RunSummary
 from scanner.history.changes import ChangesOnlySink
+from scanner.history.errors import HistoryError
+from scanner.history.lock import LockBusy
 from scanner.outputs import OutputError, OutputOptions, OutputSpec, RunInfo, Sink, make_sink
 from scanner.outputs.quiet import QuietSink
 from scanner.run.interrupts import SignalGuard, say
-from scanner.run.session import HistorySession
+from scanner.run.session import HistoryPlan, HistorySession, history_session
 from scanner.status import ExitStatus
 
 
@@ -111,3 +115,70 @@ def end_after_failure(
         quit_and_exit(message, sinks, history, status)
 
     signals.ending(quit)
+
+
+_T = TypeVar("_T")
+
+
+class GuardedSinks:
+    """A run's sinks driven outside the event loop (`merge`, a distributed scan): a sink
+    that fails is set aside (its previous file kept: `abort`) and the failure kept for
+    the exit status; a closed stdout ends the run quietly."""
+
+    def __init__(self, sinks: Sequence[Sink]) -> None:
+        self.sinks = list(sinks)
+        self.failures: list[OutputError] = []
+        self.stdout_closed = False
+
+    @property
+    def failed(self) -> bool:
+        return bool(self.failures) or self.stdout_closed
+
+    def guarded(self, sink: Sink, action: Callable[[_T], None], argument: _T) -> None:
+        try:
+            action(argument)
+        except OutputClosed:
+            self.sinks.remove(sink)
+            self.stdout_closed = True
+        except OutputError as failure:
+            self.sinks.remove(sink)
+            sink.abort()
+            self.failures.append(failure)
+
+    def write_all(self, batch: Sequence[Result]) -> None:
+        for sink in list(self.sinks):
+            self.guarded(sink, sink.write, batch)
+
+    def finish_all(self, summary: RunSummary) -> None:
+        for sink in list(self.sinks):
+            self.guarded(sink, sink.finish, summary)
+
+    def outputs_status(self) -> int | None:
+        """The exit status the outputs decide, before the results do (README, "Exit
+        status"): 3 when one failed (said here), 141 for a closed stdout, a Nagios
+        output's verdict; None to let the results decide."""
+        for failure in self.failures:
+            report_error(f"reachscan: {failure}")
+        if self.failures:
+            return ExitStatus.OUTPUT_FAILED
+        if self.stdout_closed:
+            return ExitStatus.STDOUT_CLOSED
+        for sink in self.sinks:
+            verdict = sink.verdict()
+            if verdict is not None:
+                return verdict
+        return None
+
+
+def with_history(plan: HistoryPlan | None, body: Callable[[HistorySession | None], int]) -> int:
+    """`body` with the history open (locked) when there is one; another run holding the
+    lock is exit 75, a history that cannot be opened exit 3, each said in one line."""
+    try:
+        with history_session(plan) as history:
+            return body(history)
+    except LockBusy as busy:
+        report_error(f"reachscan: {busy}")
+        return ExitStatus.LOCKED
+    except HistoryError as error:
+        report_error(f"reachscan: history: {error}")
+        return ExitStatus.OUTPUT_FAILED

@@ -252,60 +252,50 @@ def test_check_with_a_quorum_pages_only_when_enough_vantages_agree(sites: Sites)
     assert two.stdout.startswith("REACHSCAN OK"), two.stdout
 
 
-def test_a_worker_killed_mid_shard_has_its_shard_run_again_and_counted_once(
-    sites: Sites,
-) -> None:
-    """The shard's scan waits on b's dropped port; its Celery process is killed (SIGKILL)
-    meanwhile: the shard returns to the queue (late acknowledgement), runs again, and
-    every endpoint is in the answer exactly once."""
-    client = subprocess.Popen(
+def start_spread(sites: Sites, *options: str) -> subprocess.Popen[str]:
+    """A distributed scan of the fleet in the background (the router's namespace)."""
+    return subprocess.Popen(
         [
-            "ip",
-            "netns",
-            "exec",
-            sites.router,
-            sys.executable,
-            "-m",
-            "scanner",
-            "scan",
-            "fleet.txt",
-            "--broker",
-            f"redis://127.0.0.1:{REDIS_PORT}/0",
-            "--vantages",
-            "b",
-            "--hosts-file",
-            str(sites.topology.empty_hosts_file),
-            "--nameserver",
-            "127.0.0.1:9",
-            "--timeout",
-            "6",
-            "--retries",
-            "0",
-            "--no-diagnose",
-            "--no-history",
-            "--format",
-            "jsonl",
-            "-o",
-            "killed.jsonl",
+            "ip", "netns", "exec", sites.router, sys.executable, "-m", "scanner", "scan",
+            "fleet.txt", "--broker", f"redis://127.0.0.1:{REDIS_PORT}/0",
+            "--hosts-file", str(sites.topology.empty_hosts_file), "--nameserver", "127.0.0.1:9",
+            "--retries", "0", "--no-diagnose", "--no-history", *options,
         ],
         cwd=sites.folder,
         env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])},
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
         text=True,
-    )
+    )  # fmt: skip
+
+
+def shard_scan_of(vantage: str) -> int:
+    """The PID of the `reachscan scan --shard 0/1` process a worker of `vantage` runs,
+    once it runs (the test fails after a minute without one)."""
     deadline = time.monotonic() + 60
-    shard_scan = None
-    while shard_scan is None:
-        assert time.monotonic() < deadline, "the shard never started at the worker"
+    while True:
         found = subprocess.run(
-            ["pgrep", "-f", "scanner scan .*--shard 0/1 --vantage b"],
+            ["pgrep", "-f", f"scanner scan .*--shard 0/1 --vantage {vantage}"],
             capture_output=True,
             text=True,
             check=False,
         ).stdout.split()
-        shard_scan = int(found[0]) if found else None
+        if found:
+            return int(found[0])
+        assert time.monotonic() < deadline, f"{vantage}'s shard never started at a worker"
         time.sleep(0.1)
+
+
+def test_a_worker_killed_mid_shard_has_its_shard_run_again_and_counted_once(
+    sites: Sites,
+) -> None:
+    """The shard's scan waits on b's dropped port; its Celery process is killed (SIGKILL)
+    meanwhile: the shard returns to the queue (late acknowledgement), runs again, and
+    every endpoint is in the answer exactly once."""
+    client = start_spread(
+        sites, "--vantages", "b", "--timeout", "6", "--format", "jsonl", "-o", "killed.jsonl"
+    )
+    shard_scan = shard_scan_of("b")
     pool_process = int(Path(f"/proc/{shard_scan}/stat").read_text().rsplit(")", 1)[1].split()[1])
     os.kill(pool_process, signal.SIGKILL)
     _, stderr = client.communicate(timeout=120)
@@ -344,50 +334,10 @@ def test_an_interrupt_while_gathering_writes_what_came_and_revokes_the_rest(
 ) -> None:
     """SIGTERM while b's shard is still scanning (its dropped port waits 6 s): exit 130 at
     once, the JSON Lines written and marked partial; what a's shard answered is in it."""
-    client = subprocess.Popen(
-        [
-            "ip",
-            "netns",
-            "exec",
-            sites.router,
-            sys.executable,
-            "-m",
-            "scanner",
-            "scan",
-            "fleet.txt",
-            "--broker",
-            f"redis://127.0.0.1:{REDIS_PORT}/0",
-            "--vantages",
-            "a,b",
-            "--hosts-file",
-            str(sites.topology.empty_hosts_file),
-            "--nameserver",
-            "127.0.0.1:9",
-            "--timeout",
-            "6",
-            "--retries",
-            "0",
-            "--no-diagnose",
-            "--no-history",
-            "--format",
-            "jsonl",
-            "-o",
-            "interrupted.jsonl",
-        ],
-        cwd=sites.folder,
-        env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])},
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
+    client = start_spread(
+        sites, "--vantages", "a,b", "--timeout", "6", "--format", "jsonl", "-o", "interrupted.jsonl"
     )
-    deadline = time.monotonic() + 60
-    while not subprocess.run(
-        ["pgrep", "-f", "scanner scan .*--shard 0/1 --vantage b"],
-        capture_output=True,
-        check=False,
-    ).stdout:
-        assert time.monotonic() < deadline, "b's shard never started"
-        time.sleep(0.1)
+    shard_scan_of("b")
     time.sleep(2)  # a's shard (all open, answered in milliseconds) is in by now
     client.send_signal(signal.SIGTERM)
     _, stderr = client.communicate(timeout=60)
