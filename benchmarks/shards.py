@@ -123,8 +123,8 @@ def part_one(runs: int, quick: bool) -> dict[str, Any]:
                 }
             )
             print(
-                f"  round {run}: once {once.wall_s:.2f} s; {SHARDS} shards {split['shards_wall']:.2f}"
-                f" s + merge {split['merge_wall']:.2f} s ({split['merge_rss_kib'] / 1024:.1f} MiB);"
+                f"  round {run}: once {once.wall_s:.2f} s; {SHARDS} shards "
+                f"{split['shards_wall']:.2f} s + merge {split['merge_wall']:.2f} s ({split['merge_rss_kib'] / 1024:.1f} MiB);"
                 f" {len(whole):,} endpoints; merged {'==' if same else '!='} once",
                 flush=True,
             )
