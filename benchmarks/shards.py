@@ -122,10 +122,12 @@ def part_one(runs: int, quick: bool) -> dict[str, Any]:
                     **split,
                 }
             )
+            shards_wall, merge_wall = split["shards_wall"], split["merge_wall"]
+            merge_mib = split["merge_rss_kib"] / 1024
             print(
-                f"  round {run}: once {once.wall_s:.2f} s; {SHARDS} shards "
-                f"{split['shards_wall']:.2f} s + merge {split['merge_wall']:.2f} s ({split['merge_rss_kib'] / 1024:.1f} MiB);"
-                f" {len(whole):,} endpoints; merged {'==' if same else '!='} once",
+                f"  round {run}: once {once.wall_s:.2f} s; {SHARDS} shards {shards_wall:.2f} s"
+                f" + merge {merge_wall:.2f} s ({merge_mib:.1f} MiB); {len(whole):,} endpoints;"
+                f" merged {'==' if same else '!='} once",
                 flush=True,
             )
     median = {
