@@ -72,9 +72,6 @@ POLL_INTERVAL = 0.2
 WORKER_CHECK_INTERVAL = 5.0
 """Seconds between two checks that each vantage with pending shards has a worker."""
 
-MULTI_VANTAGE_FORMATS = frozenset({"jsonl", "table", "json"})
-
-
 class Gathering:
     """The interrupt's hand in the gathering loop (as in scanner/run/merge.py: no event
     loop; stopping sets a flag the loop reads between two polls)."""
@@ -209,7 +206,8 @@ def gather(
             for key, result in list(pending.items()):
                 if result.ready():
                     del pending[key]
-                    take_answer(key, result, spread, ledgers, outputs)
+                    if not take_answer(key, result, spread, ledgers, outputs):
+                        lost.append(f"{key[0]} shard {key[1]}/{spread.shards}")
             if time.monotonic() >= next_check:
                 lost += give_up_on_absent(app, pending, last_online, spread)
                 next_check = time.monotonic() + WORKER_CHECK_INTERVAL
@@ -261,14 +259,16 @@ def take_answer(
     spread: DistributedPlan,
     ledgers: VantageLedgers,
     outputs: Outputs,
-) -> None:
+) -> bool:
+    """Write a shard's answer; False when there is none to write (the task failed at the
+    worker, or its answer is garbled): that shard is lost, and said."""
     vantage, index = key
     name = f"{vantage} shard {index}/{spread.shards}"
     try:
         answer = ShardAnswer.from_json(result.get(propagate=True, disable_sync_subtasks=False))
     except Exception as error:  # the task raised at the worker, or the answer is garbled
         report_error(f"reachscan: {name}: the worker failed: {error}"[:500])
-        return
+        return False
     finally:
         with contextlib.suppress(Exception):
             result.forget()
@@ -291,6 +291,7 @@ def take_answer(
             outputs.write(vantage, batch)
             batch = []
     outputs.write(vantage, batch)
+    return True
 
 
 def give_up_on_absent(
