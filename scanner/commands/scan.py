@@ -326,9 +326,10 @@ def add_scan_arguments(parser: argparse.ArgumentParser) -> None:
     pace.add_argument(
         "--retries",
         type=RETRIES,
-        default=DEFAULTS.retries,
+        default=None,
         metavar="N",
-        help=f"extra attempts for silent probes ({RETRIES.accepted()}; default {DEFAULTS.retries})",
+        help=f"at most N extra tries for a silent probe ({RETRIES.accepted()}; default: as "
+        "the loss measured on the path asks, 2 on a clean path, up to 10 on a lossy one)",
     )
     parser.add_argument(
         "--loop",

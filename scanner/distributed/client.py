@@ -72,6 +72,7 @@ POLL_INTERVAL = 0.2
 WORKER_CHECK_INTERVAL = 5.0
 """Seconds between two checks that each vantage with pending shards has a worker."""
 
+
 class Gathering:
     """The interrupt's hand in the gathering loop (as in scanner/run/merge.py: no event
     loop; stopping sets a flag the loop reads between two polls)."""

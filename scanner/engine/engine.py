@@ -38,6 +38,7 @@ import anyio
 from anyio.abc import ObjectReceiveStream
 
 from scanner.core.classify import classify_target_side, is_scanner_side
+from scanner.core.loss import PathLoss, allowed_retries
 from scanner.core.model import Event, Outcome, Proto, Reason, Result, State, Target
 from scanner.net.base import Connector, ProbeHandle
 
@@ -67,7 +68,8 @@ class EngineConfig:
     rate: float | None = None  # new probes per second, None for no limit
     timeout: float = 1.5  # seconds a probe may wait for an answer (the ceiling)
     min_timeout: float = 0.1  # floor of the adaptive wait (nmap's at default and -T4 timing)
-    retries: int = 2  # extra attempts for silent probes
+    retries: int | None = None  # extra tries for silent probes: None, as the loss asks
+    # (scanner/core/loss.py: 2 on a clean path, up to 10 on a lossy one); N: at most N
     icmp_pace_v4: float = 1.05  # net.ipv4.icmp_ratelimit is 1000 ms by default
     icmp_pace_v6: float = 0.25  # net.ipv6.icmp.ratelimit is 100 ms by default
     lookahead: int = 4096  # targets held while they wait for a per-host slot
@@ -101,6 +103,7 @@ class HostState:
     next_paced_retry: float = 0.0
     rtt: RttEstimator | None = None  # learned from this host's answers
     best_try: int = 1  # the latest attempt (1 = the first) that drew an answer
+    loss: PathLoss = field(default_factory=PathLoss)  # TCP tries lost on the way, answered
 
 
 @dataclass(slots=True)
@@ -359,12 +362,12 @@ class Engine:
         return min(config.timeout, first * backoff)
 
     def _silence_retried(self, job: Job, host: HostState) -> bool:
-        """Retry a silent probe? At most --retries times, and, as nmap does, only one
-        try beyond the latest try that ever drew an answer from this host: a port that
-        DROPs stays silent however often it is asked, while a lossy path or a paced ICMP
-        limit shows itself by answering retries, which then earns more of them."""
-        allowed = min(self.config.retries, host.best_try)
-        return job.attempts <= allowed
+        """Retry a silent probe? As nmap does, one try beyond the latest try that ever
+        drew an answer from this host (a port that DROPs stays silent however often it
+        is asked, while a paced ICMP limit shows itself by answering retries), or as many
+        as the loss measured on the path to it needs (scanner/core/loss.py); within
+        --retries when given."""
+        return job.attempts <= allowed_retries(self.config.retries, host.best_try, host.loss)
 
     def _rate_burst(self) -> float:
         rate = self.config.rate
@@ -421,8 +424,11 @@ class Engine:
             if not final and self._silence_retried(job, host):
                 self._retry_silence(job, host)
                 return
-        elif job.attempts > host.best_try:
-            host.best_try = job.attempts
+        else:
+            if job.attempts > host.best_try:
+                host.best_try = job.attempts
+            if target.endpoint.proto is Proto.TCP and outcome.event is not Event.SILENCE:
+                host.loss.answered_on(job.attempts)
         if outcome.icmp is not None and verdict.state in (State.REFUSED, State.FILTERED):
             host.sent_icmp = True
         offender = outcome.icmp.offender_address if outcome.icmp is not None else None

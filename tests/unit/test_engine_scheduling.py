@@ -229,3 +229,42 @@ async def test_max_time_reports_unconfirmed_silence_and_counts_what_was_never_pr
     assert len(probed) == len(set(probed)) == 12
     assert engine.stats.not_probed == 200 - 12
     assert connector.inflight == 0
+
+
+@pytest.mark.asyncio
+async def test_a_lossy_path_earns_the_retries_its_measured_loss_needs() -> None:
+    """A host whose path loses probes: a fifth of its ports answer only their second try,
+    a twenty-fifth only their fifth. The loss measured on the first (answered after one
+    lost try) gives the silent ports enough tries (scanner/core/loss.py): no port is
+    called filtered. With --retries 2 the cap holds and the deepest losses are filtered."""
+
+    def script(port: int) -> list[Outcome | None]:
+        if port % 25 == 0:
+            return [SILENT, SILENT, SILENT, SILENT, RST]
+        if port % 5 == 0:
+            return [SILENT, RST]
+        return [RST]
+
+    ports = list(range(1, 251))
+    adaptive = FakeConnector(script={port: script(port) for port in ports})
+    targets = make_targets(["10.0.0.1"], ports)
+    results, _, _ = await run_engine(EngineConfig(timeout=0.05), adaptive, targets)
+    assert states(results) == Counter({(State.REFUSED, Reason.CONN_REFUSED): 250})
+    assert {r.attempts for r in results if r.endpoint.port % 25 == 0} == {5}
+
+    capped = FakeConnector(script={port: script(port) for port in ports})
+    results, _, _ = await run_engine(EngineConfig(timeout=0.05, retries=2), capped, targets)
+    filtered = {r.endpoint.port for r in results if r.state is State.FILTERED}
+    assert filtered == set(range(25, 251, 25))
+
+
+@pytest.mark.asyncio
+async def test_a_drop_on_a_clean_path_costs_no_more_tries_than_before() -> None:
+    """Every port of the host answers at once but one, which DROPs: no loss was measured,
+    so the dropped port gets today's one retry, and the scan is no slower."""
+    connector = FakeConnector(script={9: [SILENT]})
+    targets = make_targets(["10.0.0.2"], list(range(1, 201)))
+    results, _, _ = await run_engine(EngineConfig(timeout=0.05), connector, targets)
+    (dropped,) = [r for r in results if r.state is State.FILTERED]
+    assert dropped.endpoint.port == 9
+    assert connector.attempts[("10.0.0.2", 9)] == 2
