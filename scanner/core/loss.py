@@ -114,23 +114,37 @@ class HostLoss:
         )
 
 
-def lossy_hosts(results: Iterable[Result]) -> list[HostLoss]:
-    """The addresses whose answered TCP ports took more than one try, worst first: each
-    extra try of a port that answered was a probe lost on the path."""
-    per_host: dict[str, PathLoss] = {}
-    for result in results:
+class LossTally:
+    """What the results say of each path, added up as they stream: every extra try of a
+    TCP port that answered (open or refused) was a probe lost on the way. One small record
+    per address, whatever the number of ports."""
+
+    def __init__(self) -> None:
+        self._per_host: dict[str, PathLoss] = {}
+
+    def add(self, result: Result) -> None:
         if (
-            result.address is None
-            or result.endpoint.proto is not Proto.TCP
-            or result.state not in (State.OPEN, State.REFUSED)
-            or result.attempts < 1
+            result.address is not None
+            and result.endpoint.proto is Proto.TCP
+            and result.state in (State.OPEN, State.REFUSED)
+            and result.attempts >= 1
         ):
-            continue
-        per_host.setdefault(result.address, PathLoss()).answered_on(result.attempts)
-    found = [
-        HostLoss(address, loss.lost, loss.answered)
-        for address, loss in per_host.items()
-        if loss.lost
-    ]
-    found.sort(key=lambda host: (-host.rate, host.address))
-    return found
+            self._per_host.setdefault(result.address, PathLoss()).answered_on(result.attempts)
+
+    def lossy(self) -> list[HostLoss]:
+        """The addresses that lost probes, worst first."""
+        found = [
+            HostLoss(address, loss.lost, loss.answered)
+            for address, loss in self._per_host.items()
+            if loss.lost
+        ]
+        found.sort(key=lambda host: (-host.rate, host.address))
+        return found
+
+
+def lossy_hosts(results: Iterable[Result]) -> list[HostLoss]:
+    """The addresses whose answered TCP ports took more than one try, worst first."""
+    tally = LossTally()
+    for result in results:
+        tally.add(result)
+    return tally.lossy()

@@ -176,9 +176,18 @@ def result_of_record(record: Mapping[str, object]) -> tuple[Result, str]:
         reason,
         None if rtt_ms is None else float(rtt_ms),
         _epoch_seconds(ts),
+        attempts=_attempts(record),
         cause=None if cause is None else cause_from_record(cause),
     )
     return result, vantage
+
+
+def _attempts(record: Mapping[str, object]) -> int:
+    """`attempts` (tries the verdict took; files written before it was recorded: 1)."""
+    attempts = record.get("attempts", 1)
+    if type(attempts) is not int or attempts < 0:
+        raise ValueError("`attempts` is not a count of tries")
+    return attempts
 
 
 _VOCABULARIES: tuple[tuple[str, Mapping[object, object]], ...] = (  # the fields' order

@@ -155,7 +155,8 @@ def result_to_record(result: Result, vantage: str) -> dict[str, object]:
     """The stable JSONL record for one result: these keys, in this order, these types.
 
     Scripts and dashboards parse this, so changing a key or a type is a breaking change
-    (`vantage`, where the run probed from, came last, after `ts`). Enums become their
+    (`vantage`, where the run probed from, came after `ts`; `attempts`, the tries the
+    verdict took, after it). Enums become their
     string values, so the record holds only JSON-native types.
     """
     endpoint = result.endpoint
@@ -178,6 +179,7 @@ def result_to_record(result: Result, vantage: str) -> dict[str, object]:
         "cause": None if result.cause is None else cause_to_record(result.cause),
         "ts": format_timestamp(result.ts),
         "vantage": vantage,
+        "attempts": result.attempts,
     }
 
 

@@ -19,6 +19,7 @@ from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
+from scanner.core.loss import HostLoss, LossTally
 from scanner.core.model import Reason, ResolvedVia, Result, State
 from scanner.core.sinks import OutputTarget, RunInfo, RunSummary
 from scanner.outputs.report import Report, ReportBuilder
@@ -41,6 +42,7 @@ _STATE_STYLES = {
     State.EXCLUDED: "cyan",
 }
 _COLUMN_TITLES = ("PORT", "STATE", "REASON", "RTT", "EXPECT", "")
+LOSSY_PATHS_SHOWN = 10
 
 
 @dataclass(slots=True)
@@ -97,6 +99,7 @@ class TableSink:
         self._run: RunInfo | None = None
         self._groups: dict[tuple[str, str | None], HostGroup] = {}
         self._report = ReportBuilder() if show_report else None
+        self._loss = LossTally()
 
     @property
     def rows_held(self) -> int:
@@ -114,12 +117,15 @@ class TableSink:
                 group = HostGroup(result.endpoint.host, result.address, result.resolved_via)
                 self._groups[key] = group
             group.add(result)
+            self._loss.add(result)
             if self._report is not None:
                 self._report.add(result)
 
     def finish(self, summary: RunSummary) -> None:
         report = self._report.build() if self._report is not None else None
-        lines = render_lines(self._groups.values(), self._run, summary, self._show_cause, report)
+        lines = render_lines(
+            self._groups.values(), self._run, summary, self._show_cause, report, self._loss.lossy()
+        )
         text = render(lines, color=self._color)
         self._target.write(text.encode("utf-8"))
         self._target.commit()
@@ -138,6 +144,7 @@ def render_lines(
     summary: RunSummary,
     show_cause: bool,
     report: Report | None = None,
+    lossy: Sequence[HostLoss] = (),
 ) -> list[Line]:
     """Lay out the whole report as styled lines; colour or not is decided afterwards."""
     group_rows = [(group, group.rows()) for group in groups]
@@ -160,6 +167,13 @@ def render_lines(
         lines.append([])
     if report is not None and not report.empty:
         lines.extend(report_lines(report))
+        lines.append([])
+    for host in lossy[:LOSSY_PATHS_SHOWN]:
+        # Silence there was retried as the loss asked (scanner/core/loss.py); say so.
+        lines.append([(f"Lossy path: {host}", "yellow")])
+    if len(lossy) > LOSSY_PATHS_SHOWN:
+        lines.append([(f"... and {len(lossy) - LOSSY_PATHS_SHOWN} more lossy paths", "yellow")])
+    if lossy:
         lines.append([])
     lines.extend(_footer(run, summary))
     return lines

@@ -19,7 +19,7 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 
 RECORD_KEYS = [
     "host", "address", "port", "proto", "state", "reason", "rtt_ms", "resolved_via",
-    "expect", "ok", "labels", "cause", "ts", "vantage",
+    "expect", "ok", "labels", "cause", "ts", "vantage", "attempts",
 ]  # fmt: skip
 """The JSONL schema, in order: scripts parse this, so it may only change on purpose."""
 

@@ -136,6 +136,7 @@ EXPECTED_KEYS = [
     "cause",
     "ts",
     "vantage",
+    "attempts",
 ]
 
 
@@ -158,6 +159,7 @@ def test_record_has_exactly_the_schema_keys_in_order_with_their_types() -> None:
         "cause": None,
         "ts": "2026-11-24T22:30:01.123Z",
         "vantage": "site-a",
+        "attempts": 1,
     }
     # Plain types, not enums that merely compare equal to strings.
     for key in ("proto", "state", "reason", "resolved_via", "expect"):
