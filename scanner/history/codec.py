@@ -48,11 +48,11 @@ _Stored = TypeVar("_Stored", RunStatus, State, Reason, Proto, Expect, ResolvedVi
 
 _RESULT_COLUMNS = (
     "run_id, host, address, port, proto, state, reason, rtt_ms, resolved_via, expect, ok, "
-    "labels, cause_kind, cause, ts"
+    "labels, cause_kind, cause, ts, attempts"
 )
 _RESULT_COLUMN_COUNT = len(_RESULT_COLUMNS.split(","))
-ROWS_PER_INSERT = 64
-"""Rows per INSERT statement: 64 x 15 parameters stays under 999, the limit of SQLite
+ROWS_PER_INSERT = 62
+"""Rows per INSERT statement: 62 x 16 parameters stays under 999, the limit of SQLite
 builds before 3.32."""
 
 
@@ -108,6 +108,7 @@ def result_row(run_id: int, result: Result) -> ResultRow:
         None if result.cause is None else result.cause.kind,
         _cause_json(result),
         result.ts,
+        result.attempts,
     )
 
 
@@ -213,6 +214,7 @@ def result_from_row(row: tuple[Any, ...], path: Path) -> Result:
         labels,
         cause,
         ts,
+        attempts,
     ) = row
     try:
         stored_labels = _labels_from_json(labels)
@@ -236,6 +238,7 @@ def result_from_row(row: tuple[Any, ...], path: Path) -> Result:
         reason=decode(Reason, reason, path),
         rtt_ms=None if rtt_ms is None else float(rtt_ms),
         ts=float(ts),
+        attempts=int(attempts),
         cause=stored_cause,
     )
 

@@ -103,7 +103,13 @@ _SCHEMA_V3: Migration = (
     "ALTER TABLE runs ADD COLUMN vantage TEXT NOT NULL DEFAULT ''",
 )
 
-MIGRATIONS: tuple[Migration, ...] = (_SCHEMA_V1, _SCHEMA_V2, _SCHEMA_V3)
+_SCHEMA_V4: Migration = (
+    # The tries each verdict took (scanner/core/loss.py): the loss on the path to a host
+    # is read back from them. Results stored before it took one, as far as anyone knows.
+    "ALTER TABLE results ADD COLUMN attempts INTEGER NOT NULL DEFAULT 1",
+)
+
+MIGRATIONS: tuple[Migration, ...] = (_SCHEMA_V1, _SCHEMA_V2, _SCHEMA_V3, _SCHEMA_V4)
 """Schema version N is reached by applying MIGRATIONS[N-1]. Append, never edit: files
 written by earlier versions are upgraded by replaying the ones they lack."""
 

@@ -338,7 +338,12 @@ def test_an_interrupt_while_gathering_writes_what_came_and_revokes_the_rest(
         sites, "--vantages", "a,b", "--timeout", "6", "--format", "jsonl", "-o", "interrupted.jsonl"
     )
     shard_scan_of("b")
-    time.sleep(2)  # a's shard (all open, answered in milliseconds) is in by now
+    deadline = time.monotonic() + 60
+    while sum(  # a's shard (all open, answered in milliseconds) is written
+        path.read_text().count("\n") for path in sites.folder.glob(".interrupted.jsonl.tmp-*")
+    ) < len(INVENTORY_PORTS):
+        assert time.monotonic() < deadline, "a's answer never reached the output"
+        time.sleep(0.1)
     client.send_signal(signal.SIGTERM)
     _, stderr = client.communicate(timeout=60)
     assert client.returncode == 130, stderr

@@ -194,6 +194,21 @@ def test_usage_errors_are_one_line(tmp_path: Path) -> None:
     assert onto.returncode == 2 and "is the input" in onto.stderr
 
 
+READ_SYSCALL = {"x86_64": 0, "aarch64": 63}
+
+
+def wait_until_reading_stdin(pid: int) -> None:
+    """Until the process sleeps in read(0, ...): it has taken every line there was (the
+    kernel's own word, /proc/PID/syscall, rather than a guess at how long it needs)."""
+    number = READ_SYSCALL.get(os.uname().machine)
+    if number is None:
+        pytest.skip(f"read's system call number on {os.uname().machine} is not known here")
+    deadline = time.monotonic() + 60
+    while not Path(f"/proc/{pid}/syscall").read_text().startswith(f"{number} 0x0 "):
+        assert time.monotonic() < deadline, "the merge never waited for more input"
+        time.sleep(0.05)
+
+
 def test_an_interrupt_while_reading_writes_what_was_read(
     split_scan: tuple[Path, Verdicts, list[Path]], tmp_path: Path
 ) -> None:
@@ -212,9 +227,10 @@ def test_an_interrupt_while_reading_writes_what_was_read(
     merging.stdin.write(b"".join(first))
     merging.stdin.flush()
     deadline = time.monotonic() + 60
-    while not list(tmp_path.glob(".merged.jsonl*")) and not list(tmp_path.glob("*.tmp*")):
+    while not list(tmp_path.glob(".merged.jsonl.tmp-*")):  # the first line made the run
         assert time.monotonic() < deadline, "the merge never opened its output"
         time.sleep(0.05)
+    wait_until_reading_stdin(merging.pid)  # every line taken, waiting for more
     merging.send_signal(signal.SIGTERM)
     assert merging.wait(timeout=60) == 130, "stopped before its input ended"
     _, stderr_bytes = merging.communicate(timeout=60)

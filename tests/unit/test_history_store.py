@@ -16,7 +16,7 @@ from typing import overload
 import orjson
 import pytest
 
-from scanner.core.model import Proto, Reason, State
+from scanner.core.model import Proto, Reason, Result, State
 from scanner.core.sinks import OutputError, RunInfo
 from scanner.history import store as history_store
 from scanner.history.codec import run_info_of
@@ -453,6 +453,20 @@ NEXT_FOR_TEST = (
 )
 
 
+def add_results_before_attempts(
+    store: HistoryStore, run_id: int, results: Sequence[Result]
+) -> None:
+    """`HistoryStore.add_results` as reachscan wrote it before schema v4 (no `attempts`)."""
+    connection = sqlite3.connect(store.path)
+    with contextlib.closing(connection), connection:
+        connection.executemany(
+            "INSERT INTO results (run_id, host, address, port, proto, state, reason, rtt_ms, "
+            "resolved_via, expect, ok, labels, cause_kind, cause, ts) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            [row[:-1] for row in history_store.result_rows(run_id, results)],
+        )
+
+
 def begin_run_before_vantage(store: HistoryStore, run: RunInfo) -> int:
     """`HistoryStore.begin_run` as reachscan wrote it before schema v3 (no `vantage`): to
     write the files an older reachscan left behind."""
@@ -497,6 +511,7 @@ def test_the_v2_upgrade_keeps_every_run_result_and_id_and_allows_abandoned(
     cascaded away with the old table, and a pruned newest id must not be reused."""
     with monkeypatch.context() as older:
         older.setattr(HistoryStore, "begin_run", begin_run_before_vantage)
+        older.setattr(HistoryStore, "add_results", add_results_before_attempts)
         with HistoryStore.open(db_path, migrations=MIGRATIONS[:1]) as version_one:
             kept = [
                 store_run(version_one, [make_result(), make_result(port=22)], 1_000.0 * n)
@@ -516,6 +531,7 @@ def test_the_v2_upgrade_keeps_every_run_result_and_id_and_allows_abandoned(
         assert upgraded.abandon_running_runs("killed") == [running]
         assert upgraded.get_run(running).status is RunStatus.ABANDONED
         assert {upgraded.get_run(run_id).vantage for run_id in kept} == {""}  # before v3
+        assert {r.attempts for run_id in kept for r in upgraded.results(run_id)} == {1}  # v4
     assert raw_rows(db_path, "PRAGMA user_version") == [(len(MIGRATIONS),)]
     assert raw_rows(db_path, "PRAGMA foreign_key_check") == []
 
@@ -685,3 +701,12 @@ def test_default_path_falls_back_to_local_state(state_home: str | None) -> None:
     if state_home is not None:
         environ["XDG_STATE_HOME"] = state_home  # relative: invalid per the spec, ignored
     assert default_db_path(environ) == Path("/home/ops/.local/state/reachscan/history.sqlite")
+
+
+def test_the_tries_each_verdict_took_are_stored_and_read_back(store: HistoryStore) -> None:
+    """Schema v4: `attempts`, from which the loss on a path is read (scanner/core/loss.py)."""
+    from dataclasses import replace
+
+    results = [replace(make_result(port=22), attempts=3), make_result(port=80)]
+    run_id = store_run(store, results, started=1_000.0)
+    assert [r.attempts for r in store.results(run_id)] == [3, 1]
