@@ -329,6 +329,7 @@ def test_report_json_sink_writes_the_document_at_finish() -> None:
     sink.finish(RunSummary(TS, {}, 4, 3, 0, False, follow_up_probes=9))
     document = orjson.loads(buffer.getvalue())
     run = document.pop("run")
+    assert document.pop("lossy_paths") == []  # every port answered its first try
     assert document == report_to_json(build_report(mixed_results()))
     assert run == {
         "total": 4,
@@ -339,6 +340,17 @@ def test_report_json_sink_writes_the_document_at_finish() -> None:
         "vantage": "site-a",
     }
     assert buffer.getvalue().startswith(b"{\n  ")  # indented
+
+
+def test_report_json_names_the_paths_that_lost_probes() -> None:
+    buffer = io.BytesIO()
+    sink = ReportJsonSink(StreamWriter(buffer))
+    sink.start(RunInfo(started=TS, command="reachscan", version="0"))
+    answered = [result for result in mixed_results() if result.state is State.REFUSED]
+    sink.write([replace(result, attempts=3) for result in answered[:1]] + answered[1:])
+    sink.finish(RunSummary(TS, {}, 4, 3, 0, False))
+    (path,) = orjson.loads(buffer.getvalue())["lossy_paths"]
+    assert path["tries_lost"] == 2 and path["address"] == answered[0].address
 
 
 def test_report_json_is_a_registered_format() -> None:
