@@ -15,8 +15,13 @@ tries as make p**tries smaller than `WRONG_VERDICT_BOUND` (one in 100,000), capp
 clean host costs nothing more (p is 0 there, and the rule is today's), and a host that
 never answered has no p at all: silence everywhere is a firewall, not loss.
 
-UDP is left to the ICMP pacing rule (scanner/engine/engine.py): a closed UDP port's
-silence is mostly the kernel's ICMP rate limit, not loss, and is counted by its own rule.
+UDP gets the same rule, measured apart (its own `PathLoss` per host) and within the ICMP
+rate limit's physics: a closed UDP port answers with an ICMP error, which the target's
+kernel sends at most about once a second after a burst, so a port's *first* silence may
+be the limit rather than loss. Its retries are paced to the limit (scanner/engine/
+engine.py), so each of them meets a refilled limit: a paced retry that stays silent was
+lost. A port that answered with data (a UDP service) meets no limit: every silent try
+before the answer was lost (`udp_tries_that_count`).
 """
 
 from __future__ import annotations
@@ -84,6 +89,13 @@ class PathLoss:
             return 0
         cautious = (self.lost + 1) / (self.lost + self.answered + 2)
         return retries_for_loss(cautious)
+
+
+def udp_tries_that_count(attempt: int, icmp_answer: object | None) -> int:
+    """The try a UDP answer counts as, for the loss: a data answer on try k lost k - 1
+    tries; an ICMP error on try k lost k - 2 (the first silence is taken for the target's
+    ICMP limit, not for loss), and never fewer than none."""
+    return attempt if icmp_answer is None else max(1, attempt - 1)
 
 
 def allowed_retries(explicit: int | None, best_try: int, loss: PathLoss) -> int:

@@ -38,7 +38,7 @@ import anyio
 from anyio.abc import ObjectReceiveStream
 
 from scanner.core.classify import classify_target_side, is_scanner_side
-from scanner.core.loss import PathLoss, allowed_retries
+from scanner.core.loss import PathLoss, allowed_retries, udp_tries_that_count
 from scanner.core.model import Event, Outcome, Proto, Reason, Result, State, Target
 from scanner.net.base import Connector, ProbeHandle
 
@@ -104,6 +104,7 @@ class HostState:
     rtt: RttEstimator | None = None  # learned from this host's answers
     best_try: int = 1  # the latest attempt (1 = the first) that drew an answer
     loss: PathLoss = field(default_factory=PathLoss)  # TCP tries lost on the way, answered
+    udp_loss: PathLoss = field(default_factory=PathLoss)  # UDP's, past the ICMP limit
 
 
 @dataclass(slots=True)
@@ -367,7 +368,8 @@ class Engine:
         is asked, while a paced ICMP limit shows itself by answering retries), or as many
         as the loss measured on the path to it needs (scanner/core/loss.py); within
         --retries when given."""
-        return job.attempts <= allowed_retries(self.config.retries, host.best_try, host.loss)
+        loss = host.loss if job.target.endpoint.proto is Proto.TCP else host.udp_loss
+        return job.attempts <= allowed_retries(self.config.retries, host.best_try, loss)
 
     def _rate_burst(self) -> float:
         rate = self.config.rate
@@ -427,8 +429,12 @@ class Engine:
         else:
             if job.attempts > host.best_try:
                 host.best_try = job.attempts
-            if target.endpoint.proto is Proto.TCP and outcome.event is not Event.SILENCE:
+            if target.endpoint.proto is Proto.TCP:
                 host.loss.answered_on(job.attempts)
+            else:
+                # A UDP port's first silence may be the host's ICMP limit rather than
+                # loss; its paced retries each meet a refilled limit (scanner/core/loss.py).
+                host.udp_loss.answered_on(udp_tries_that_count(job.attempts, outcome.icmp))
         if outcome.icmp is not None and verdict.state in (State.REFUSED, State.FILTERED):
             host.sent_icmp = True
         offender = outcome.icmp.offender_address if outcome.icmp is not None else None

@@ -268,3 +268,34 @@ async def test_a_drop_on_a_clean_path_costs_no_more_tries_than_before() -> None:
     (dropped,) = [r for r in results if r.state is State.FILTERED]
     assert dropped.endpoint.port == 9
     assert connector.attempts[("10.0.0.2", 9)] == 2
+
+
+@pytest.mark.asyncio
+async def test_a_lossy_udp_path_past_the_icmp_limit_earns_retries_too() -> None:
+    """UDP on a host whose ICMP errors are rate-limited and whose path loses datagrams:
+    some ports answer only their paced retry (the limit, not loss), a third of them only
+    the retry after that (one loss), a few only their sixth try. The loss measured past
+    the limit gives the deep ones their tries; --retries 2 caps them, as before."""
+
+    def script(port: int) -> list[Outcome | None]:
+        if port % 20 == 0:
+            return [SILENT] * 5 + [ICMP_CLOSED]
+        if port % 3 == 0:
+            return [SILENT, SILENT, ICMP_CLOSED]
+        if port % 3 == 1:
+            return [SILENT, ICMP_CLOSED]
+        return [ICMP_CLOSED]
+
+    ports = list(range(1, 121))
+    targets = make_targets(["10.0.0.3"], ports, Proto.UDP)
+    config = EngineConfig(timeout=0.05, icmp_pace_v4=0.01)
+    adaptive = FakeConnector(script={port: script(port) for port in ports})
+    results, _, _ = await run_engine(config, adaptive, targets)
+    assert states(results) == Counter({(State.REFUSED, Reason.PORT_UNREACH): 120})
+
+    capped = FakeConnector(script={port: script(port) for port in ports})
+    results, _, _ = await run_engine(
+        EngineConfig(timeout=0.05, icmp_pace_v4=0.01, retries=2), capped, targets
+    )
+    unanswered = {r.endpoint.port for r in results if r.state is State.OPEN_FILTERED}
+    assert unanswered == set(range(20, 121, 20))

@@ -18,6 +18,7 @@ from scanner.core.loss import (
     allowed_retries,
     lossy_hosts,
     retries_for_loss,
+    udp_tries_that_count,
 )
 from scanner.core.model import Proto, State
 from tests.support.history import make_result
@@ -77,3 +78,11 @@ def test_the_results_say_which_paths_lost_probes() -> None:
     assert str(host) == (
         "the path to 10.0.0.5 lost ~20% of the probes (2 of 10 tries to ports that answered)"
     )
+
+
+def test_a_udp_answer_counts_its_tries_past_the_icmp_limit() -> None:
+    assert udp_tries_that_count(1, icmp_answer=None) == 1
+    assert udp_tries_that_count(3, icmp_answer=None) == 3  # data: two tries lost
+    assert udp_tries_that_count(1, icmp_answer="port-unreach") == 1
+    assert udp_tries_that_count(2, icmp_answer="port-unreach") == 1  # the limit, no loss
+    assert udp_tries_that_count(4, icmp_answer="port-unreach") == 3  # two paced tries lost
