@@ -67,6 +67,13 @@ from scanner.run.sinkset import (
 )
 from scanner.status import ExitStatus
 
+SHARD_STATUSES_WITHOUT_LOSS = (
+    ExitStatus.OK,
+    ExitStatus.NOT_AS_EXPECTED,
+    ExitStatus.USAGE_OR_INVENTORY,  # inventory errors: the client reported them already
+)
+"""A shard scan's exit statuses that mean its whole share was probed."""
+
 POLL_INTERVAL = 0.2
 """Seconds between two looks at the pending shards' results."""
 WORKER_CHECK_INTERVAL = 5.0
@@ -200,6 +207,7 @@ def gather(
     ledgers = VantageLedgers()
     pending = send_shards(app, spread)
     lost: list[str] = []
+    out_of_time = False  # a shard's --max-time ran out (its answer is partial, exit 4)
     try:
         last_online = dict.fromkeys(spread.vantages, time.monotonic())
         next_check = time.monotonic() + WORKER_CHECK_INTERVAL
@@ -207,8 +215,10 @@ def gather(
             for key, result in list(pending.items()):
                 if result.ready():
                     del pending[key]
-                    if not take_answer(key, result, spread, ledgers, outputs):
+                    status = take_answer(key, result, spread, ledgers, outputs)
+                    if status is None or status not in SHARD_STATUSES_WITHOUT_LOSS:
                         lost.append(f"{key[0]} shard {key[1]}/{spread.shards}")
+                    out_of_time = out_of_time or status == ExitStatus.OUT_OF_TIME
             if time.monotonic() >= next_check:
                 lost += give_up_on_absent(app, pending, last_online, spread)
                 next_check = time.monotonic() + WORKER_CHECK_INTERVAL
@@ -229,7 +239,8 @@ def gather(
                 sink.abort()
         raise
     return outputs.status(
-        lost=bool(lost) or ledgers.partial,
+        lost=bool(lost) or (ledgers.partial and not out_of_time),
+        out_of_time=out_of_time,
         problems=inventory_errors + ledgers.problem_count,
         stopped=gathering.stopped,
     )
@@ -260,24 +271,21 @@ def take_answer(
     spread: DistributedPlan,
     ledgers: VantageLedgers,
     outputs: Outputs,
-) -> bool:
-    """Write a shard's answer; False when there is none to write (the task failed at the
-    worker, or its answer is garbled): that shard is lost, and said."""
+) -> int | None:
+    """Write a shard's answer; its scan's exit status, or None when there is no answer to
+    write (the task failed at the worker, or its answer is garbled): that shard is lost,
+    and said."""
     vantage, index = key
     name = f"{vantage} shard {index}/{spread.shards}"
     try:
         answer = ShardAnswer.from_json(result.get(propagate=True, disable_sync_subtasks=False))
     except Exception as error:  # the task raised at the worker, or the answer is garbled
         report_error(f"reachscan: {name}: the worker failed: {error}"[:500])
-        return False
+        return None
     finally:
         with contextlib.suppress(Exception):
             result.forget()
-    if answer.status not in (
-        ExitStatus.OK,
-        ExitStatus.NOT_AS_EXPECTED,
-        ExitStatus.USAGE_OR_INVENTORY,
-    ):
+    if answer.status not in (*SHARD_STATUSES_WITHOUT_LOSS, ExitStatus.OUT_OF_TIME):
         said = answer.errors.strip().splitlines()[-1:] or ["no message"]
         report_error(
             f"reachscan: {name} at {answer.worker}: the scan there ended with exit status "
@@ -292,7 +300,9 @@ def take_answer(
             outputs.write(vantage, batch)
             batch = []
     outputs.write(vantage, batch)
-    return True
+    if answer.status == ExitStatus.OUT_OF_TIME:
+        report_error(f"reachscan: {name} at {answer.worker}: --max-time ran out; its rest unprobed")
+    return answer.status
 
 
 def give_up_on_absent(
@@ -427,7 +437,7 @@ class Outputs(GuardedSinks):
             interrupted=interrupted,
         )
 
-    def status(self, lost: bool, problems: int, stopped: bool) -> int:
+    def status(self, lost: bool, problems: int, stopped: bool, out_of_time: bool) -> int:
         """README, "Exit status", as for a local scan."""
         decided = self.outputs_status()
         if decided is not None:
@@ -436,6 +446,8 @@ class Outputs(GuardedSinks):
             return ExitStatus.INTERRUPTED
         if lost:
             return ExitStatus.SCANNER_FAILED
+        if out_of_time:
+            return ExitStatus.OUT_OF_TIME
         if problems:
             return ExitStatus.USAGE_OR_INVENTORY
         not_ok = sum(tally.not_ok for tally in self._tallies.values())
