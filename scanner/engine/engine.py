@@ -31,15 +31,17 @@ import heapq
 import itertools
 import time
 from collections import deque
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Hashable, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Protocol
 
 import anyio
 from anyio.abc import ObjectReceiveStream
 
 from scanner.core.classify import classify_target_side, is_scanner_side
 from scanner.core.loss import PathLoss, allowed_retries, udp_tries_that_count
-from scanner.core.model import Event, Outcome, Proto, Reason, Result, State, Target
+from scanner.core.model import Event, Outcome, Proto, Reason, Result, State, Target, Verdict
+from scanner.core.paths import PrefixPaths
 from scanner.net.base import Connector, ProbeHandle
 
 ResultCallback = Callable[[Result], None]
@@ -48,6 +50,27 @@ WarningCallback = Callable[[str], None]
 SELF_CONNECT_GIVE_UP = 8
 
 RTT_SAMPLES_BEFORE_ADAPTING = 4
+
+PATH_FIRST_TRY_MARGIN = 2.0
+"""A host with no answer of its own waits this many times its path's adaptive wait on its
+first try (at least --min-timeout, at most --timeout); its retry waits the full --timeout,
+so a far host behind a fast neighbourhood is still heard (docs/ARCHITECTURE.md)."""
+ON_LINK_RETRY_FACTOR = 4.0
+ON_LINK_RETRY_FLOOR = 0.5
+"""The retry of a silent neighbour on the link: nothing far hides behind a link, and a
+host that neither answers a SYN nor ARP within half a second there is not answering."""
+
+
+class Paths(Protocol):
+    """Which hosts share a path, and whether an on-link neighbour never answered ARP
+    (scanner/core/paths.py; scanner/net/routes.py reads this machine's tables)."""
+
+    def path_of(self, address: str) -> Hashable: ...
+
+    def on_link(self, address: str) -> bool: ...
+
+    def unanswered_neighbour(self, address: str) -> bool: ...
+
 
 RATE_TOKEN_SLACK = 1e-9
 """A refill computed in floating point can fall short of a whole token by a rounding
@@ -89,6 +112,7 @@ class Job:
     self_connects: int = 0
     handle: ProbeHandle | None = None
     deadline: float = 0.0
+    started: float = 0.0  # when the try in flight went out
     last_message: str | None = None
 
 
@@ -103,6 +127,8 @@ class HostState:
     next_paced_retry: float = 0.0
     rtt: RttEstimator | None = None  # learned from this host's answers
     best_try: int = 1  # the latest attempt (1 = the first) that drew an answer
+    path: Hashable = None  # the route it is reached by (`Paths.path_of`)
+    on_link: bool = False  # a neighbour on a link, no router between (`Paths.on_link`)
     loss: PathLoss = field(default_factory=PathLoss)  # TCP tries lost on the way, answered
     udp_loss: PathLoss = field(default_factory=PathLoss)  # UDP's, past the ICMP limit
 
@@ -153,8 +179,11 @@ class Engine:
         on_warning: WarningCallback,
         clock: Callable[[], float] = time.monotonic,
         wall_clock: Callable[[], float] = time.time,
+        paths: Paths | None = None,
     ) -> None:
         self.config = config
+        self._paths: Paths = PrefixPaths() if paths is None else paths
+        self._path_rtt: dict[Hashable, RttEstimator] = {}
         self.stats = EngineStats(
             concurrency=config.concurrency, lowest_concurrency=config.concurrency
         )
@@ -324,7 +353,9 @@ class Engine:
     def _host(self, address: str) -> HostState:
         host = self._hosts.get(address)
         if host is None:
-            host = self._hosts[address] = HostState()
+            host = self._hosts[address] = HostState(
+                path=self._paths.path_of(address), on_link=self._paths.on_link(address)
+            )
         return host
 
     def _park(self, address: str, host: HostState, job: Job, *, front: bool = False) -> None:
@@ -346,6 +377,7 @@ class Engine:
             self._settle(job, host, started)
             return
         job.handle = started
+        job.started = now
         job.deadline = now + self._wait_for(job, host)
         host.inflight += 1
         self._inflight.add(job)
@@ -354,13 +386,50 @@ class Engine:
     def _wait_for(self, job: Job, host: HostState) -> float:
         """The first attempt waits as long as the host's answers suggest (never less than
         min_timeout, never more than --timeout); each retry doubles that wait, as TCP's
-        own retransmission timer backs off (RFC 6298 5.5), up to --timeout."""
+        own retransmission timer backs off (RFC 6298 5.5), up to --timeout. A host with
+        no answer of its own waits as its path suggests (`_path_wait`)."""
         config = self.config
         if host.rtt is None:
-            return config.timeout
+            return self._path_wait(job, host)
         first = host.rtt.wait(config.min_timeout, config.timeout)
         backoff: float = 2.0**job.attempts
         return min(config.timeout, first * backoff)
+
+    def _path_wait(self, job: Job, host: HostState) -> float:
+        """What a host that has not answered yet waits, learned from the hosts that share
+        its path (docs/ARCHITECTURE.md, "Round trips per path"): its first try
+        `PATH_FIRST_TRY_MARGIN` times the path's adaptive wait; its retry the full
+        --timeout, or, for a neighbour on the link (no router between: nothing far can
+        hide behind it), `ON_LINK_RETRY_FACTOR` times that first wait, at least
+        `ON_LINK_RETRY_FLOOR`. Without a path estimate, or with --retries 0 (no retry to
+        catch a slow host), every try waits the full --timeout."""
+        config = self.config
+        path = self._path_rtt.get(host.path)
+        if config.retries == 0 or path is None or path.samples < RTT_SAMPLES_BEFORE_ADAPTING:
+            return config.timeout
+        first = min(
+            config.timeout, path.wait(config.min_timeout, config.timeout) * PATH_FIRST_TRY_MARGIN
+        )
+        if job.attempts == 0:
+            return first
+        if host.on_link:
+            return min(config.timeout, max(ON_LINK_RETRY_FLOOR, first * ON_LINK_RETRY_FACTOR))
+        return config.timeout
+
+    def _shorten_first_tries(self, path_key: Hashable) -> None:
+        """A path's estimate was just trusted: the first tries in flight to its hosts that
+        have no answer of their own (sent before any answer came, with the full wait) now
+        wait what the path suggests, counted from when they went out."""
+        for job in self._inflight:
+            if job.attempts != 0:
+                continue
+            host = self._hosts.get(job.target.address)
+            if host is None or host.rtt is not None or host.path != path_key:
+                continue
+            deadline = job.started + self._path_wait(job, host)
+            if deadline < job.deadline:
+                job.deadline = deadline
+                heapq.heappush(self._deadlines, (deadline, next(self._sequence), job))
 
     def _silence_retried(self, job: Job, host: HostState) -> bool:
         """Retry a silent probe? As nmap does, one try beyond the latest try that ever
@@ -421,11 +490,22 @@ class Engine:
                 host.rtt = RttEstimator(outcome.rtt, outcome.rtt / 2)
             else:
                 host.rtt.update(outcome.rtt)
+            path = self._path_rtt.get(host.path)
+            if path is None:
+                self._path_rtt[host.path] = RttEstimator(outcome.rtt, outcome.rtt / 2)
+            else:
+                path.update(outcome.rtt)
+                if path.samples == RTT_SAMPLES_BEFORE_ADAPTING:
+                    self._shorten_first_tries(host.path)
         verdict = classify_target_side(target.endpoint.proto, outcome)
         if verdict.reason is Reason.NO_RESPONSE:
             if not final and self._silence_retried(job, host):
                 self._retry_silence(job, host)
                 return
+            if self._paths.unanswered_neighbour(target.address):
+                # On the link and silent through every try, with the kernel's ARP for it
+                # still unanswered: no such host (the kernel says so a second later).
+                verdict = Verdict(State.FILTERED, Reason.HOST_UNREACH)
         else:
             if job.attempts > host.best_try:
                 host.best_try = job.attempts

@@ -28,6 +28,7 @@ from scanner.core.model import Endpoint, Proto, Reason, ResolvedVia, Result, Sta
 from scanner.core.scope import Scope
 from scanner.engine.engine import Engine, EngineConfig, EngineStats, Job
 from scanner.net.base import Connector
+from scanner.net.routes import LinkPaths
 from scanner.resolve import Resolver
 
 RESOLVER_WORKERS = 32
@@ -75,7 +76,9 @@ class Pipeline:
         self._resolver = resolver
         self._on_result = on_result
         self._wall_clock = wall_clock
-        self.engine = Engine(settings.engine, connectors, on_result, on_warning)
+        self.engine = Engine(
+            settings.engine, connectors, on_result, on_warning, paths=LinkPaths.load()
+        )
         self.excluded = 0  # endpoint addresses reported `excluded` (--exclude, special)
 
     async def run(self, endpoints: Iterable[Endpoint]) -> EngineStats:

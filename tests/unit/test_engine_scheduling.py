@@ -299,3 +299,111 @@ async def test_a_lossy_udp_path_past_the_icmp_limit_earns_retries_too() -> None:
     )
     unanswered = {r.endpoint.port for r in results if r.state is State.OPEN_FILTERED}
     assert unanswered == set(range(20, 121, 20))
+
+
+class KnownPaths:
+    """Paths as a test wants them: every address on one path; some on the link, some
+    never answering ARP."""
+
+    def __init__(self, on_link: bool = False, unanswered: frozenset[str] = frozenset()) -> None:
+        self._on_link = on_link
+        self._unanswered = unanswered
+
+    def path_of(self, address: str) -> str:
+        return "the path"
+
+    def on_link(self, address: str) -> bool:
+        return self._on_link
+
+    def unanswered_neighbour(self, address: str) -> bool:
+        return address in self._unanswered
+
+
+async def run_on_paths(
+    config: EngineConfig, connector: FakeConnector, targets: Sequence[Target], paths: KnownPaths
+) -> tuple[list[Result], float]:
+    """The results, and how long the scan took in loop time."""
+    results: list[Result] = []
+    began = asyncio.get_running_loop().time()
+    engine = Engine(
+        config,
+        {Proto.TCP: connector, Proto.UDP: connector},
+        results.append,
+        lambda message: None,
+        clock=asyncio.get_running_loop().time,
+        paths=paths,
+    )
+    send, receive = anyio.create_memory_object_stream[list[Target]](16)
+    with anyio.fail_after(30):
+        async with anyio.create_task_group() as group:
+
+            async def feed() -> None:
+                async with send:
+                    await send.send(list(targets))
+
+            group.start_soon(feed)
+            await engine.run(receive)
+    return results, asyncio.get_running_loop().time() - began
+
+
+def starts_of(connector: FakeConnector, address: str) -> list[float]:
+    return [when for when, target in connector.starts if target.address == address]
+
+
+@pytest.mark.asyncio
+async def test_a_silent_host_waits_what_its_path_shows_then_the_full_timeout() -> None:
+    """10.0.0.1 answers at once; 10.0.0.2, on the same path, is silent. Its first try,
+    sent before any answer, is cut to twice the path's adaptive wait (0.1 s floor x 2) once
+    four answers made the path's estimate; its retry waits the full --timeout, which is
+    what a slow host far behind the same next hop needs (10.0.0.3 answers only then)."""
+    connector = FakeConnector(script={80: [SILENT], 81: [SILENT, OPEN]}, default=RST, delay=0.001)
+    targets = [
+        *make_targets(["10.0.0.1"], [1, 2, 3, 4, 5]),
+        *make_targets(["10.0.0.2"], [80]),
+        *make_targets(["10.0.0.3"], [81]),
+    ]
+    config = EngineConfig(timeout=1.0, min_timeout=0.1)
+    results, took = await run_on_paths(config, connector, targets, KnownPaths())
+    assert took == pytest.approx(1.2, abs=0.01)  # 0.2 s, then the full 1.0 s
+    by_address = {r.address: r for r in results if r.endpoint.port in (80, 81)}
+    assert (by_address["10.0.0.2"].state, by_address["10.0.0.2"].attempts) == (
+        State.FILTERED,
+        2,
+    )
+    assert (by_address["10.0.0.3"].state, by_address["10.0.0.3"].reason) == (
+        State.OPEN,
+        Reason.SYN_ACK,
+    )
+    assert starts_of(connector, "10.0.0.2") == exactly([0.0, 0.2])
+
+
+@pytest.mark.asyncio
+async def test_without_a_retry_the_path_does_not_shorten_the_wait() -> None:
+    connector = FakeConnector(script={80: [SILENT]}, default=RST, delay=0.001)
+    targets = [*make_targets(["10.0.0.1"], [1, 2, 3, 4, 5]), *make_targets(["10.0.0.2"], [80])]
+    config = EngineConfig(timeout=1.0, min_timeout=0.1, retries=0)
+    results, _took = await run_on_paths(config, connector, targets, KnownPaths())
+    assert {r.attempts for r in results if r.address == "10.0.0.2"} == {1}
+    assert starts_of(connector, "10.0.0.2") == exactly([0.0])
+    assert connector.cancelled == 0
+
+
+@pytest.mark.asyncio
+async def test_a_silent_neighbour_is_retried_briefly_and_an_absent_one_unreachable() -> None:
+    """On a link nothing far hides behind the neighbours: a silent one's retry waits four
+    times its first try, at least 0.5 s; one that never answered ARP is host-unreach."""
+    connector = FakeConnector(script={80: [SILENT]}, default=RST, delay=0.001)
+    targets = [
+        *make_targets(["10.0.0.1"], [1, 2, 3, 4, 5]),
+        *make_targets(["10.0.0.2", "10.0.0.9"], [80]),
+    ]
+    config = EngineConfig(timeout=1.5, min_timeout=0.1)
+    paths = KnownPaths(on_link=True, unanswered=frozenset({"10.0.0.9"}))
+    results, took = await run_on_paths(config, connector, targets, paths)
+    assert took == pytest.approx(1.0, abs=0.01)  # 0.2 s, then 4 x 0.2 s: not 1.5 s
+    verdicts = {r.address: (r.state, r.reason) for r in results if r.endpoint.port == 80}
+    assert verdicts == {
+        "10.0.0.2": (State.FILTERED, Reason.NO_RESPONSE),
+        "10.0.0.9": (State.FILTERED, Reason.HOST_UNREACH),
+    }
+    assert starts_of(connector, "10.0.0.2") == exactly([0.0, 0.2])
