@@ -1117,3 +1117,32 @@ if __name__ == "__main__":
         serve_listeners([(str(address), int(port)) for address, port in json.load(sys.stdin)])
     else:
         sys.exit("usage: common.py serve-listeners  (JSON [[address, port], ...] on stdin)")
+
+
+def namespace_scenario(
+    title: str,
+    compared: Sequence[Contender],
+    rounds: int,
+    expected: Mapping[Key, str],
+    namespace: str,
+    baseline_name: str,
+) -> tuple[list[Summary], dict[str, Any]]:
+    """Alternate `compared` inside `namespace`, judge every run against `expected`, print
+    the table of medians against `baseline_name`; the summaries and each run's figures."""
+
+    def judge(
+        contender: Contender, output: Path, throughout: BoundTable, at_any_time: BoundTable
+    ) -> Accuracy:
+        return compare_states(expected, contender.read(output))
+
+    print_heading(f"{title}, {rounds} alternating rounds")
+    records = alternate(
+        list(compared), rounds, judge, wrap=in_namespace(namespace), watch_listeners=False
+    )
+    summaries = [summarize(contender, records[contender.name]) for contender in compared]
+    baseline = next((summary for summary in summaries if summary.name == baseline_name), None)
+    headers, rows = summary_rows(summaries, baseline)
+    print(format_table(headers, rows))
+    return summaries, {
+        name: [run.measurement for run in runs_of] for name, runs_of in records.items()
+    }

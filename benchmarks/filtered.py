@@ -22,30 +22,21 @@ from __future__ import annotations
 
 import math
 import sys
-from pathlib import Path
 from typing import Any
 
 from common import (
-    Accuracy,
-    BoundTable,
     Contender,
     Summary,
-    alternate,
     common_arguments,
-    compare_states,
-    format_table,
     have_nmap,
     import_netns_support,
-    in_namespace,
+    namespace_scenario,
     netns_unavailable,
     nmap_command,
     nmap_states,
-    print_heading,
     reachscan_command,
     reachscan_states,
     runs_from,
-    summarize,
-    summary_rows,
     write_results,
 )
 
@@ -103,24 +94,9 @@ def scenario(
     namespace: str,
     baseline_name: str,
 ) -> tuple[list[Summary], dict[str, Any]]:
-    expected = expected_states(address, ports, dropped)
-
-    def judge(
-        contender: Contender, output: Path, throughout: BoundTable, at_any_time: BoundTable
-    ) -> Accuracy:
-        return compare_states(expected, contender.read(output))
-
-    print_heading(f"{title}, {rounds} alternating rounds")
-    records = alternate(
-        compared, rounds, judge, wrap=in_namespace(namespace), watch_listeners=False
+    return namespace_scenario(
+        title, compared, rounds, expected_states(address, ports, dropped), namespace, baseline_name
     )
-    summaries = [summarize(contender, records[contender.name]) for contender in compared]
-    baseline = next((summary for summary in summaries if summary.name == baseline_name), None)
-    headers, rows = summary_rows(summaries, baseline)
-    print(format_table(headers, rows))
-    return summaries, {
-        name: [run.measurement for run in runs_of] for name, runs_of in records.items()
-    }
 
 
 def reachscan_contender(name: str, target: str, endpoints: int, *options: str) -> Contender:

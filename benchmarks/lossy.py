@@ -16,29 +16,20 @@ Needs root, iproute2 and nftables; skips with the reason otherwise.
 from __future__ import annotations
 
 import sys
-from pathlib import Path
 from typing import Any
 
 from common import (
-    Accuracy,
-    BoundTable,
     Contender,
-    alternate,
     common_arguments,
-    compare_states,
-    format_table,
     have_nmap,
     import_netns_support,
-    in_namespace,
+    namespace_scenario,
     netns_unavailable,
     nmap_command,
     nmap_states,
-    print_heading,
     reachscan_command,
     reachscan_states,
     runs_from,
-    summarize,
-    summary_rows,
     write_results,
 )
 
@@ -115,29 +106,18 @@ def main() -> int:
             (address, port, "tcp"): "open" if port in LISTENING else "refused" for port in ports
         }
 
-        def judge(
-            contender: Contender, output: Path, throughout: BoundTable, at_any_time: BoundTable
-        ) -> Accuracy:
-            return compare_states(expected, contender.read(output))
-
         for loss in (int(text) for text in args.loss.split(",")):
             topology.exec_in(target_ns, ["nft", "flush", "ruleset"])
             topology.load_nft(target_ns, ruleset(ports, loss))
-            print_heading(f"{loss} % SYN loss, {len(ports)} ports, {runs} alternating rounds")
-            compared = contenders(address, ports)
-            records = alternate(
-                compared, runs, judge, wrap=in_namespace(scanner_ns), watch_listeners=False
+            summaries, measured = namespace_scenario(
+                f"{loss} % SYN loss, {len(ports)} ports",
+                contenders(address, ports),
+                runs,
+                expected,
+                scanner_ns,
+                BASELINE,
             )
-            summaries = [summarize(contender, records[contender.name]) for contender in compared]
-            baseline = next((s for s in summaries if s.name == BASELINE), None)
-            headers, rows = summary_rows(summaries, baseline)
-            print(format_table(headers, rows))
-            results[f"loss_{loss}"] = {
-                "summaries": summaries,
-                "runs": {
-                    name: [run.measurement for run in runs_of] for name, runs_of in records.items()
-                },
-            }
+            results[f"loss_{loss}"] = {"summaries": summaries, "runs": measured}
     print(f"\nJSON: {write_results('lossy', results)}")
     return 0
 

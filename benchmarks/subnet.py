@@ -16,29 +16,20 @@ from __future__ import annotations
 
 import random
 import sys
-from pathlib import Path
 from typing import Any
 
 from common import (
-    Accuracy,
-    BoundTable,
     Contender,
-    alternate,
     common_arguments,
-    compare_states,
-    format_table,
     have_nmap,
     import_netns_support,
-    in_namespace,
+    namespace_scenario,
     netns_unavailable,
     nmap_command,
     nmap_states,
-    print_heading,
     reachscan_command,
     reachscan_states,
     runs_from,
-    summarize,
-    summary_rows,
     write_results,
 )
 
@@ -135,28 +126,16 @@ def main() -> int:
                 )
             )
 
-        def judge(
-            contender: Contender, output: Path, throughout: BoundTable, at_any_time: BoundTable
-        ) -> Accuracy:
-            return compare_states(expected, contender.read(output))
-
-        print_heading(
+        summaries, measured = namespace_scenario(
             f"{prefix}.0/24: {len(live)} live ({len(listening)} listening), {len(dropping)} "
-            f"dropping, {len(absent)} absent; ports {PORTS}; {runs} alternating rounds"
+            f"dropping, {len(absent)} absent; ports {PORTS}",
+            compared,
+            runs,
+            expected,
+            scanner_ns,
+            BASELINE,
         )
-        records = alternate(
-            compared, runs, judge, wrap=in_namespace(scanner_ns), watch_listeners=False
-        )
-        summaries = [summarize(contender, records[contender.name]) for contender in compared]
-        baseline = next((s for s in summaries if s.name == BASELINE), None)
-        headers, rows = summary_rows(summaries, baseline)
-        print(format_table(headers, rows))
-        results: dict[str, Any] = {
-            "summaries": summaries,
-            "runs": {
-                name: [run.measurement for run in runs_of] for name, runs_of in records.items()
-            },
-        }
+        results: dict[str, Any] = {"summaries": summaries, "runs": measured}
     print(f"\nJSON: {write_results('subnet', results)}")
     return 0
 
