@@ -25,7 +25,7 @@ from __future__ import annotations
 import contextlib
 import time
 import uuid
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from functools import partial
 from typing import Any
@@ -53,7 +53,7 @@ from scanner.inventory import InventoryError
 from scanner.outputs import OutputOptions, OutputSpec, make_sink, open_target
 from scanner.outputs.comparison import comparison_to_json, render_comparison_table
 from scanner.outputs.jsonl import encode_lines
-from scanner.run.interrupts import ScanControl, SignalGuard, say
+from scanner.run.interrupts import ScanControl, SignalGuard, StopFlag
 from scanner.run.merge import results_of_lines
 from scanner.run.plan import ScanPlan
 from scanner.run.session import HistorySession
@@ -78,21 +78,6 @@ POLL_INTERVAL = 0.2
 """Seconds between two looks at the pending shards' results."""
 WORKER_CHECK_INTERVAL = 5.0
 """Seconds between two checks that each vantage with pending shards has a worker."""
-
-
-class Gathering:
-    """The interrupt's hand in the gathering loop (as in scanner/run/merge.py: no event
-    loop; stopping sets a flag the loop reads between two polls)."""
-
-    def __init__(self) -> None:
-        self.stopped = False
-
-    def call_soon_threadsafe(self, callback: Callable[[], object], /) -> None:
-        callback()
-
-    def stop(self, message: str) -> None:
-        self.stopped = True
-        say(message)
 
 
 def run_distributed(plan: ScanPlan, spread: DistributedPlan, signals: SignalGuard) -> int:
@@ -196,7 +181,7 @@ def gather(
         report_error(f"reachscan: {error}")
         end_after_failure(signals, [], history, ExitStatus.OUTPUT_FAILED)
         return ExitStatus.OUTPUT_FAILED
-    gathering = Gathering()
+    gathering = StopFlag()  # the interrupt's hand between two polls
     signals.control_scan(
         ScanControl(
             loop=gathering,

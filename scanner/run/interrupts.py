@@ -96,6 +96,23 @@ class Waker(Protocol):
     def call_soon_threadsafe(self, callback: Callable[[], object], /) -> object: ...
 
 
+class StopFlag:
+    """The `Waker` of a loop that has no event loop (`merge` reading its files, a
+    distributed scan polling its shards): the handler's callback runs at once, inside the
+    handler, and `stop` only sets a flag the loop reads between two steps (and says the
+    line), which is safe at any point."""
+
+    def __init__(self) -> None:
+        self.stopped = False
+
+    def call_soon_threadsafe(self, callback: Callable[[], object], /) -> None:
+        callback()
+
+    def stop(self, message: str) -> None:
+        self.stopped = True
+        say(message)
+
+
 @dataclass(frozen=True, slots=True)
 class ScanControl:
     """How to end the scan from the event loop: `stop` (keep what finished) and `quit`

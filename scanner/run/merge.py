@@ -19,7 +19,7 @@ import contextlib
 import sys
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import BinaryIO
 
@@ -31,7 +31,7 @@ from scanner.core.merging import MergeLedger, VantageLedgers, end_of_record, res
 from scanner.core.model import Result, State
 from scanner.core.sinks import OutputError, RunInfo, RunSummary, Sink
 from scanner.outputs import OutputOptions, OutputSpec
-from scanner.run.interrupts import ScanControl, SignalGuard, say
+from scanner.run.interrupts import ScanControl, SignalGuard, StopFlag
 from scanner.run.session import HistoryPlan, HistorySession
 from scanner.run.sinkset import (
     GuardedSinks,
@@ -68,23 +68,17 @@ class StopReading(Exception):
     """Raised by the handler into a read that waits on a pipe (scanner/run/merge.py)."""
 
 
-class Reading:
-    """The interrupt's hand in the reading loop: `ScanControl`'s loop is this object,
-    which acts at once inside the signal handler (there is no event loop to wake). The
-    stop sets a flag, which the loop reads after each line; and when the merge is waiting
-    for a line (stdin from a pipe that stays open), it raises `StopReading` there, inside
-    the one `readline` that waits, which is the only place it can land."""
+class Reading(StopFlag):
+    """The interrupt's hand in the reading loop (`StopFlag`): when the merge is waiting for
+    a line (stdin from a pipe that stays open), the stop also raises `StopReading` there,
+    inside the one `readline` that waits, which is the only place it can land."""
 
     def __init__(self) -> None:
-        self.stopped = False
+        super().__init__()
         self.waiting = False
 
-    def call_soon_threadsafe(self, callback: Callable[[], object], /) -> None:
-        callback()
-
     def stop(self, message: str) -> None:
-        self.stopped = True
-        say(message)
+        super().stop(message)
         if self.waiting:
             self.waiting = False
             raise StopReading
